@@ -1,0 +1,79 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Shared Swift settings for every target.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "fhirbundle",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "fhirbundle", targets: ["fhirbundle"]),
+        .library(name: "FHIRConvert", targets: ["FHIRConvert"]),
+    ],
+    dependencies: [
+        // Command-line parsing, help text and exit codes for the thin executables.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Mapping files are YAML; Yams keeps node marks so mapping errors carry line and column.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // SHA-256 for the manifest checksums and SHA-1 for name-based UUIDs (RFC 9562 v5).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+    ],
+    targets: [
+        // MARK: C glue for libxml2 (only FHIRSources sees it)
+        .systemLibrary(
+            name: "CLibXML2",
+            pkgConfig: "libxml-2.0",
+            providers: [.apt(["libxml2-dev"]), .brew(["libxml2"])]
+        ),
+        .target(name: "CXMLShim", dependencies: ["CLibXML2"]),
+
+        // MARK: Engine
+        .target(
+            name: "FHIRSources",
+            dependencies: ["CXMLShim", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "FHIRDefinitions", swiftSettings: swiftSettings),
+        .target(
+            name: "FHIRModel",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FHIRMapping",
+            dependencies: ["FHIRModel", "FHIRDefinitions", "Yams"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FHIRArtifacts",
+            dependencies: ["FHIRModel", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FHIRConvert",
+            dependencies: ["FHIRSources", "FHIRMapping", "FHIRArtifacts", "FHIRModel"],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Executables (thin shells)
+        .executableTarget(
+            name: "fhirbundle",
+            dependencies: ["FHIRConvert", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests
+        .testTarget(name: "FHIRSourcesTests", dependencies: ["FHIRSources"], swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions"], swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FHIRConvertTests",
+            dependencies: ["FHIRConvert", "FHIRModel", "FHIRSources", "FHIRArtifacts"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

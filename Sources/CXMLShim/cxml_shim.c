@@ -1,0 +1,2 @@
+#include "cxml_shim.h"
+#include <libxml/xmlreader.h>
