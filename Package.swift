@@ -29,6 +29,8 @@ let package = Package(
             providers: [.apt(["libxml2-dev"]), .brew(["libxml2"])]
         ),
         .target(name: "CXMLShim", dependencies: ["CLibXML2"]),
+        // renameat2(RENAME_EXCHANGE) for swapping the output folder in one step.
+        .target(name: "CAtomicRename"),
 
         // MARK: Engine
         .target(
@@ -44,12 +46,12 @@ let package = Package(
         ),
         .target(
             name: "FHIRMapping",
-            dependencies: ["FHIRModel", "FHIRDefinitions", "Yams"],
+            dependencies: ["FHIRModel", "FHIRDefinitions", "FHIRSources", "Yams"],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "FHIRArtifacts",
-            dependencies: ["FHIRModel", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["FHIRModel", "CAtomicRename", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -1,0 +1,103 @@
+import CAtomicRename
+import FHIRModel
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The output folder, built in a hidden temporary folder beside the target and swapped in only when complete.
+///
+/// An interrupted or failed run therefore leaves the previous artifacts untouched: the swap is one
+/// `renameat2(RENAME_EXCHANGE)` on Linux, so there is no moment without a complete folder at the target path.
+public final class ArtifactFolder {
+    /// Where the artifacts end up.
+    public let target: String
+    /// Where they are written until `commit()`.
+    public let staging: String
+    private var committed = false
+
+    /// Prepares a staging folder beside `target`. Refuses a target that exists but is not an artifact folder, so a
+    /// mistyped `--out` never replaces someone's files.
+    public init(target: String) throws(ArtifactError) {
+        let fm = FileManager.default
+        let target = target.hasSuffix("/") && target.count > 1 ? String(target.dropLast()) : target
+        self.target = target
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: target, isDirectory: &isDir) {
+            guard isDir.boolValue else {
+                throw ArtifactError(path: target, message: "exists and is not a folder; choose another --out")
+            }
+            let contents = (try? fm.contentsOfDirectory(atPath: target)) ?? []
+            let foreign = contents.filter { $0 != ".gitkeep" }
+            if !foreign.isEmpty && !contents.contains("manifest.json") {
+                throw ArtifactError(path: target, message: "exists, is not empty and holds no manifest.json, so it is not an artifact folder; choose another --out or empty it")
+            }
+        }
+        let parent = (target as NSString).deletingLastPathComponent
+        let base = (target as NSString).lastPathComponent
+        let parentDir = parent.isEmpty ? "." : parent
+        do {
+            try fm.createDirectory(atPath: parentDir, withIntermediateDirectories: true)
+        } catch {
+            throw ArtifactError(path: parentDir, message: "cannot create the folder: \(error.localizedDescription)")
+        }
+        // Leftovers of a killed run are ours to clean.
+        for entry in (try? fm.contentsOfDirectory(atPath: parentDir)) ?? [] where entry.hasPrefix(".\(base).staging-") {
+            try? fm.removeItem(atPath: parentDir + "/" + entry)
+        }
+        staging = parentDir + "/.\(base).staging-\(getpid())"
+        do {
+            try fm.createDirectory(atPath: staging, withIntermediateDirectories: false)
+        } catch {
+            throw ArtifactError(path: staging, message: "cannot create the staging folder: \(error.localizedDescription)")
+        }
+    }
+
+    deinit {
+        if !committed { discard() }
+    }
+
+    /// Creates `relative` (a folder path inside the artifact folder).
+    public func makeFolder(_ relative: String) throws(ArtifactError) {
+        do {
+            try FileManager.default.createDirectory(atPath: staging + "/" + relative, withIntermediateDirectories: true)
+        } catch {
+            throw ArtifactError(path: relative, message: "cannot create the folder: \(error.localizedDescription)")
+        }
+    }
+
+    /// Opens a hashed writer for `relative`.
+    public func writer(_ relative: String) throws(ArtifactError) -> HashingFileWriter {
+        try HashingFileWriter(path: staging + "/" + relative)
+    }
+
+    /// Replaces the target with the staging folder.
+    public func commit() throws(ArtifactError) {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: target + "/.gitkeep") { fm.createFile(atPath: staging + "/.gitkeep", contents: Data()) }
+        if fm.fileExists(atPath: target) {
+            if atomic_rename_exchange(staging, target) != 0 {
+                // Filesystems without RENAME_EXCHANGE: move the old folder aside, then move the new one in.
+                let aside = staging + ".old"
+                guard rename(target, aside) == 0 else { throw .posix(target, "moving the previous artifacts aside") }
+                guard rename(staging, target) == 0 else {
+                    _ = rename(aside, target)
+                    throw .posix(target, "moving the new artifacts in")
+                }
+                try? fm.removeItem(atPath: aside)
+            } else {
+                try? fm.removeItem(atPath: staging)  // now holds the previous artifacts
+            }
+        } else if rename(staging, target) != 0 {
+            throw .posix(target, "moving the new artifacts in")
+        }
+        committed = true
+    }
+
+    /// Removes the staging folder, leaving the target as it was.
+    public func discard() {
+        try? FileManager.default.removeItem(atPath: staging)
+        committed = true
+    }
+}

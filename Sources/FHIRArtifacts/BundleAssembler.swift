@@ -1,0 +1,152 @@
+import FHIRModel
+
+/// One write in an upload plan: a resource and its conditional update.
+public struct PlannedEntry: Sendable {
+    public let resource: JSONValue
+    /// `Type?identifier=system|value`.
+    public let url: String
+    /// `urn:uuid:...`, written in transactions where other entries may point at it.
+    public let fullUrl: String
+
+    public init(resource: JSONValue, url: String, fullUrl: String) {
+        self.resource = resource
+        self.url = url
+        self.fullUrl = fullUrl
+    }
+}
+
+/// How a step's groups are packed into bundles.
+public enum BundlePacking: String, Sendable {
+    case batch
+    case transaction
+    case batchOfTransactions = "batch-of-transactions"
+}
+
+/// A group that cannot be packed (too many entries or too many bytes for one bundle).
+public struct GroupTooLarge: Error, Sendable {
+    public let message: String
+}
+
+/// Packs the groups of one step into bundle files under the limits, in arrival order.
+///
+/// Each entry is serialised once, indented at its final depth, so the size of a bundle is known exactly before it
+/// is written: no bundle is ever over `bundleBytes`, and the same groups always give the same files.
+public final class BundleAssembler {
+    public let packing: BundlePacking
+    public let limits: BundleLimits
+    private let writer = JSONWriter(indent: 2)
+    /// Called with each finished bundle's bytes.
+    private let emit: ([UInt8]) throws -> Void
+    private var entries: [[UInt8]] = []
+    private var entryCount = 0
+    private var entryBytes = 0
+    public private(set) var bundleCount = 0
+
+    /// Creates an assembler; `emit` receives each complete bundle file.
+    public init(packing: BundlePacking, limits: BundleLimits, emit: @escaping ([UInt8]) throws -> Void) {
+        self.packing = packing
+        self.limits = limits
+        self.emit = emit
+    }
+
+    private var bundleType: String { packing == .transaction ? "transaction" : "batch" }
+
+    /// Bytes of the bundle around its entries, and per entry (newline, indentation, comma).
+    private var frameBytes: Int { frame(header: true).count + frame(header: false).count }
+    private static let perEntryOverhead = 1 + 4 + 1
+
+    private func frame(header: Bool) -> [UInt8] {
+        if header { return Array("{\n  \"resourceType\": \"Bundle\",\n  \"type\": \"\(bundleType)\",\n  \"entry\": [".utf8) }
+        return Array("\n  ]\n}\n".utf8)
+    }
+
+    /// The most entries one transaction may hold, given whether it has conditional operations.
+    private func transactionCap(conditional: Bool) -> Int {
+        min(limits.transactionEntries, conditional ? limits.conditionalTransactionEntries : limits.transactionEntries, limits.transactionUpdates)
+    }
+
+    /// Adds one group (one source row's resources). Throws `GroupTooLarge` when the group alone breaks a limit.
+    public func add(group: [PlannedEntry]) throws {
+        guard !group.isEmpty else { return }
+        let conditional = group.contains { $0.url.contains("?") }
+        switch packing {
+        case .batch:
+            for entry in group {
+                try append([serialise(entryValue(entry, fullUrl: false))], count: 1, cap: limits.batchEntries)
+            }
+        case .transaction:
+            let cap = transactionCap(conditional: conditional)
+            guard group.count <= cap else {
+                throw GroupTooLarge(message: "the group has \(group.count) entries, more than one transaction may hold (\(cap)\(conditional ? " with conditional updates" : ""))")
+            }
+            try append(group.map { serialise(entryValue($0, fullUrl: true)) }, count: group.count, cap: cap)
+        case .batchOfTransactions:
+            let cap = transactionCap(conditional: conditional)
+            guard group.count <= cap else {
+                throw GroupTooLarge(message: "the group has \(group.count) entries, more than one transaction may hold (\(cap)\(conditional ? " with conditional updates" : ""))")
+            }
+            let inner = JSONValue.object([
+                JSONMember("resource", .object([
+                    JSONMember("resourceType", .string("Bundle")),
+                    JSONMember("type", .string("transaction")),
+                    JSONMember("entry", .array(group.map { entryValue($0, fullUrl: true) })),
+                ])),
+                JSONMember("request", .object([JSONMember("method", .string("POST")), JSONMember("url", .string("/"))])),
+            ])
+            try append([serialise(inner)], count: 1, cap: limits.batchEntries)
+        }
+    }
+
+    /// Writes the last, partly filled bundle.
+    public func finish() throws {
+        try flush()
+    }
+
+    /// A Bundle.entry in FHIR element order: fullUrl, resource, request.
+    private func entryValue(_ entry: PlannedEntry, fullUrl: Bool) -> JSONValue {
+        var members: [JSONMember] = []
+        if fullUrl { members.append(JSONMember("fullUrl", .string(entry.fullUrl))) }
+        members.append(JSONMember("resource", entry.resource))
+        members.append(JSONMember("request", .object([JSONMember("method", .string("PUT")), JSONMember("url", .string(entry.url))])))
+        return .object(members)
+    }
+
+    private func serialise(_ value: JSONValue) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(1024)
+        writer.write(value, into: &out, level: 2)
+        return out
+    }
+
+    /// Adds entries that must share one bundle, starting a new bundle when the count or byte limit would be passed.
+    private func append(_ group: [[UInt8]], count: Int, cap: Int) throws {
+        let groupBytes = group.reduce(0) { $0 + $1.count + BundleAssembler.perEntryOverhead }
+        guard frameBytes + groupBytes <= limits.bundleBytes else {
+            throw GroupTooLarge(message: "the group needs \(frameBytes + groupBytes) bytes, more than one bundle may hold (\(limits.bundleBytes))")
+        }
+        if entryCount > 0 && (entryCount + count > cap || frameBytes + entryBytes + groupBytes > limits.bundleBytes) {
+            try flush()
+        }
+        entries.append(contentsOf: group)
+        entryCount += count
+        entryBytes += groupBytes
+    }
+
+    private func flush() throws {
+        guard !entries.isEmpty else { return }
+        var out = frame(header: true)
+        out.reserveCapacity(frameBytes + entryBytes)
+        for (i, e) in entries.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(UInt8(ascii: "\n"))
+            out.append(contentsOf: [0x20, 0x20, 0x20, 0x20])
+            out.append(contentsOf: e)
+        }
+        out.append(contentsOf: frame(header: false))
+        entries.removeAll(keepingCapacity: true)
+        entryCount = 0
+        entryBytes = 0
+        bundleCount += 1
+        try emit(out)
+    }
+}

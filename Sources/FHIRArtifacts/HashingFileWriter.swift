@@ -1,0 +1,87 @@
+import Crypto
+import FHIRModel
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Errors while writing the artifact folder, naming the path and what the system said.
+public struct ArtifactError: Error, Sendable, CustomStringConvertible {
+    public var path: String
+    public var message: String
+
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
+
+    public var description: String { "\(path): \(message)" }
+
+    static func posix(_ path: String, _ what: String) -> ArtifactError {
+        ArtifactError(path: path, message: "\(what) failed: \(String(cString: strerror(errno)))")
+    }
+}
+
+/// Writes one file through a large buffer while hashing it, so the manifest's checksum costs no second read.
+public final class HashingFileWriter {
+    public let path: String
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private var hasher = SHA256()
+    public private(set) var size = 0
+    private static let flushThreshold = 1 << 20
+
+    public init(path: String) throws(ArtifactError) {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw .posix(path, "creating the file") }
+        buffer.reserveCapacity(HashingFileWriter.flushThreshold + 4096)
+    }
+
+    private var closed = false
+
+    deinit {
+        if !closed { close(fd) }
+    }
+
+    public func write(_ bytes: [UInt8]) throws(ArtifactError) {
+        buffer.append(contentsOf: bytes)
+        if buffer.count >= HashingFileWriter.flushThreshold { try flush() }
+    }
+
+    public func write(_ byte: UInt8) throws(ArtifactError) {
+        buffer.append(byte)
+        if buffer.count >= HashingFileWriter.flushThreshold { try flush() }
+    }
+
+    private func flush() throws(ArtifactError) {
+        guard !buffer.isEmpty else { return }
+        hasher.update(data: buffer)
+        size += buffer.count
+        let ok = buffer.withUnsafeBytes { raw -> Bool in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                offset += n
+            }
+            return true
+        }
+        if !ok { throw .posix(path, "writing") }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// Flushes, syncs to disk and closes; returns the file's SHA-256 and size.
+    public func finish() throws(ArtifactError) -> (sha256: String, size: Int) {
+        try flush()
+        if fsync(fd) != 0 { throw .posix(path, "syncing") }
+        closed = true
+        if close(fd) != 0 { throw .posix(path, "closing") }
+        return (Hex.encode(hasher.finalize()), size)
+    }
+}

@@ -1,0 +1,217 @@
+import FHIRModel
+
+/// `manifest.json`: what an artifact folder holds and how to check it, documented by
+/// `schemas/manifest.schema.json`. Written without timestamps so that two runs on the same inputs are identical.
+public struct Manifest: Sendable, Equatable {
+    public static let format = "fhirbundle-artifacts"
+    public static let formatVersion = 1
+
+    public struct Tool: Sendable, Equatable {
+        public var name: String
+        public var version: String
+
+        public init(name: String, version: String) {
+            self.name = name
+            self.version = version
+        }
+    }
+
+    public struct MappingFile: Sendable, Equatable {
+        public var file: String
+        public var sha256: String
+
+        public init(file: String, sha256: String) {
+            self.file = file
+            self.sha256 = sha256
+        }
+    }
+
+    public struct Source: Sendable, Equatable {
+        public var name: String
+        public var file: String
+        public var sha256: String
+        public var bytes: Int
+        public var rows: Int
+        public var rejects: Int
+
+        public init(name: String, file: String, sha256: String, bytes: Int, rows: Int, rejects: Int) {
+            self.name = name
+            self.file = file
+            self.sha256 = sha256
+            self.bytes = bytes
+            self.rows = rows
+            self.rejects = rejects
+        }
+    }
+
+    public struct Step: Sendable, Equatable {
+        public var name: String
+        public var source: String
+        /// batch, transaction or batch-of-transactions.
+        public var bundle: String
+        public var folder: String
+        public var rows: Int
+        public var rejects: Int
+        /// Resource type → count, sorted by type.
+        public var resources: [String: Int]
+        public var bundles: [String]
+
+        public init(name: String, source: String, bundle: String, folder: String, rows: Int, rejects: Int, resources: [String: Int], bundles: [String]) {
+            self.name = name
+            self.source = source
+            self.bundle = bundle
+            self.folder = folder
+            self.rows = rows
+            self.rejects = rejects
+            self.resources = resources
+            self.bundles = bundles
+        }
+    }
+
+    public struct Artifact: Sendable, Equatable {
+        public var path: String
+        public var sha256: String
+        public var bytes: Int
+
+        public init(path: String, sha256: String, bytes: Int) {
+            self.path = path
+            self.sha256 = sha256
+            self.bytes = bytes
+        }
+    }
+
+    public var tool: Tool
+    public var mapping: MappingFile
+    public var limits: BundleLimits
+    public var sources: [Source]
+    /// In upload order.
+    public var steps: [Step]
+    /// Every file of the folder except the manifest, sorted by path.
+    public var artifacts: [Artifact]
+    public var resourceCounts: [String: Int]
+    public var rejects: Int
+
+    public init(tool: Tool, mapping: MappingFile, limits: BundleLimits, sources: [Source], steps: [Step], artifacts: [Artifact], resourceCounts: [String: Int], rejects: Int) {
+        self.tool = tool
+        self.mapping = mapping
+        self.limits = limits
+        self.sources = sources
+        self.steps = steps
+        self.artifacts = artifacts
+        self.resourceCounts = resourceCounts
+        self.rejects = rejects
+    }
+
+    /// The manifest as JSON, members in a fixed order.
+    public var json: JSONValue {
+        func counts(_ d: [String: Int]) -> JSONValue {
+            .object(d.keys.sorted().map { JSONMember($0, .number(String(d[$0]!))) })
+        }
+        func n(_ i: Int) -> JSONValue { .number(String(i)) }
+        return .object([
+            JSONMember("format", .string(Manifest.format)),
+            JSONMember("formatVersion", n(Manifest.formatVersion)),
+            JSONMember("tool", .object([JSONMember("name", .string(tool.name)), JSONMember("version", .string(tool.version))])),
+            JSONMember("mapping", .object([JSONMember("file", .string(mapping.file)), JSONMember("sha256", .string(mapping.sha256))])),
+            JSONMember("limits", .object(BundleLimits.keys.map { key in JSONMember(key, n(limits.value(key))) })),
+            JSONMember("sources", .array(sources.map { s in
+                .object([
+                    JSONMember("name", .string(s.name)), JSONMember("file", .string(s.file)), JSONMember("sha256", .string(s.sha256)),
+                    JSONMember("bytes", n(s.bytes)), JSONMember("rows", n(s.rows)), JSONMember("rejects", n(s.rejects)),
+                ])
+            })),
+            JSONMember("steps", .array(steps.map { s in
+                .object([
+                    JSONMember("name", .string(s.name)), JSONMember("source", .string(s.source)), JSONMember("bundle", .string(s.bundle)),
+                    JSONMember("folder", .string(s.folder)), JSONMember("rows", n(s.rows)), JSONMember("rejects", n(s.rejects)),
+                    JSONMember("resources", counts(s.resources)), JSONMember("bundles", .array(s.bundles.map { .string($0) })),
+                ])
+            })),
+            JSONMember("artifacts", .array(artifacts.map { a in
+                .object([JSONMember("path", .string(a.path)), JSONMember("sha256", .string(a.sha256)), JSONMember("bytes", n(a.bytes))])
+            })),
+            JSONMember("resourceCounts", counts(resourceCounts)),
+            JSONMember("rejects", n(rejects)),
+        ])
+    }
+
+    /// Reads a manifest back; the error names the JSON pointer of what is missing or wrong.
+    public init(json: JSONValue) throws(ManifestError) {
+        func need<T>(_ v: JSONValue?, _ pointer: String, _ get: (JSONValue) -> T?) throws(ManifestError) -> T {
+            guard let v, let t = get(v) else { throw ManifestError(pointer: pointer, message: "missing or of the wrong type") }
+            return t
+        }
+        let str: (JSONValue) -> String? = { $0.stringValue }
+        let int: (JSONValue) -> Int? = { if case .number(let s) = $0 { return Int(s) } else { return nil } }
+        let arr: (JSONValue) -> [JSONValue]? = { $0.arrayValue }
+        guard try need(json["format"], "/format", str) == Manifest.format else {
+            throw ManifestError(pointer: "/format", message: "not a fhirbundle manifest")
+        }
+        let version = try need(json["formatVersion"], "/formatVersion", int)
+        guard version == Manifest.formatVersion else {
+            throw ManifestError(pointer: "/formatVersion", message: "format version \(version) is not supported by this tool (it reads \(Manifest.formatVersion))")
+        }
+        tool = Tool(name: try need(json["tool"]?["name"], "/tool/name", str), version: try need(json["tool"]?["version"], "/tool/version", str))
+        mapping = MappingFile(file: try need(json["mapping"]?["file"], "/mapping/file", str), sha256: try need(json["mapping"]?["sha256"], "/mapping/sha256", str))
+        var limits = BundleLimits()
+        for key in BundleLimits.keys {
+            if let v = json["limits"]?[key] { limits.set(key, try need(v, "/limits/\(key)", int)) }
+        }
+        self.limits = limits
+        var sources: [Source] = []
+        for (i, s) in try need(json["sources"], "/sources", arr).enumerated() {
+            let p = "/sources/\(i)"
+            sources.append(Source(name: try need(s["name"], "\(p)/name", str), file: try need(s["file"], "\(p)/file", str),
+                                  sha256: try need(s["sha256"], "\(p)/sha256", str), bytes: try need(s["bytes"], "\(p)/bytes", int),
+                                  rows: try need(s["rows"], "\(p)/rows", int), rejects: try need(s["rejects"], "\(p)/rejects", int)))
+        }
+        self.sources = sources
+        var steps: [Step] = []
+        for (i, s) in try need(json["steps"], "/steps", arr).enumerated() {
+            let p = "/steps/\(i)"
+            var resources: [String: Int] = [:]
+            for m in try need(s["resources"], "\(p)/resources", { $0.objectMembers }) {
+                resources[m.key] = try need(m.value, "\(p)/resources/\(m.key)", int)
+            }
+            var bundles: [String] = []
+            for (j, b) in try need(s["bundles"], "\(p)/bundles", arr).enumerated() { bundles.append(try need(b, "\(p)/bundles/\(j)", str)) }
+            steps.append(Step(name: try need(s["name"], "\(p)/name", str), source: try need(s["source"], "\(p)/source", str),
+                              bundle: try need(s["bundle"], "\(p)/bundle", str), folder: try need(s["folder"], "\(p)/folder", str),
+                              rows: try need(s["rows"], "\(p)/rows", int), rejects: try need(s["rejects"], "\(p)/rejects", int),
+                              resources: resources, bundles: bundles))
+        }
+        self.steps = steps
+        var artifacts: [Artifact] = []
+        for (i, a) in try need(json["artifacts"], "/artifacts", arr).enumerated() {
+            let p = "/artifacts/\(i)"
+            artifacts.append(Artifact(path: try need(a["path"], "\(p)/path", str), sha256: try need(a["sha256"], "\(p)/sha256", str), bytes: try need(a["bytes"], "\(p)/bytes", int)))
+        }
+        self.artifacts = artifacts
+        var counts: [String: Int] = [:]
+        for m in try need(json["resourceCounts"], "/resourceCounts", { $0.objectMembers }) {
+            counts[m.key] = try need(m.value, "/resourceCounts/\(m.key)", int)
+        }
+        resourceCounts = counts
+        rejects = try need(json["rejects"], "/rejects", int)
+    }
+}
+
+/// A manifest that cannot be read, with the JSON pointer of the problem.
+public struct ManifestError: Error, Sendable, CustomStringConvertible {
+    public var pointer: String
+    public var message: String
+    public var description: String { "manifest.json#\(pointer): \(message)" }
+}
+
+extension BundleLimits {
+    /// The limit called `key` (one of `keys`).
+    public func value(_ key: String) -> Int {
+        switch key {
+        case "transactionEntries": transactionEntries
+        case "conditionalTransactionEntries": conditionalTransactionEntries
+        case "transactionUpdates": transactionUpdates
+        case "batchEntries": batchEntries
+        default: bundleBytes
+        }
+    }
+}

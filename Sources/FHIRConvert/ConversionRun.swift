@@ -1,0 +1,275 @@
+import FHIRArtifacts
+import FHIRMapping
+import FHIRModel
+import FHIRSources
+import Foundation
+
+/// One conversion in progress: reads lookups, then each step's rows, writing NDJSON, bundles and rejects into the
+/// staging folder and keeping the counts the manifest reports.
+struct ConversionRun {
+    let mapping: CompiledMapping
+    let limits: BundleLimits
+    let folder: ArtifactFolder
+    weak var progress: (any ConvertProgress)?
+
+    private var rejects: HashingFileWriter
+    private var rejectCount = 0
+    private var ndjson: [String: HashingFileWriter] = [:]
+    private var artifacts: [Manifest.Artifact] = []
+    private var sourceStats: [Int: Manifest.Source] = [:]
+    private var resourceCounts: [String: Int] = [:]
+    /// Identifier hash → line that first produced it; a second row with the same identifier is a reject, because a
+    /// conditional update would silently overwrite the first.
+    private var seenIdentifiers: [UInt128: Int] = [:]
+    private let compact = JSONWriter()
+
+    init(mapping: CompiledMapping, limits: BundleLimits, folder: ArtifactFolder, progress: (any ConvertProgress)?) throws {
+        self.mapping = mapping
+        self.limits = limits
+        self.folder = folder
+        self.progress = progress
+        try folder.makeFolder("ndjson")
+        try folder.makeFolder("bundles")
+        rejects = try folder.writer("rejects.ndjson")
+    }
+
+    mutating func execute(toolVersion: String) throws -> Manifest {
+        let lookups = try buildLookups()
+        var steps: [Manifest.Step] = []
+        for index in mapping.steps.indices {
+            steps.append(try runStep(index, lookups: lookups))
+        }
+        let r = try rejects.finish()
+        artifacts.append(Manifest.Artifact(path: "rejects.ndjson", sha256: r.sha256, bytes: r.size))
+        for (type, writer) in ndjson {
+            let f = try writer.finish()
+            artifacts.append(Manifest.Artifact(path: "ndjson/\(type).ndjson", sha256: f.sha256, bytes: f.size))
+        }
+        artifacts.sort { $0.path < $1.path }
+        let manifest = Manifest(
+            tool: .init(name: "fhirbundle", version: toolVersion),
+            mapping: .init(file: (mapping.document.path as NSString).lastPathComponent, sha256: sha256Hex(mapping.document.bytes)),
+            limits: limits,
+            sources: mapping.sources.indices.compactMap { sourceStats[$0] },
+            steps: steps, artifacts: artifacts, resourceCounts: resourceCounts, rejects: rejectCount)
+        var bytes = JSONWriter(indent: 2).bytes(manifest.json)
+        bytes.append(UInt8(ascii: "\n"))
+        let writer = try folder.writer("manifest.json")
+        try writer.write(bytes)
+        _ = try writer.finish()
+        return manifest
+    }
+
+    // MARK: Lookups
+
+    /// Reads every source that lookups index, once per source, into the lookup tables.
+    private mutating func buildLookups() throws -> LookupTables {
+        let tables = LookupTables(count: mapping.lookups.count)
+        let stepSources = Set(mapping.steps.map(\.sourceIndex))
+        let bySource = Dictionary(grouping: mapping.lookups.indices, by: { mapping.lookups[$0].sourceIndex })
+        for sourceIndex in bySource.keys.sorted() {
+            let indexes = bySource[sourceIndex]!
+            let names = indexes.map { mapping.lookups[$0].name }.joined(separator: ", ")
+            let task = "lookup \(names)"
+            try read(sourceIndex: sourceIndex, task: task, reportReaderRejects: !stepSources.contains(sourceIndex)) { record, run in
+                for li in indexes {
+                    let lookup = run.mapping.lookups[li]
+                    let key: String
+                    switch record.values[lookup.keyColumn] {
+                    case .single(let s): key = s
+                    case .list(let l): key = l.first ?? ""
+                    }
+                    if key.isEmpty { continue }
+                    if !tables.add(index: li, key: key, row: record.values, multiple: lookup.multiple) {
+                        try run.reject(sourceIndex: sourceIndex, line: record.line, task: task, key: key,
+                                       reason: "duplicate key in column '\(run.mapping.sources[sourceIndex].fieldNames[lookup.keyColumn])' for lookup '\(lookup.name)'; the first row with this key is used")
+                    }
+                }
+                return true
+            }
+        }
+        return tables
+    }
+
+    // MARK: Steps
+
+    private mutating func runStep(_ index: Int, lookups: LookupTables) throws -> Manifest.Step {
+        let step = mapping.steps[index]
+        let evaluator = StepEvaluator(mapping: mapping, stepIndex: index, lookups: lookups)
+        let folderName = "bundles/" + pad(index + 1, 2) + "-" + step.name
+        try folder.makeFolder(folderName)
+        var bundleFiles: [String] = []
+        var newArtifacts: [Manifest.Artifact] = []
+        let staging = folder
+        let assembler = BundleAssembler(packing: BundlePacking(rawValue: step.bundle.rawValue)!, limits: limits) { bytes in
+            let path = folderName + "/" + pad(bundleFiles.count + 1, 4) + ".json"
+            let writer = try staging.writer(path)
+            try writer.write(bytes)
+            let f = try writer.finish()
+            bundleFiles.append(path)
+            newArtifacts.append(Manifest.Artifact(path: path, sha256: f.sha256, bytes: f.size))
+        }
+        var counts: [String: Int] = [:]
+        var rows = 0
+        var rejected = 0
+        let task = "step \(step.name)"
+        let before = rejectCount
+        try read(sourceIndex: step.sourceIndex, task: task, reportReaderRejects: true) { record, run in
+            rows += 1
+            switch evaluator.evaluate(record.values) {
+            case .failure(let failure):
+                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
+                               reason: failure.message, value: failure.value)
+            case .success(let resources):
+                if resources.isEmpty {
+                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
+                                   reason: "filtered: the $if of every resource of this step is false")
+                    return true
+                }
+                let hashes = resources.map { identifierHash($0) }
+                for (i, h) in hashes.enumerated() {
+                    if let first = run.seenIdentifiers[h] {
+                        try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources[i].identifierValue,
+                                       reason: "duplicate identifier: line \(first) already produced \(resources[i].resourceType) with this identifier; a conditional update would overwrite it")
+                        return true
+                    }
+                }
+                do {
+                    try assembler.add(group: resources.map { PlannedEntry(resource: $0.json, url: $0.conditionalURL, fullUrl: $0.fullUrl) })
+                } catch let tooLarge as GroupTooLarge {
+                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources.first?.identifierValue,
+                                   reason: tooLarge.message + "; raise the limit or split the group")
+                    return true
+                }
+                for h in hashes { run.seenIdentifiers[h] = record.line }
+                let localRefs = step.usesLocalReferences
+                    ? Dictionary(resources.map { ($0.fullUrl, $0.conditionalURL) }, uniquingKeysWith: { a, _ in a }) : [:]
+                for resource in resources {
+                    try run.writeNDJSON(resource, localRefs: localRefs)
+                    counts[resource.resourceType, default: 0] += 1
+                }
+            }
+            return true
+        }
+        try assembler.finish()
+        rejected = rejectCount - before
+        for (type, n) in counts { resourceCounts[type, default: 0] += n }
+        artifacts.append(contentsOf: newArtifacts)
+        return Manifest.Step(name: step.name, source: mapping.sources[step.sourceIndex].name, bundle: step.bundle.rawValue,
+                             folder: folderName, rows: rows + readerRejects(task), rejects: rejected, resources: counts, bundles: bundleFiles)
+    }
+
+    private var readerRejectCounts: [String: Int] = [:]
+    private func readerRejects(_ task: String) -> Int { readerRejectCounts[task] ?? 0 }
+
+    // MARK: Reading
+
+    /// Streams a source, handing records to `handle` and filing the reader's own rejects; records source statistics.
+    private mutating func read(sourceIndex: Int, task: String, reportReaderRejects: Bool,
+                               _ handle: (SourceRecord, inout ConversionRun) throws -> Bool) throws {
+        let source = mapping.sources[sourceIndex]
+        let reader: any RecordReader
+        do {
+            reader = try SourceOpener.open(source.declaration, path: source.path, directory: mapping.document.directory)
+        } catch {
+            throw ConvertError.source(name: source.name, underlying: error)
+        }
+        let total = (try? FileManager.default.attributesOfItem(atPath: source.path)[.size] as? Int) ?? 0
+        progress?.started(task: task, source: source.declaration.file, totalBytes: total)
+        var rows = 0
+        var readerRejectCount = 0
+        while true {
+            let next: ReadResult?
+            do { next = try reader.next() } catch { throw ConvertError.source(name: source.name, underlying: error) }
+            guard let next else { break }
+            rows += 1
+            switch next {
+            case .record(let record):
+                _ = try handle(record, &self)
+            case .reject(let line, let reason):
+                readerRejectCount += 1
+                if reportReaderRejects { try reject(sourceIndex: sourceIndex, line: line, task: task, key: nil, reason: reason) }
+            }
+            if rows & 0xFFF == 0 {
+                progress?.advanced(rows: rows, bytes: reader.bytesRead)
+                if Converter.cancellation.load(ordering: .relaxed) { throw ConvertError.cancelled }
+            }
+        }
+        readerRejectCounts[task] = readerRejectCount
+        progress?.finished(task: task, rows: rows, rejects: readerRejectCount)
+        if sourceStats[sourceIndex] == nil {
+            sourceStats[sourceIndex] = Manifest.Source(name: source.name, file: source.declaration.file, sha256: reader.sha256,
+                                                       bytes: reader.bytesRead, rows: rows, rejects: readerRejectCount)
+        }
+    }
+
+    // MARK: Output
+
+    mutating func reject(sourceIndex: Int, line: Int, task: String, key: String?, reason: String, value: String? = nil) throws {
+        var members = [
+            JSONMember("file", .string(mapping.sources[sourceIndex].declaration.file)),
+            JSONMember("line", .number(String(line))),
+            JSONMember("source", .string(mapping.sources[sourceIndex].name)),
+            JSONMember("task", .string(task)),
+        ]
+        if let key, !key.isEmpty { members.append(JSONMember("key", .string(key))) }
+        members.append(JSONMember("reason", .string(reason)))
+        if let value { members.append(JSONMember("value", .string(value))) }
+        var bytes = compact.bytes(.object(members))
+        bytes.append(UInt8(ascii: "\n"))
+        try rejects.write(bytes)
+        rejectCount += 1
+    }
+
+    mutating func writeNDJSON(_ resource: ProducedResource, localRefs: [String: String]) throws {
+        let writer: HashingFileWriter
+        if let w = ndjson[resource.resourceType] {
+            writer = w
+        } else {
+            writer = try folder.writer("ndjson/\(resource.resourceType).ndjson")
+            ndjson[resource.resourceType] = writer
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(1024)
+        // NDJSON has no transaction to resolve urn:uuid references, so they become conditional references.
+        compact.write(localRefs.isEmpty ? resource.json : substitute(resource.json, localRefs), into: &bytes)
+        bytes.append(UInt8(ascii: "\n"))
+        try writer.write(bytes)
+    }
+}
+
+/// Replaces `reference` values found in `map` (urn:uuid → conditional reference).
+func substitute(_ value: JSONValue, _ map: [String: String]) -> JSONValue {
+    switch value {
+    case .object(let members):
+        return .object(members.map { m in
+            if m.key == "reference", case .string(let s) = m.value, let r = map[s] { return JSONMember(m.key, .string(r)) }
+            return JSONMember(m.key, substitute(m.value, map))
+        })
+    case .array(let items): return .array(items.map { substitute($0, map) })
+    default: return value
+    }
+}
+
+/// A 128-bit hash of type, system and value: two independent FNV-1a passes, so the index costs 16 bytes a resource.
+func identifierHash(_ r: ProducedResource) -> UInt128 {
+    var a: UInt64 = 0xcbf2_9ce4_8422_2325
+    var b: UInt64 = 0x6c62_272e_07bb_0142
+    func mix(_ s: String) {
+        for byte in s.utf8 {
+            a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+            b = (b ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 &+ 0x9e37_79b9
+        }
+        a = (a ^ 0x7C) &* 0x0000_0100_0000_01b3
+        b = (b ^ 0x7C) &* 0x0000_0100_0000_01b3 &+ 0x9e37_79b9
+    }
+    mix(r.resourceType)
+    mix(r.identifierSystem)
+    mix(r.identifierValue)
+    return UInt128(a) << 64 | UInt128(b)
+}
+
+func pad(_ n: Int, _ width: Int) -> String {
+    let s = String(n)
+    return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+}

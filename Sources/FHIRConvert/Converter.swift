@@ -1,0 +1,123 @@
+import FHIRArtifacts
+import FHIRMapping
+import FHIRModel
+import FHIRSources
+import Foundation
+import Synchronization
+
+/// What to convert and where to.
+public struct ConvertOptions: Sendable {
+    public var mappingPath: String
+    public var outputPath: String
+    /// Limits that override the mapping's and the defaults (`batchEntries` → 50, ...).
+    public var limitOverrides: [String: Int]
+    public var toolVersion: String
+
+    public init(mappingPath: String, outputPath: String = "out", limitOverrides: [String: Int] = [:], toolVersion: String = FHIRBundleVersion.current) {
+        self.mappingPath = mappingPath
+        self.outputPath = outputPath
+        self.limitOverrides = limitOverrides
+        self.toolVersion = toolVersion
+    }
+}
+
+/// The tool's version, recorded in every manifest.
+public enum FHIRBundleVersion {
+    public static let current = "0.1.0"
+}
+
+/// Receives progress while converting (the command line draws it on a terminal).
+public protocol ConvertProgress: AnyObject {
+    /// A step (or a lookup table) starts reading `source`, of `totalBytes` bytes.
+    func started(task: String, source: String, totalBytes: Int)
+    /// Periodic update: rows read so far, bytes read so far.
+    func advanced(rows: Int, bytes: Int)
+    /// The task ended.
+    func finished(task: String, rows: Int, rejects: Int)
+}
+
+/// What a run produced, for the summary.
+public struct ConvertSummary: Sendable {
+    public var manifest: Manifest
+    public var outputPath: String
+    public var seconds: Double
+    public var rowsRead: Int { manifest.steps.reduce(0) { $0 + $1.rows } }
+    public var resourcesWritten: Int { manifest.resourceCounts.values.reduce(0, +) }
+    public var bundleCount: Int { manifest.steps.reduce(0) { $0 + $1.bundles.count } }
+}
+
+/// Why a run stopped before writing artifacts.
+public enum ConvertError: Error, CustomStringConvertible {
+    case mapping(MappingError)
+    case source(name: String, underlying: any Error)
+    case artifacts(ArtifactError)
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .mapping(let e): return e.description
+        case .source(let name, let e): return "source '\(name)': \(e)"
+        case .artifacts(let e): return "cannot write artifacts: \(e)"
+        case .cancelled: return "interrupted; the previous output folder is unchanged"
+        }
+    }
+}
+
+/// Runs a conversion: mapping → sources → resources → artifact folder, swapped in atomically at the end.
+public final class Converter {
+    /// Set from a signal handler to stop a run cleanly; checked every few thousand rows.
+    public static let cancellation = Atomic<Bool>(false)
+
+    private let options: ConvertOptions
+    private weak var progress: (any ConvertProgress)?
+
+    public init(options: ConvertOptions, progress: (any ConvertProgress)? = nil) {
+        self.options = options
+        self.progress = progress
+    }
+
+    /// Converts, or throws leaving the previous output untouched.
+    public func run() throws(ConvertError) -> ConvertSummary {
+        let started = Date()
+        let document: MappingDocument
+        do { document = try MappingDocument.load(path: options.mappingPath) } catch { throw .mapping(error) }
+
+        // Field names come first (CSV header, XML declared or first-record fields) so the mapping is checked
+        // against them before any row is converted.
+        var fieldNames: [String: [String]] = [:]
+        for s in document.sources {
+            let path = resolve(s.file, document.directory)
+            do {
+                fieldNames[s.name] = try SourceOpener.open(s, path: path, directory: document.directory).fieldNames
+            } catch {
+                throw .source(name: s.name, underlying: error)
+            }
+        }
+        let mapping: CompiledMapping
+        do { mapping = try MappingCompiler.compile(document, fieldNames: fieldNames) } catch { throw .mapping(error) }
+        var limits = mapping.limits
+        for (k, v) in options.limitOverrides { limits.set(k, v) }
+
+        let folder: ArtifactFolder
+        do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
+        do {
+            var run = try ConversionRun(mapping: mapping, limits: limits, folder: folder, progress: progress)
+            let manifest = try run.execute(toolVersion: options.toolVersion)
+            try folder.commit()
+            return ConvertSummary(manifest: manifest, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))
+        } catch let e as ConvertError {
+            folder.discard()
+            throw e
+        } catch let e as ArtifactError {
+            folder.discard()
+            throw .artifacts(e)
+        } catch {
+            folder.discard()
+            throw .artifacts(ArtifactError(path: options.outputPath, message: "\(error)"))
+        }
+    }
+}
+
+func resolve(_ file: String, _ directory: String) -> String {
+    file.hasPrefix("/") ? file : directory + "/" + file
+}

@@ -1,0 +1,137 @@
+import FHIRModel
+import FHIRSources
+
+/// A mapping whose names are all resolved against the sources' columns: ready to turn rows into resources.
+public struct CompiledMapping: Sendable {
+    public let document: MappingDocument
+    /// Sources in declaration order, with paths resolved against the mapping's folder.
+    public let sources: [CompiledSource]
+    public let lookups: [CompiledLookup]
+    /// Steps in upload order: every step comes after the steps it refers to.
+    public let steps: [CompiledStep]
+    /// Limits declared in the mapping, applied over the defaults.
+    public let limits: BundleLimits
+    let maps: [ValueMap]
+}
+
+/// One source file and how to read it.
+public struct CompiledSource: Sendable {
+    public let name: String
+    public let path: String
+    public let declaration: SourceDeclaration
+    public let fieldNames: [String]
+}
+
+/// An index of one source by a key column, filled before the steps run.
+public struct CompiledLookup: Sendable {
+    public let name: String
+    public let sourceIndex: Int
+    public let keyColumn: Int
+    public let multiple: Bool
+    public let rejectWhenMissing: Bool
+}
+
+/// How a step's resources travel to the server.
+public enum BundleKind: String, Sendable {
+    /// Independent conditional PUTs in batch bundles.
+    case batch
+    /// Each row's resources land together; several rows' groups may share one transaction.
+    case transaction
+    /// A batch whose entries are inner transactions (`POST /`), one per row (Medplum's batch of transactions).
+    case batchOfTransactions = "batch-of-transactions"
+}
+
+/// One step: a source whose rows each become a group of resources.
+public struct CompiledStep: Sendable {
+    public let name: String
+    public let sourceIndex: Int
+    public let bundle: BundleKind
+    public let resources: [CompiledResource]
+    /// Whether templates use `uuid(...)`, so NDJSON output must swap `urn:uuid:` references for conditional ones.
+    public let usesLocalReferences: Bool
+    /// Indexes of the steps this one refers to with `ref(...)`.
+    public let dependsOn: [Int]
+    let location: MappingLocation
+}
+
+/// One resource template of a step.
+public struct CompiledResource: Sendable {
+    public let name: String
+    public let resourceType: String
+    /// The system of the identifier that conditional updates and references match on.
+    public let identifierSystem: String
+    let identifierValue: TemplateNode
+    let condition: CompiledExpression?
+    let template: TemplateNode
+}
+
+/// A value map: source code → FHIR code.
+struct ValueMap: Sendable {
+    let name: String
+    let table: [String: String]
+    let defaultValue: String?
+}
+
+/// How a leaf string is written into JSON, from the FHIR primitive type of its element.
+enum LeafKind: Sendable {
+    case string, integer, decimal, boolean
+}
+
+/// A compiled template: FHIR JSON with expressions in the leaves, keys already in FHIR element order.
+indirect enum TemplateNode: Sendable {
+    /// A subtree without expressions, pruned and ordered once at compile time.
+    case constant(JSONValue)
+    case leaf(Leaf)
+    case object([(key: String, node: TemplateNode)], condition: CompiledExpression?)
+    case array([ArrayItem])
+}
+
+/// A leaf: one expression (keeps lists, which fill arrays) or text with embedded expressions.
+struct Leaf: Sendable {
+    let parts: [CompiledPart]
+    let kind: LeafKind
+    /// FHIR path of the element, for reject reasons (`Patient.birthDate`).
+    let path: String
+}
+
+enum CompiledPart: Sendable {
+    case text(String)
+    case expression(CompiledExpression)
+}
+
+/// An item of a template array: a node, or `$each` which repeats `body` for every element of a list.
+enum ArrayItem: Sendable {
+    case node(TemplateNode)
+    case each(list: CompiledExpression, slot: Int, body: TemplateNode)
+}
+
+/// A compiled expression with names resolved to column indexes, lookups and functions.
+indirect enum CompiledExpression: Sendable {
+    case literal(Value)
+    case column(Int, name: String)
+    case alias(slot: Int)
+    case field(CompiledExpression, column: Int, name: String)
+    case lookup(Int, key: CompiledExpression)
+    case call(Function, [CompiledExpression])
+}
+
+/// A runtime value of an expression.
+enum Value: Sendable {
+    case null
+    case string(String)
+    case bool(Bool)
+    case list([Value])
+    case record([FieldValue])
+}
+
+/// Built-in functions; arguments that must be known when the mapping is checked are resolved into the case.
+enum Function: Sendable {
+    case date(DateFormat, String)
+    case dateTime(DateFormat, String, offset: String?)
+    case map(Int)
+    case ref(type: String, system: String)
+    case uuid(member: Int)
+    case hashID
+    case concat, upper, lower, trim, replace, split, join
+    case coalesce, ifThen, eq, ne, not, and, or, empty, present
+}

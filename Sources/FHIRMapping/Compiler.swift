@@ -1,0 +1,410 @@
+import FHIRModel
+import Foundation
+import Yams
+
+/// What the compiler needs to know about one FHIR element, looked up by JSON key.
+struct ElementInfo {
+    /// Position in FHIR JSON element order.
+    let order: Int
+    /// The concrete type: a primitive (`date`), a complex type (`HumanName`) or a backbone path (`Encounter.participant`).
+    let typeName: String
+    let isArray: Bool
+    /// Set for primitive types: how their JSON is written.
+    let primitiveKind: LeafKind?
+}
+
+/// The FHIR definitions the compiler checks templates against.
+protocol FHIRTypeCatalog: Sendable {
+    func isResourceType(_ name: String) -> Bool
+    func element(of typeName: String, jsonKey: String) -> ElementInfo?
+    /// Element names of a type, for "did you mean" hints.
+    func elementNames(of typeName: String) -> [String]
+}
+
+/// Resolves a `MappingDocument` against the sources' columns and the FHIR definitions.
+///
+/// Everything that can be wrong in a mapping is found here, before a row is read: unknown sources, columns,
+/// lookups, maps, functions, steps and FHIR elements, wrong argument counts, bad date formats, references to
+/// steps that are not earlier in the upload order.
+public struct MappingCompiler {
+    let document: MappingDocument
+    let catalog: any FHIRTypeCatalog
+    let fieldNames: [String: [String]]
+
+    /// Compiles `document`; `fieldNames` gives each source's columns (CSV header or XML fields), read beforehand.
+    public static func compile(_ document: MappingDocument, fieldNames: [String: [String]]) throws(MappingError) -> CompiledMapping {
+        try MappingCompiler(document: document, catalog: R4Catalog.shared, fieldNames: fieldNames).compile()
+    }
+
+    private func fail(_ at: MappingLocation, _ message: String) -> MappingError {
+        MappingError(file: document.path, line: at.line, column: at.column, message: message)
+    }
+
+    private func location(_ node: Node) -> MappingLocation {
+        MappingLocation(line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
+    }
+
+    // MARK: Top level
+
+    func compile() throws(MappingError) -> CompiledMapping {
+        var sources: [CompiledSource] = []
+        for s in document.sources {
+            guard let fields = fieldNames[s.name] else { throw fail(s.location, "internal: no fields read for source '\(s.name)'") }
+            let path = s.file.hasPrefix("/") ? s.file : document.directory + "/" + s.file
+            sources.append(CompiledSource(name: s.name, path: path, declaration: s, fieldNames: fields))
+        }
+        var lookups: [CompiledLookup] = []
+        for l in document.lookups {
+            let si = try sourceIndex(l.source.name, at: l.source.location, sources)
+            guard let col = sources[si].fieldNames.firstIndex(of: l.key.name) else {
+                throw fail(l.key.location, "source '\(l.source.name)' has no column '\(l.key.name)'\(suggest(l.key.name, sources[si].fieldNames))")
+            }
+            lookups.append(CompiledLookup(name: l.name, sourceIndex: si, keyColumn: col, multiple: l.multiple, rejectWhenMissing: l.rejectWhenMissing))
+        }
+        var maps: [ValueMap] = []
+        for m in document.maps {
+            maps.append(ValueMap(name: m.name, table: Dictionary(m.entries, uniquingKeysWith: { a, _ in a }), defaultValue: m.defaultValue))
+        }
+        let constants = try resolveConstants()
+        var limits = BundleLimits()
+        for l in document.limits { limits.set(l.name, l.value) }
+
+        // Identity (type and identifier system) of every step's resources, needed by ref() before templates compile.
+        var identities: [[(name: String, type: String, system: String)]] = []
+        for step in document.steps {
+            var list: [(String, String, String)] = []
+            for r in step.resources {
+                list.append((r.name, try resourceType(of: r.template, at: r.location), try identifierSystem(of: r.template, constants: constants, resource: r.name)))
+            }
+            identities.append(list)
+        }
+        var names: Set<String> = []
+        for step in document.steps where !names.insert(step.name).inserted {
+            throw fail(step.location, "two steps are named '\(step.name)'")
+        }
+
+        var steps: [CompiledStep] = []
+        for (stepIndex, step) in document.steps.enumerated() {
+            let si = try sourceIndex(step.source.name, at: step.source.location, sources)
+            guard let kind = BundleKind(rawValue: step.bundle.name) else {
+                throw fail(step.bundle.location, "unknown bundle kind '\(step.bundle.name)'; use batch, transaction or batch-of-transactions")
+            }
+            var scope = Scope(
+                mapping: self, sources: sources, lookups: lookups, maps: maps, constants: constants, sourceIndex: si,
+                aliases: [], nextSlot: 0, members: step.resources.map(\.name), bundle: kind, stepIndex: stepIndex,
+                identities: identities, stepNames: document.steps.map(\.name), dependsOn: [], usesLocalReferences: false)
+            var resources: [CompiledResource] = []
+            for (ri, r) in step.resources.enumerated() {
+                resources.append(try compileResource(r.template, name: r.name, identity: identities[stepIndex][ri], scope: &scope))
+            }
+            steps.append(CompiledStep(
+                name: step.name, sourceIndex: si, bundle: kind, resources: resources,
+                usesLocalReferences: scope.usesLocalReferences, dependsOn: Array(Set(scope.dependsOn)).sorted(), location: step.location))
+        }
+        return CompiledMapping(document: document, sources: sources, lookups: lookups, steps: try uploadOrder(steps), limits: limits, maps: maps)
+    }
+
+    /// Orders steps so that each follows the steps it refers to; declaration order breaks ties. A cycle is an error.
+    private func uploadOrder(_ steps: [CompiledStep]) throws(MappingError) -> [CompiledStep] {
+        var placed: [Int] = []
+        var done = Set<Int>()
+        while placed.count < steps.count {
+            guard let next = steps.indices.first(where: { candidate in
+                !done.contains(candidate) && steps[candidate].dependsOn.allSatisfy { done.contains($0) || $0 == candidate }
+            }) else {
+                let stuck = steps.indices.filter { !done.contains($0) }.map { steps[$0].name }
+                throw fail(steps[stuck.isEmpty ? 0 : steps.firstIndex { $0.name == stuck[0] }!].location,
+                           "steps \(stuck.joined(separator: ", ")) refer to each other in a cycle; a step can only refer to earlier steps")
+            }
+            placed.append(next)
+            done.insert(next)
+        }
+        // Renumber dependencies to positions in the new order.
+        let position = Dictionary(uniqueKeysWithValues: placed.enumerated().map { ($1, $0) })
+        return placed.map { i in
+            let s = steps[i]
+            return CompiledStep(name: s.name, sourceIndex: s.sourceIndex, bundle: s.bundle, resources: s.resources,
+                                usesLocalReferences: s.usesLocalReferences, dependsOn: s.dependsOn.map { position[$0]! }.sorted(), location: s.location)
+        }
+    }
+
+    private func sourceIndex(_ name: String, at: MappingLocation, _ sources: [CompiledSource]) throws(MappingError) -> Int {
+        guard let i = sources.firstIndex(where: { $0.name == name }) else {
+            throw fail(at, "unknown source '\(name)'\(suggest(name, sources.map(\.name)))")
+        }
+        return i
+    }
+
+    /// Constants may use earlier constants: `patientSystem: "{{ base }}/patientId"`.
+    private func resolveConstants() throws(MappingError) -> [String: String] {
+        var out: [String: String] = [:]
+        for c in document.constants {
+            let parts = try ExpressionParser(origin: c.location, file: document.path).parseTemplate(c.value)
+            var s = ""
+            for p in parts {
+                switch p {
+                case .text(let t): s += t
+                case .expression(.name(let n, let at)):
+                    guard let v = out[n] else { throw fail(at, "constant '\(c.name)' uses '\(n)', which is not an earlier constant") }
+                    s += v
+                case .expression(let e): throw fail(e.location, "constants may only combine text and earlier constants")
+                }
+            }
+            out[c.name] = s
+        }
+        return out
+    }
+
+    private func resourceType(of template: Node, at: MappingLocation) throws(MappingError) -> String {
+        guard let m = template.mapping else { throw fail(at, "a resource template must be a mapping that starts with resourceType") }
+        guard let t = m["resourceType"]?.scalar?.string else {
+            throw fail(location(template), "the resource template needs 'resourceType', e.g. resourceType: Patient")
+        }
+        guard catalog.isResourceType(t) else {
+            throw fail(location(m["resourceType"]!), "'\(t)' is not a FHIR R4 resource type")
+        }
+        return t
+    }
+
+    /// The identifier system of a template: `identifier[0].system`, which must be known without reading rows.
+    private func identifierSystem(of template: Node, constants: [String: String], resource: String) throws(MappingError) -> String {
+        let hint = "every resource needs identifier[0] with a fixed system and a value from the row: conditional updates (PUT Type?identifier=system|value) and references match on it"
+        guard let idNode = template.mapping?["identifier"] else { throw fail(location(template), "resource '\(resource)' has no identifier; \(hint)") }
+        let first: Node? = idNode.sequence?.first ?? (idNode.mapping != nil ? idNode : nil)
+        guard let first, let m = first.mapping, let sys = m["system"], let text = sys.scalar?.string else {
+            throw fail(location(idNode), "resource '\(resource)': \(hint)")
+        }
+        guard m["value"] != nil else { throw fail(location(first), "resource '\(resource)': identifier[0] needs a value; \(hint)") }
+        guard m["$each"] == nil, m["$if"] == nil else { throw fail(location(first), "identifier[0] of '\(resource)' must always be present (no $each or $if on it)") }
+        var s = ""
+        for p in try ExpressionParser(origin: quotedOrigin(sys), file: document.path).parseTemplate(text) {
+            switch p {
+            case .text(let t): s += t
+            case .expression(.name(let n, let at)):
+                guard let v = constants[n] else { throw fail(at, "identifier[0].system must be fixed text or constants; '\(n)' is not a constant") }
+                s += v
+            case .expression(let e): throw fail(e.location, "identifier[0].system must be fixed text or constants, not computed per row")
+            }
+        }
+        guard !s.isBlank else { throw fail(location(sys), "identifier[0].system of '\(resource)' is empty") }
+        return s
+    }
+
+    private func quotedOrigin(_ node: Node) -> MappingLocation {
+        var l = location(node)
+        if let style = node.scalar?.style, style == .singleQuoted || style == .doubleQuoted { l.column += 1 }
+        return l
+    }
+
+    // MARK: Resources and templates
+
+    private func compileResource(_ template: Node, name: String, identity: (name: String, type: String, system: String), scope: inout Scope) throws(MappingError) -> CompiledResource {
+        let m = template.mapping!
+        var condition: CompiledExpression?
+        if let c = m["$if"] { condition = try compileCondition(c, scope: &scope) }
+        let node = try compileObject(template, typeName: identity.type, path: identity.type, scope: &scope, allowIf: false)
+        // The identity node: identifier[0].value compiled on its own so it can be evaluated before the template.
+        let idItem: Node = m["identifier"]!.sequence?.first ?? m["identifier"]!
+        let valueNode = idItem.mapping!["value"]!
+        let identityValue = try compileValue(valueNode, info: ElementInfo(order: 0, typeName: "string", isArray: false, primitiveKind: .string),
+                                             path: "\(identity.type).identifier[0].value", scope: &scope)
+        return CompiledResource(name: name, resourceType: identity.type, identifierSystem: identity.system,
+                                identifierValue: identityValue, condition: condition, template: node)
+    }
+
+    private func compileCondition(_ node: Node, scope: inout Scope) throws(MappingError) -> CompiledExpression {
+        guard let text = node.scalar?.string else { throw fail(location(node), "$if takes one expression, e.g. \"{{ present(note) }}\"") }
+        let parts = try ExpressionParser(origin: quotedOrigin(node), file: document.path).parseTemplate(text)
+        guard parts.count == 1, case .expression(let e) = parts[0] else {
+            throw fail(location(node), "$if takes exactly one expression in {{ }}, e.g. \"{{ eq(type, 'emergency') }}\"")
+        }
+        return try scope.compile(e).expression
+    }
+
+    /// Compiles a mapping node into an object of FHIR type `typeName`, keys sorted into FHIR element order.
+    private func compileObject(_ node: Node, typeName: String?, path: String, scope: inout Scope, allowIf: Bool = true) throws(MappingError) -> TemplateNode {
+        guard let m = node.mapping else { throw fail(location(node), "\(path) must be a mapping of elements") }
+        var condition: CompiledExpression?
+        var members: [(order: Int, seq: Int, key: String, node: TemplateNode)] = []
+        for (seq, pair) in m.enumerated() {
+            guard let key = pair.key.scalar?.string else { throw fail(location(pair.key), "element names must be plain text") }
+            if key.hasPrefix("$") {
+                switch key {
+                case "$if" where allowIf: condition = try compileCondition(pair.value, scope: &scope)
+                case "$if": continue  // resource-level $if, compiled by the caller
+                case "$each", "$as": throw fail(location(pair.key), "\(key) belongs to an item of a list (an element that repeats)")
+                default: throw fail(location(pair.key), "unknown directive '\(key)'; directives are $if, $each and $as")
+                }
+                continue
+            }
+            if key == "resourceType" {
+                if typeName.map({ catalog.isResourceType($0) }) ?? true {
+                    members.append((-1, seq, key, .constant(.string(pair.value.scalar?.string ?? ""))))
+                    continue
+                }
+            }
+            var info: ElementInfo?
+            if let typeName {
+                info = catalog.element(of: typeName, jsonKey: key)
+                if info == nil {
+                    throw fail(location(pair.key), "'\(key)' is not an element of \(typeName)\(suggest(key, catalog.elementNames(of: typeName)))")
+                }
+            }
+            let child = try compileValue(pair.value, info: info, path: "\(path).\(key)", scope: &scope)
+            members.append((info?.order ?? Int.max, seq, key, child))
+        }
+        members.sort { ($0.order, $0.seq) < ($1.order, $1.seq) }
+        let ordered = members.map { (key: $0.key, node: $0.node) }
+        if condition == nil, ordered.allSatisfy({ if case .constant = $0.node { return true } else { return false } }) {
+            let values = ordered.compactMap { m -> JSONMember? in
+                if case .constant(let v) = m.node, !v.isPrunable { return JSONMember(m.key, v) }
+                return nil
+            }
+            return .constant(values.isEmpty ? .null : .object(values))
+        }
+        return .object(ordered, condition: condition)
+    }
+
+    /// Compiles the value of one element: wraps single values into arrays for repeating elements, expands `$each`.
+    private func compileValue(_ node: Node, info: ElementInfo?, path: String, scope: inout Scope) throws(MappingError) -> TemplateNode {
+        let isArray = info?.isArray ?? (node.sequence != nil)
+        if isArray {
+            let items: [Node] = node.sequence.map(Array.init) ?? [node]
+            var compiled: [ArrayItem] = []
+            for (i, item) in items.enumerated() {
+                compiled.append(try compileItem(item, info: info, path: "\(path)[\(i)]", scope: &scope))
+            }
+            if compiled.allSatisfy({ if case .node(.constant) = $0 { return true } else { return false } }) {
+                let values = compiled.compactMap { item -> JSONValue? in
+                    if case .node(.constant(let v)) = item, !v.isPrunable { return v }
+                    return nil
+                }
+                return .constant(values.isEmpty ? .null : .array(values))
+            }
+            return .array(compiled)
+        }
+        if node.sequence != nil { throw fail(location(node), "\(path) takes one value, not a list") }
+        if let m = node.mapping, m["$each"] != nil { throw fail(location(node), "\(path) does not repeat, so $each cannot be used here") }
+        return try compileSingle(node, info: info, path: path, scope: &scope)
+    }
+
+    private func compileItem(_ node: Node, info: ElementInfo?, path: String, scope: inout Scope) throws(MappingError) -> ArrayItem {
+        guard let m = node.mapping, let eachNode = m["$each"] else {
+            if node.sequence != nil { throw fail(location(node), "\(path): a list inside a list is not FHIR JSON") }
+            return .node(try compileSingle(node, info: info, path: path, scope: &scope))
+        }
+        guard let text = eachNode.scalar?.string else { throw fail(location(eachNode), "$each takes one expression that gives a list") }
+        let parts = try ExpressionParser(origin: quotedOrigin(eachNode), file: document.path).parseTemplate(text)
+        guard parts.count == 1, case .expression(let e) = parts[0] else {
+            throw fail(location(eachNode), "$each takes exactly one expression in {{ }}, e.g. \"{{ notes[encounter_id] }}\"")
+        }
+        let list = try scope.compile(e)
+        guard let asNode = m["$as"], let alias = asNode.scalar?.string, !alias.isEmpty else {
+            throw fail(location(node), "$each needs $as: the name each element goes by inside the item")
+        }
+        let elementType: StaticType
+        switch list.type {
+        case .records(let s): elementType = .record(s)
+        case .record(let s): elementType = .record(s)
+        default: elementType = .scalar
+        }
+        let slot = scope.pushAlias(alias, type: elementType)
+        defer { scope.popAlias() }
+        // The body is the item without the directives.
+        var bodyPairs: [(Node, Node)] = []
+        for pair in m where !["$each", "$as"].contains(pair.key.scalar?.string ?? "") { bodyPairs.append((pair.key, pair.value)) }
+        let body: TemplateNode
+        if bodyPairs.count == 1, bodyPairs[0].0.scalar?.string == "$value" {
+            body = try compileSingle(bodyPairs[0].1, info: info, path: path, scope: &scope)
+        } else {
+            let bodyNode = Node.mapping(Node.Mapping(bodyPairs, Tag(.map), .any, node.mark))
+            body = try compileSingle(bodyNode, info: info, path: path, scope: &scope)
+        }
+        return .each(list: list.expression, slot: slot, body: body)
+    }
+
+    private func compileSingle(_ node: Node, info: ElementInfo?, path: String, scope: inout Scope) throws(MappingError) -> TemplateNode {
+        if node.mapping != nil {
+            if let kind = info?.primitiveKind {
+                _ = kind
+                throw fail(location(node), "\(path) is a FHIR \(info!.typeName), so it takes a value, not a mapping")
+            }
+            var typeName = info?.typeName
+            if typeName == "Resource" { typeName = node.mapping?["resourceType"]?.scalar?.string }
+            return try compileObject(node, typeName: typeName, path: path, scope: &scope)
+        }
+        guard let scalar = node.scalar else { throw fail(location(node), "\(path): unsupported YAML value (aliases are not supported)") }
+        if let info, info.primitiveKind == nil {
+            throw fail(location(node), "\(path) is a FHIR \(info.typeName), so it needs a mapping of its elements, not a single value")
+        }
+        let kind = info?.primitiveKind ?? untypedKind(scalar)
+        let parts = try ExpressionParser(origin: quotedOrigin(node), file: document.path).parseTemplate(scalar.string)
+        var compiled: [CompiledPart] = []
+        for p in parts {
+            switch p {
+            case .text(let t): compiled.append(.text(t))
+            case .expression(let e):
+                let c = try scope.compile(e)
+                if case .record = c.type { throw fail(e.location, "\(path): this gives a whole row; pick a field, e.g. row.column") }
+                compiled.append(.expression(c.expression))
+            }
+        }
+        if compiled.allSatisfy({ if case .text = $0 { return true } else { return false } }) {
+            let text = compiled.map { if case .text(let t) = $0 { return t } else { return "" } }.joined()
+            if text.isBlank { return .constant(.null) }
+            do {
+                return .constant(try LeafCoercion.coerce(text, kind: kind, path: path))
+            } catch let failure as RowFailure {
+                throw fail(location(node), failure.message)
+            } catch {
+                throw fail(location(node), "\(error)")
+            }
+        }
+        return .leaf(Leaf(parts: compiled, kind: kind, path: path))
+    }
+
+    /// Outside known FHIR types, plain YAML booleans and numbers keep their JSON type.
+    private func untypedKind(_ scalar: Node.Scalar) -> LeafKind {
+        guard scalar.style == .plain else { return .string }
+        switch scalar.string {
+        case "true", "false": return .boolean
+        default: return LeafCoercion.normalizedDecimal(scalar.string) != nil ? .decimal : .string
+        }
+    }
+
+    /// " (did you mean 'x'?)" when a close name exists.
+    func suggest(_ name: String, _ candidates: [String]) -> String {
+        let lower = name.lowercased()
+        let best = candidates.map { ($0, editDistance(lower, $0.lowercased())) }.min { $0.1 < $1.1 }
+        guard let best, best.1 <= max(2, name.count / 3) else { return "" }
+        return " (did you mean '\(best.0)'?)"
+    }
+}
+
+private func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var prev = Array(0...b.count)
+    for i in 1...a.count {
+        var cur = [i] + Array(repeating: 0, count: b.count)
+        for j in 1...b.count {
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        prev = cur
+    }
+    return prev[b.count]
+}
+
+extension JSONValue {
+    /// FHIR forbids `""`, `[]`, `{}` and `null`; such values are dropped from output.
+    var isPrunable: Bool {
+        switch self {
+        case .null: return true
+        case .string(let s): return s.isEmpty
+        case .array(let a): return a.isEmpty
+        case .object(let m): return m.isEmpty
+        default: return false
+        }
+    }
+}

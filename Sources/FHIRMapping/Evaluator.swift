@@ -1,0 +1,513 @@
+import FHIRModel
+import FHIRSources
+
+/// Why a row did not become resources. The message names columns and elements, never cell values; `value` holds
+/// the offending value for the rejects file only.
+public struct RowFailure: Error, Sendable, Equatable {
+    public var message: String
+    public var value: String?
+
+    public init(_ message: String, value: String? = nil) {
+        self.message = message
+        self.value = value
+    }
+}
+
+/// One resource produced from a row, with what bundling needs: its conditional URL and `urn:uuid:` full URL.
+public struct ProducedResource: Sendable {
+    public let resourceType: String
+    public let identifierSystem: String
+    public let identifierValue: String
+    /// The resource in bundle form (`urn:uuid:` references to other members of its group).
+    public let json: JSONValue
+    /// `Type?identifier=system|value`, the URL of the conditional update.
+    public let conditionalURL: String
+    /// `urn:uuid:` derived from type and identifier (stable across runs).
+    public let fullUrl: String
+}
+
+/// The lookup tables of a mapping, filled from their sources before the steps run.
+public final class LookupTables: @unchecked Sendable {
+    private var single: [[String: [FieldValue]]]
+    private var multiple: [[String: [[FieldValue]]]]
+
+    public init(count: Int) {
+        single = Array(repeating: [:], count: count)
+        multiple = Array(repeating: [:], count: count)
+    }
+
+    /// Adds a row to lookup `index`. Returns false when a single-row lookup already holds `key`.
+    public func add(index: Int, key: String, row: [FieldValue], multiple isMultiple: Bool) -> Bool {
+        if isMultiple {
+            multiple[index][key, default: []].append(row)
+            return true
+        }
+        if single[index][key] != nil { return false }
+        single[index][key] = row
+        return true
+    }
+
+    func row(_ index: Int, _ key: String) -> [FieldValue]? { single[index][key] }
+    func rows(_ index: Int, _ key: String) -> [[FieldValue]] { multiple[index][key] ?? [] }
+}
+
+/// Turns the rows of one step into resources.
+public struct StepEvaluator: Sendable {
+    public let mapping: CompiledMapping
+    public let step: CompiledStep
+    let lookups: LookupTables
+
+    public init(mapping: CompiledMapping, stepIndex: Int, lookups: LookupTables) {
+        self.mapping = mapping
+        self.step = mapping.steps[stepIndex]
+        self.lookups = lookups
+    }
+
+    /// The resources that `row` becomes (members whose `$if` is false are left out), or the reason it cannot.
+    public func evaluate(_ row: [FieldValue]) -> Result<[ProducedResource], RowFailure> {
+        var context = Context(row: row, aliases: [], memberURNs: [], evaluator: self)
+        do {
+            // Conditions and identities first: `uuid(member)` may point at a member rendered later.
+            var identities: [(value: String, urn: String)?] = []
+            identities.reserveCapacity(step.resources.count)
+            for resource in step.resources {
+                if let condition = resource.condition, !(try context.evaluate(condition).isTruthy) {
+                    identities.append(nil)
+                    continue
+                }
+                let value = try context.identity(resource)
+                let urn = "urn:uuid:" + NameUUID.v5(resource.resourceType + "|" + resource.identifierSystem + "|" + value)
+                identities.append((value, urn))
+            }
+            context.memberURNs = identities.map { $0?.urn }
+            var out: [ProducedResource] = []
+            out.reserveCapacity(step.resources.count)
+            for (i, resource) in step.resources.enumerated() {
+                guard let identity = identities[i] else { continue }
+                guard let json = try context.render(resource.template) else {
+                    throw RowFailure("resource '\(resource.name)' came out empty")
+                }
+                out.append(ProducedResource(
+                    resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
+                    identifierValue: identity.value, json: json,
+                    conditionalURL: ConditionalURL.identifier(type: resource.resourceType, system: resource.identifierSystem, value: identity.value),
+                    fullUrl: identity.urn))
+            }
+            return .success(out)
+        } catch let failure as RowFailure {
+            return .failure(failure)
+        } catch {
+            return .failure(RowFailure("\(error)"))
+        }
+    }
+
+    /// The key a reject is filed under: the first resource's identifier value, when it can be computed.
+    public func rejectKey(_ row: [FieldValue]) -> String? {
+        guard let first = step.resources.first(where: { $0.condition == nil }) ?? step.resources.first else { return nil }
+        var context = Context(row: row, aliases: [], memberURNs: [], evaluator: self)
+        return try? context.identity(first)
+    }
+}
+
+/// Evaluation state for one row.
+private struct Context {
+    var row: [FieldValue]
+    var aliases: [Value]
+    var memberURNs: [String?]
+    let evaluator: StepEvaluator
+
+    mutating func identity(_ resource: CompiledResource) throws -> String {
+        guard let json = try render(resource.identifierValue), case .string(let value) = json else {
+            throw RowFailure("the identifier value of '\(resource.name)' (\(resource.resourceType).identifier[0].value) is empty")
+        }
+        return value
+    }
+
+    // MARK: Templates
+
+    mutating func render(_ node: TemplateNode) throws -> JSONValue? {
+        switch node {
+        case .constant(let v):
+            return v
+        case .leaf(let leaf):
+            let value = try leafValue(leaf)
+            if case .list(let items) = value {
+                let nonEmpty = items.filter { !$0.isEmpty }
+                if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
+                return try nonEmpty.first.flatMap { try json($0, leaf) }
+            }
+            return try json(value, leaf)
+        case .object(let members, let condition):
+            if let condition, !(try evaluate(condition).isTruthy) { return nil }
+            var out: [JSONMember] = []
+            out.reserveCapacity(members.count)
+            for member in members {
+                if let v = try render(member.node) { out.append(JSONMember(member.key, v)) }
+            }
+            if out.isEmpty || (out.count == 1 && out[0].key == "resourceType") { return out.isEmpty ? nil : .object(out) }
+            return .object(out)
+        case .array(let items):
+            var out: [JSONValue] = []
+            for item in items {
+                switch item {
+                case .node(let n):
+                    if case .leaf(let leaf) = n {
+                        // A list-valued leaf fills the array (e.g. `given: "{{ split(first_names, ' ') }}"`).
+                        let value = try leafValue(leaf)
+                        if case .list(let values) = value {
+                            for v in values { if let j = try json(v, leaf) { out.append(j) } }
+                        } else if let j = try json(value, leaf) {
+                            out.append(j)
+                        }
+                    } else if let v = try render(n) {
+                        out.append(v)
+                    }
+                case .each(let list, let slot, let body):
+                    let listValue = try evaluate(list)
+                    let elements: [Value]
+                    switch listValue {
+                    case .list(let l): elements = l
+                    case .null: elements = []
+                    default: elements = [listValue]
+                    }
+                    if aliases.count <= slot { aliases.append(contentsOf: repeatElement(.null, count: slot + 1 - aliases.count)) }
+                    for element in elements {
+                        aliases[slot] = element
+                        if let v = try render(body) { out.append(v) }
+                    }
+                    aliases[slot] = .null
+                }
+            }
+            return out.isEmpty ? nil : .array(out)
+        }
+    }
+
+    mutating func leafValue(_ leaf: Leaf) throws -> Value {
+        if leaf.parts.count == 1, case .expression(let e) = leaf.parts[0] { return try evaluate(e) }
+        var s = ""
+        var anyValue = false
+        for part in leaf.parts {
+            switch part {
+            case .text(let t): s += t
+            case .expression(let e):
+                let v = try evaluate(e)
+                let text = try v.text(leaf.path)
+                if !text.isEmpty { anyValue = true }
+                s += text
+            }
+        }
+        // A template whose expressions are all empty is empty: "{{base}}/x" keeps, "Dr. {{name}}" with no name drops.
+        return anyValue ? .string(s) : .null
+    }
+
+    func json(_ value: Value, _ leaf: Leaf) throws -> JSONValue? {
+        switch value {
+        case .null: return nil
+        case .bool(let b):
+            switch leaf.kind {
+            case .boolean: return .bool(b)
+            case .string: return .string(b ? "true" : "false")
+            default: throw RowFailure("\(leaf.path) needs a number, but the expression gave true/false")
+            }
+        case .record: throw RowFailure("\(leaf.path): a whole row cannot be a value; pick a field with '.column'")
+        case .list(let items):
+            let nonEmpty = items.filter { !$0.isEmpty }
+            if nonEmpty.isEmpty { return nil }
+            if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
+            return try json(nonEmpty[0], leaf)
+        case .string(let s):
+            if s.isBlank { return nil }
+            return try LeafCoercion.coerce(s, kind: leaf.kind, path: leaf.path)
+        }
+    }
+
+    // MARK: Expressions
+
+    mutating func evaluate(_ e: CompiledExpression) throws -> Value {
+        switch e {
+        case .literal(let v): return v
+        case .column(let i, _): return Value(row[i])
+        case .alias(let slot): return slot < aliases.count ? aliases[slot] : .null
+        case .field(let base, let column, _):
+            switch try evaluate(base) {
+            case .record(let r): return Value(r[column])
+            case .list(let rows): return .list(rows.map { if case .record(let r) = $0 { return Value(r[column]) } else { return .null } })
+            default: return .null
+            }
+        case .lookup(let index, let keyExpr):
+            let key = try evaluate(keyExpr).text("lookup key")
+            let spec = evaluator.mapping.lookups[index]
+            if spec.multiple { return .list(evaluator.lookups.rows(index, key).map { .record($0) }) }
+            if let row = evaluator.lookups.row(index, key) { return .record(row) }
+            if spec.rejectWhenMissing && !key.isEmpty {
+                throw RowFailure("lookup '\(spec.name)' has no row for \(keyExpr.describe) of this row (set 'missing: empty' on the lookup to allow it)", value: key)
+            }
+            return .null
+        case .call(let f, let args): return try call(f, args)
+        }
+    }
+
+    mutating func call(_ f: Function, _ args: [CompiledExpression]) throws -> Value {
+        switch f {
+        case .date(let format, let what), .dateTime(let format, let what, _):
+            let text = try evaluate(args[0]).text(what)
+            if text.isBlank { return .null }
+            guard let parts = format.parse(text) else {
+                throw RowFailure("\(args[0].describe) is not a date in the declared format '\(format.pattern)'", value: text)
+            }
+            if case .dateTime(_, _, let offset) = f {
+                guard let s = parts.fhirDateTime(defaultOffset: offset) else {
+                    throw RowFailure("\(args[0].describe) has a time but no UTC offset; give dateTime a third argument such as 'Z' or '+01:00'", value: text)
+                }
+                return .string(s)
+            }
+            return .string(parts.fhirDate)
+        case .map(let index):
+            let map = evaluator.mapping.maps[index]
+            let text = try evaluate(args[0]).text("map")
+            if text.isBlank { return .null }
+            if let v = map.table[text] ?? map.defaultValue { return .string(v) }
+            throw RowFailure("\(args[0].describe) has a value that map '\(map.name)' does not list (add it to maps.\(map.name), or give the map a default)", value: text)
+        case .ref(let type, let system):
+            let value = try evaluate(args[0]).text("reference key")
+            if value.isBlank { return .null }
+            return .string(ConditionalURL.identifier(type: type, system: system, value: value))
+        case .uuid(let member):
+            return memberURNs[member].map { .string($0) } ?? .null
+        case .hashID:
+            var parts: [String] = []
+            for a in args { parts.append(try evaluate(a).text("id")) }
+            if parts.allSatisfy(\.isBlank) { return .null }
+            return .string(NameUUID.v5(parts.joined(separator: "|")))
+        case .concat:
+            var s = ""
+            for a in args { s += try evaluate(a).text("concat") }
+            return s.isEmpty ? .null : .string(s)
+        case .upper: return try mapText(args[0]) { $0.uppercased() }
+        case .lower: return try mapText(args[0]) { $0.lowercased() }
+        case .trim: return try mapText(args[0]) { $0.trimmingBlanks }
+        case .replace:
+            let from = try evaluate(args[1]).text("replace")
+            let to = try evaluate(args[2]).text("replace")
+            return try mapText(args[0]) { from.isEmpty ? $0 : $0.replacingAll(from, with: to) }
+        case .split:
+            let text = try evaluate(args[0]).text("split")
+            let sep = try evaluate(args[1]).text("split")
+            if text.isBlank { return .list([]) }
+            if sep.isEmpty { return .list([.string(text)]) }
+            return .list(text.splitAll(sep).map { .string($0.trimmingBlanks) }.filter { !$0.isEmpty })
+        case .join:
+            let sep = try evaluate(args[1]).text("join")
+            let v = try evaluate(args[0])
+            let items: [Value] = if case .list(let l) = v { l } else { [v] }
+            let texts = try items.map { try $0.text("join") }.filter { !$0.isBlank }
+            return texts.isEmpty ? .null : .string(texts.joined(separator: sep))
+        case .coalesce:
+            for a in args {
+                let v = try evaluate(a)
+                if !v.isEmpty { return v }
+            }
+            return .null
+        case .ifThen:
+            if try evaluate(args[0]).isTruthy { return try evaluate(args[1]) }
+            return args.count > 2 ? try evaluate(args[2]) : .null
+        case .eq, .ne:
+            let a = try evaluate(args[0]).text("eq")
+            let b = try evaluate(args[1]).text("eq")
+            if case .eq = f { return .bool(a == b) }
+            return .bool(a != b)
+        case .not: return .bool(!(try evaluate(args[0]).isTruthy))
+        case .and:
+            for a in args where !(try evaluate(a).isTruthy) { return .bool(false) }
+            return .bool(true)
+        case .or:
+            for a in args where try evaluate(a).isTruthy { return .bool(true) }
+            return .bool(false)
+        case .empty: return .bool(try evaluate(args[0]).isEmpty)
+        case .present: return .bool(!(try evaluate(args[0]).isEmpty))
+        }
+    }
+
+    mutating func mapText(_ arg: CompiledExpression, _ transform: (String) -> String) throws -> Value {
+        let v = try evaluate(arg)
+        if case .list(let items) = v {
+            return .list(try items.map { item in
+                let t = try item.text("text")
+                return t.isEmpty ? .null : .string(transform(t))
+            })
+        }
+        let t = try v.text("text")
+        return t.isEmpty ? .null : .string(transform(t))
+    }
+}
+
+extension CompiledExpression {
+    /// Names the expression in a reject reason without showing data: "column 'birth_date'".
+    var describe: String {
+        switch self {
+        case .column(_, let name): return "column '\(name)'"
+        case .field(_, _, let name): return "field '\(name)'"
+        case .call(let f, let args): return args.first.map { "the result of \(f.name)(\($0.describe))" } ?? "the expression"
+        default: return "the expression"
+        }
+    }
+}
+
+extension Function {
+    var name: String {
+        switch self {
+        case .date: "date"
+        case .dateTime: "dateTime"
+        case .map: "map"
+        case .ref: "ref"
+        case .uuid: "uuid"
+        case .hashID: "hashId"
+        case .concat: "concat"
+        case .upper: "upper"
+        case .lower: "lower"
+        case .trim: "trim"
+        case .replace: "replace"
+        case .split: "split"
+        case .join: "join"
+        case .coalesce: "coalesce"
+        case .ifThen: "if"
+        case .eq: "eq"
+        case .ne: "ne"
+        case .not: "not"
+        case .and: "and"
+        case .or: "or"
+        case .empty: "empty"
+        case .present: "present"
+        }
+    }
+}
+
+extension Value {
+    init(_ field: FieldValue) {
+        switch field {
+        case .single(let s): self = s.isEmpty ? .null : .string(s)
+        case .list(let l): self = .list(l.map { $0.isEmpty ? .null : .string($0) })
+        }
+    }
+
+    var isEmpty: Bool {
+        switch self {
+        case .null: return true
+        case .string(let s): return s.isBlank
+        case .bool: return false
+        case .list(let l): return l.allSatisfy(\.isEmpty)
+        case .record: return false
+        }
+    }
+
+    var isTruthy: Bool {
+        if case .bool(let b) = self { return b }
+        return !isEmpty
+    }
+
+    /// The value as text; a list of one value is that value.
+    func text(_ what: String) throws -> String {
+        switch self {
+        case .null: return ""
+        case .string(let s): return s
+        case .bool(let b): return b ? "true" : "false"
+        case .list(let items):
+            let nonEmpty = items.filter { !$0.isEmpty }
+            if nonEmpty.isEmpty { return "" }
+            if nonEmpty.count == 1 { return try nonEmpty[0].text(what) }
+            throw RowFailure("\(what) needs one value, but got a list of \(nonEmpty.count)")
+        case .record: throw RowFailure("\(what) needs a value, but got a whole row; pick a field with '.column'")
+        }
+    }
+}
+
+/// Turns leaf text into the JSON primitive its FHIR type needs.
+enum LeafCoercion {
+    static func coerce(_ s: String, kind: LeafKind, path: String) throws -> JSONValue {
+        switch kind {
+        case .string: return .string(s)
+        case .boolean:
+            switch s.trimmingBlanks.lowercased() {
+            case "true": return .bool(true)
+            case "false": return .bool(false)
+            default: throw RowFailure("\(path) is a boolean, but the value is not true or false (use map() to translate it)", value: s)
+            }
+        case .integer:
+            let t = s.trimmingBlanks
+            guard isInteger(t), let n = Int(t), n >= Int(Int32.min), n <= Int(Int32.max) else {
+                throw RowFailure("\(path) is an integer, but the value is not a whole number", value: s)
+            }
+            return .number(String(n))
+        case .decimal:
+            let t = s.trimmingBlanks
+            guard let normalized = normalizedDecimal(t) else {
+                throw RowFailure("\(path) is a decimal, but the value is not a number", value: s)
+            }
+            return .number(normalized)
+        }
+    }
+
+    static func isInteger(_ s: String) -> Bool {
+        var u = Substring(s).utf8[...]
+        if u.first == UInt8(ascii: "-") || u.first == UInt8(ascii: "+") { u = u.dropFirst() }
+        return !u.isEmpty && u.allSatisfy { $0 >= 48 && $0 <= 57 }
+    }
+
+    /// FHIR decimal text as a JSON number, keeping its precision; leading zeros dropped, a leading '+' removed.
+    static func normalizedDecimal(_ s: String) -> String? {
+        var bytes = Array(s.utf8)
+        var sign: [UInt8] = []
+        if bytes.first == UInt8(ascii: "-") { sign = [UInt8(ascii: "-")]; bytes.removeFirst() } else if bytes.first == UInt8(ascii: "+") { bytes.removeFirst() }
+        var i = 0
+        var intDigits = 0
+        while i < bytes.count && bytes[i] >= 48 && bytes[i] <= 57 { i += 1; intDigits += 1 }
+        var fracDigits = 0
+        if i < bytes.count && bytes[i] == UInt8(ascii: ".") {
+            i += 1
+            while i < bytes.count && bytes[i] >= 48 && bytes[i] <= 57 { i += 1; fracDigits += 1 }
+            if fracDigits == 0 { return nil }
+        }
+        if intDigits == 0 { return nil }
+        if i < bytes.count && (bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E")) {
+            i += 1
+            if i < bytes.count && (bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-")) { i += 1 }
+            var expDigits = 0
+            while i < bytes.count && bytes[i] >= 48 && bytes[i] <= 57 { i += 1; expDigits += 1 }
+            if expDigits == 0 { return nil }
+        }
+        if i != bytes.count { return nil }
+        var start = 0
+        while start < intDigits - 1 && bytes[start] == UInt8(ascii: "0") { start += 1 }
+        return String(decoding: sign + bytes[start...], as: UTF8.self)
+    }
+}
+
+extension String {
+    /// Empty or only spaces, tabs and line breaks.
+    var isBlank: Bool { utf8.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D } }
+
+    var trimmingBlanks: String {
+        let u = Array(utf8)
+        var a = 0
+        var b = u.count
+        while a < b && (u[a] == 0x20 || u[a] == 0x09 || u[a] == 0x0A || u[a] == 0x0D) { a += 1 }
+        while b > a && (u[b - 1] == 0x20 || u[b - 1] == 0x09 || u[b - 1] == 0x0A || u[b - 1] == 0x0D) { b -= 1 }
+        if a == 0 && b == u.count { return self }
+        return String(decoding: u[a..<b], as: UTF8.self)
+    }
+
+    func splitAll(_ separator: String) -> [String] {
+        var out: [String] = []
+        var rest = Substring(self)
+        while let r = rest.firstRange(of: separator) {
+            out.append(String(rest[..<r.lowerBound]))
+            rest = rest[r.upperBound...]
+        }
+        out.append(String(rest))
+        return out
+    }
+
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        splitAll(target).joined(separator: replacement)
+    }
+}

@@ -1,0 +1,56 @@
+/// Builds the search URLs of conditional operations and references: `Patient?identifier=system|value`.
+///
+/// Token values are escaped as FHIR search requires (`\`, `|`, `,` and `$` get a backslash) and then
+/// percent-encoded where a URL cannot carry the character, so an identifier with a space or `&` still matches
+/// exactly one resource. The `|` separator itself stays literal, as in Medplum's guide.
+public enum ConditionalURL {
+    /// `Type?identifier=system|value`.
+    public static func identifier(type: String, system: String, value: String) -> String {
+        "\(type)?identifier=\(encodeToken(system))|\(encodeToken(value))"
+    }
+
+    /// Escapes one part of a token search parameter.
+    public static func encodeToken(_ s: String) -> String {
+        var needsWork = false
+        for b in s.utf8 where !isPlain(b) {
+            needsWork = true
+            break
+        }
+        if !needsWork { return s }
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count + 8)
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "\\"), UInt8(ascii: "|"), UInt8(ascii: ","), UInt8(ascii: "$"):
+                out.append(contentsOf: Array("%5C".utf8))
+                if b == UInt8(ascii: "|") { out.append(contentsOf: Array("%7C".utf8)) } else { percent(b, &out) }
+            default:
+                if isPlain(b) { out.append(b) } else { percent(b, &out) }
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Characters that may stand unencoded in the query part of a URL and carry no FHIR search meaning.
+    @inline(__always)
+    private static func isPlain(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: ":"), UInt8(ascii: "/"),
+            UInt8(ascii: "@"), UInt8(ascii: "!"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"),
+            UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: "?"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    private static let hex = Array("0123456789ABCDEF".utf8)
+
+    private static func percent(_ b: UInt8, _ out: inout [UInt8]) {
+        out.append(UInt8(ascii: "%"))
+        out.append(hex[Int(b >> 4)])
+        out.append(hex[Int(b & 0xF)])
+    }
+}

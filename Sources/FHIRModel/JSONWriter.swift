@@ -1,0 +1,112 @@
+/// Serialises `JSONValue` into UTF-8 bytes, compact (NDJSON) or indented (bundle files for review).
+///
+/// Hand-written because Foundation's `JSONEncoder` is several times slower and its key order is not stable on
+/// Linux. The output is canonical for a given value: the same value always gives the same bytes.
+public struct JSONWriter: Sendable {
+    /// Spaces per indentation level; nil writes compact JSON on one line.
+    public var indent: Int?
+
+    public init(indent: Int? = nil) {
+        self.indent = indent
+    }
+
+    /// Appends the serialisation of `value` to `out`, as if nested `level` levels deep (for indentation).
+    public func write(_ value: JSONValue, into out: inout [UInt8], level: Int = 0) {
+        switch value {
+        case .null: out.append(contentsOf: JSONWriter.nullBytes)
+        case .bool(let b): out.append(contentsOf: b ? JSONWriter.trueBytes : JSONWriter.falseBytes)
+        case .number(let n): out.append(contentsOf: n.utf8)
+        case .string(let s): JSONWriter.writeString(s, into: &out)
+        case .array(let items):
+            if items.isEmpty {
+                out.append(UInt8(ascii: "[")); out.append(UInt8(ascii: "]")); return
+            }
+            out.append(UInt8(ascii: "["))
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                newline(level + 1, &out)
+                write(item, into: &out, level: level + 1)
+            }
+            newline(level, &out)
+            out.append(UInt8(ascii: "]"))
+        case .object(let members):
+            if members.isEmpty {
+                out.append(UInt8(ascii: "{")); out.append(UInt8(ascii: "}")); return
+            }
+            out.append(UInt8(ascii: "{"))
+            for (i, member) in members.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                newline(level + 1, &out)
+                JSONWriter.writeString(member.key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                if indent != nil { out.append(UInt8(ascii: " ")) }
+                write(member.value, into: &out, level: level + 1)
+            }
+            newline(level, &out)
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// The serialisation of `value` as a new byte array.
+    public func bytes(_ value: JSONValue) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(512)
+        write(value, into: &out)
+        return out
+    }
+
+    /// The serialisation of `value` as a String.
+    public func string(_ value: JSONValue) -> String {
+        String(decoding: bytes(value), as: UTF8.self)
+    }
+
+    @inline(__always)
+    private func newline(_ level: Int, _ out: inout [UInt8]) {
+        guard let indent else { return }
+        out.append(UInt8(ascii: "\n"))
+        let count = level * indent
+        if count > 0 { out.append(contentsOf: repeatElement(UInt8(ascii: " "), count: count)) }
+    }
+
+    private static let nullBytes = Array("null".utf8)
+    private static let trueBytes = Array("true".utf8)
+    private static let falseBytes = Array("false".utf8)
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// Appends `s` as a JSON string literal. Escapes only what JSON requires (quote, backslash, control characters),
+    /// so non-ASCII text stays readable UTF-8.
+    public static func writeString(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        var s = s
+        s.withUTF8 { buffer in
+            var runStart = 0
+            var i = 0
+            let n = buffer.count
+            while i < n {
+                let byte = buffer[i]
+                if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
+                    i += 1
+                    continue
+                }
+                if runStart < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[runStart..<i])) }
+                out.append(UInt8(ascii: "\\"))
+                switch byte {
+                case UInt8(ascii: "\""): out.append(UInt8(ascii: "\""))
+                case UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\"))
+                case 0x0A: out.append(UInt8(ascii: "n"))
+                case 0x0D: out.append(UInt8(ascii: "r"))
+                case 0x09: out.append(UInt8(ascii: "t"))
+                case 0x08: out.append(UInt8(ascii: "b"))
+                case 0x0C: out.append(UInt8(ascii: "f"))
+                default:
+                    out.append(contentsOf: [UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                            hexDigits[Int(byte >> 4)], hexDigits[Int(byte & 0xF)]])
+                }
+                i += 1
+                runStart = i
+            }
+            if runStart < n { out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[runStart..<n])) }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+}

@@ -1,0 +1,83 @@
+import ArgumentParser
+import FHIRConvert
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert source exports into FHIR artifacts, as a mapping file describes.",
+        discussion: """
+            The mapping is checked before any row is read; an error names the mapping file's line and column.
+            Rows that cannot be converted are written to rejects.ndjson with file, line and reason; the run goes on.
+            The output folder is replaced only when the run completes, so an interrupted run leaves the previous
+            artifacts as they were.
+
+            Exit status: 0 when the artifacts were written (see the summary for rejects), 1 when the run failed,
+            64 for a usage error.
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The mapping file (YAML).", valueName: "mapping.yaml"))
+    var mapping: String
+
+    @Option(name: [.short, .long], help: ArgumentHelp("The artifact folder to write (replaced when the run completes).", valueName: "dir"))
+    var out: String = "out"
+
+    @Option(help: ArgumentHelp("Entries per batch bundle (for batch-of-transactions: inner transactions per batch).", valueName: "n"))
+    var batchSize: Int?
+
+    @Option(name: .customLong("limit"), parsing: .singleValue,
+            help: ArgumentHelp("Override a bundle limit, e.g. --limit conditionalTransactionEntries=20. Limits: transactionEntries, conditionalTransactionEntries, transactionUpdates, batchEntries, bundleBytes.", valueName: "name=value"))
+    var limits: [String] = []
+
+    @Flag(name: [.short, .long], help: "Print nothing but errors.")
+    var quiet = false
+
+    @Flag(help: "Exit with status 1 when any row was rejected.")
+    var failOnRejects = false
+
+    func validate() throws {
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        for l in limits {
+            let parts = l.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let v = Int(parts[1]), v > 0 else {
+                throw ValidationError("--limit takes name=value with a positive whole number, e.g. --limit batchEntries=50")
+            }
+            guard ["transactionEntries", "conditionalTransactionEntries", "transactionUpdates", "batchEntries", "bundleBytes"].contains(parts[0]) else {
+                throw ValidationError("unknown limit '\(parts[0])'; use transactionEntries, conditionalTransactionEntries, transactionUpdates, batchEntries or bundleBytes")
+            }
+        }
+    }
+
+    func run() throws {
+        var overrides: [String: Int] = [:]
+        for l in limits {
+            let parts = l.split(separator: "=", maxSplits: 1).map(String.init)
+            overrides[parts[0]] = Int(parts[1])!
+        }
+        if let batchSize { overrides["batchEntries"] = batchSize }
+        let progress = quiet ? nil : TerminalProgress()
+        installInterruptHandler()
+        let converter = Converter(options: ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides), progress: progress)
+        let summary: ConvertSummary
+        do {
+            summary = try converter.run()
+        } catch {
+            progress?.clearLine()
+            Stderr.print("error: \(error)")
+            throw ExitCode.failure
+        }
+        progress?.clearLine()
+        if !quiet { Stderr.print(SummaryText.render(summary)) }
+        if failOnRejects && summary.manifest.rejects > 0 { throw ExitCode.failure }
+    }
+}
+
+/// Ctrl-C stops the run at the next checkpoint; the staging folder is removed and the old output stays.
+private func installInterruptHandler() {
+    signal(SIGINT) { _ in Converter.cancellation.store(true, ordering: .relaxed) }
+    signal(SIGTERM) { _ in Converter.cancellation.store(true, ordering: .relaxed) }
+}

@@ -1,0 +1,68 @@
+import FHIRConvert
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum Stderr {
+    static func print(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+}
+
+/// Draws one progress line on stderr, only when stderr is a terminal, a few times a second.
+final class TerminalProgress: ConvertProgress {
+    private let enabled = isatty(2) == 1
+    private var task = ""
+    private var totalBytes = 0
+    private var started = Date()
+    private var lastDraw = Date.distantPast
+
+    func started(task: String, source: String, totalBytes: Int) {
+        self.task = task
+        self.totalBytes = totalBytes
+        started = Date()
+    }
+
+    func advanced(rows: Int, bytes: Int) {
+        guard enabled else { return }
+        let now = Date()
+        guard now.timeIntervalSince(lastDraw) > 0.25 else { return }
+        lastDraw = now
+        let seconds = max(now.timeIntervalSince(started), 0.001)
+        let percent = totalBytes > 0 ? " \(min(100, bytes * 100 / totalBytes))%" : ""
+        draw("\(task):\(percent) \(rows) rows, \(Int(Double(rows) / seconds)) rows/s")
+    }
+
+    func finished(task: String, rows: Int, rejects: Int) {
+        guard enabled else { return }
+        let seconds = max(Date().timeIntervalSince(started), 0.001)
+        draw("\(task): \(rows) rows in \(String(format: "%.2f", seconds)) s (\(Int(Double(rows) / seconds)) rows/s)")
+        FileHandle.standardError.write(Data("\n".utf8))
+    }
+
+    func clearLine() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+
+    private func draw(_ text: String) {
+        FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
+    }
+}
+
+/// The end-of-run summary: counts only, never resource contents.
+enum SummaryText {
+    static func render(_ s: ConvertSummary) -> String {
+        var lines: [String] = []
+        let m = s.manifest
+        lines.append("Wrote \(s.outputPath)/ in \(String(format: "%.2f", s.seconds)) s: \(s.resourcesWritten) resources in \(s.bundleCount) bundles from \(s.rowsRead) rows, \(m.rejects) rejected.")
+        for step in m.steps {
+            let resources = step.resources.keys.sorted().map { "\(step.resources[$0]!) \($0)" }.joined(separator: ", ")
+            lines.append("  \(step.folder): \(step.rows) rows → \(resources.isEmpty ? "nothing" : resources), \(step.bundles.count) bundles, \(step.rejects) rejected")
+        }
+        if m.rejects > 0 { lines.append("Rejected rows are listed with file, line and reason in \(s.outputPath)/rejects.ndjson.") }
+        return lines.joined(separator: "\n")
+    }
+}
