@@ -131,7 +131,7 @@ enum Function: Sendable {
     case map(Int)
     case ref(type: String, system: String)
     case uuid(member: Int)
-    case hashID
+    case hashID, occurrence
     case concat, upper, lower, trim, replace, split, join
     case coalesce, ifThen, eq, ne, not, and, or, empty, present
 }

@@ -51,11 +51,31 @@ public final class LookupTables: @unchecked Sendable {
     func rows(_ index: Int, _ key: String) -> [[FieldValue]] { multiple[index][key] ?? [] }
 }
 
+/// Counts how often a combination of values has occurred so far in a step, for `occurrence()`: identical source
+/// rows (Synthea repeats some lab results) get distinct, still deterministic, identifiers.
+final class OccurrenceCounter: @unchecked Sendable {
+    private var seen: [String: Int] = [:]
+    private var last: (key: String, value: Int)?
+
+    func next(_ key: String, counting: Bool) -> Int {
+        if !counting {
+            // Recomputing the key of the row just evaluated: give the same number again.
+            if let last, last.key == key { return last.value }
+            return (seen[key] ?? 0) + 1
+        }
+        let n = (seen[key] ?? 0) + 1
+        seen[key] = n
+        last = (key, n)
+        return n
+    }
+}
+
 /// Turns the rows of one step into resources.
 public struct StepEvaluator: Sendable {
     public let mapping: CompiledMapping
     public let step: CompiledStep
     let lookups: LookupTables
+    let occurrences = OccurrenceCounter()
 
     public init(mapping: CompiledMapping, stepIndex: Int, lookups: LookupTables) {
         self.mapping = mapping
@@ -65,7 +85,7 @@ public struct StepEvaluator: Sendable {
 
     /// The resources that `row` becomes (members whose `$if` is false are left out), or the reason it cannot.
     public func evaluate(_ row: [FieldValue]) -> Result<[ProducedResource], RowFailure> {
-        var context = Context(row: row, aliases: [], memberURNs: [], evaluator: self)
+        var context = Context(row: row, aliases: [], memberURNs: [], evaluator: self, counting: true)
         do {
             // Conditions and identities first: `uuid(member)` may point at a member rendered later.
             var identities: [(value: String, urn: String)?] = []
@@ -104,7 +124,7 @@ public struct StepEvaluator: Sendable {
     /// The key a reject is filed under: the first resource's identifier value, when it can be computed.
     public func rejectKey(_ row: [FieldValue]) -> String? {
         guard let first = step.resources.first(where: { $0.condition == nil }) ?? step.resources.first else { return nil }
-        var context = Context(row: row, aliases: [], memberURNs: [], evaluator: self)
+        var context = Context(row: row, aliases: [], memberURNs: [], evaluator: self, counting: false)
         return try? context.identity(first)
     }
 }
@@ -115,6 +135,10 @@ private struct Context {
     var aliases: [Value]
     var memberURNs: [String?]
     let evaluator: StepEvaluator
+    /// Whether `occurrence()` counts this evaluation (not when only recomputing a reject's key).
+    let counting: Bool
+    /// One row asks for the same occurrence from its identity and its template: count it once.
+    var occurrenceMemo: [String: Int] = [:]
 
     mutating func identity(_ resource: CompiledResource) throws -> String {
         guard let json = try render(resource.identifierValue), case .string(let value) = json else {
@@ -141,11 +165,15 @@ private struct Context {
             if let condition, !(try evaluate(condition).isTruthy) { return nil }
             var out: [JSONMember] = []
             out.reserveCapacity(members.count)
+            var hasDynamicValue = false
             for member in members {
-                if let v = try render(member.node) { out.append(JSONMember(member.key, v)) }
+                guard let v = try render(member.node) else { continue }
+                if case .constant = member.node {} else { hasDynamicValue = true }
+                out.append(JSONMember(member.key, v))
             }
-            if out.isEmpty || (out.count == 1 && out[0].key == "resourceType") { return out.isEmpty ? nil : .object(out) }
-            return .object(out)
+            // An object whose row-dependent parts are all empty is dropped with its fixed parts: a coding whose
+            // code is empty must not survive as a bare `system`.
+            return hasDynamicValue ? .object(out) : nil
         case .array(let items):
             var out: [JSONValue] = []
             for item in items {
@@ -272,6 +300,14 @@ private struct Context {
             let value = try evaluate(args[0]).text("reference key")
             if value.isBlank { return .null }
             return .string(ConditionalURL.identifier(type: type, system: system, value: value))
+        case .occurrence:
+            var parts: [String] = []
+            for a in args { parts.append(try evaluate(a).text("occurrence")) }
+            let key = parts.joined(separator: "\u{1F}")
+            if let n = occurrenceMemo[key] { return .string(String(n)) }
+            let n = evaluator.occurrences.next(key, counting: counting)
+            occurrenceMemo[key] = n
+            return .string(String(n))
         case .uuid(let member):
             return memberURNs[member].map { .string($0) } ?? .null
         case .hashID:
@@ -362,6 +398,7 @@ extension Function {
         case .ref: "ref"
         case .uuid: "uuid"
         case .hashID: "hashId"
+        case .occurrence: "occurrence"
         case .concat: "concat"
         case .upper: "upper"
         case .lower: "lower"

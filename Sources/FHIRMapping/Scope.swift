@@ -174,6 +174,9 @@ struct Scope {
         case "hashId":
             try arity(1...16, "one or more values: hashId(PATIENT, ENCOUNTER, CODE, START)")
             return (.call(.hashID, try values()), .scalar)
+        case "occurrence":
+            try arity(1...16, "the values that identify a record: occurrence(PATIENT, DATE, CODE) gives 1 the first time they appear together, 2 the second time, ...")
+            return (.call(.occurrence, try values()), .scalar)
         case "concat":
             try arity(1...32, "one or more values")
             return (.call(.concat, try values()), .scalar)
@@ -222,7 +225,7 @@ struct Scope {
             try arity(2...16, "two or more conditions")
             return (.call(name == "and" ? .and : .or, try values()), .scalar)
         default:
-            let known = ["date", "dateTime", "map", "ref", "uuid", "hashId", "concat", "upper", "lower", "trim", "replace", "split", "join",
+            let known = ["date", "dateTime", "map", "ref", "uuid", "hashId", "occurrence", "concat", "upper", "lower", "trim", "replace", "split", "join",
                          "coalesce", "default", "if", "eq", "ne", "not", "and", "or", "empty", "present"]
             throw fail(at, "unknown function '\(name)'\(mapping.suggest(name, known)); see docs/mapping.md for the list")
         }

@@ -1,0 +1,178 @@
+import FHIRArtifacts
+import FHIRConvert
+import FHIRModel
+import Foundation
+import Testing
+
+/// A small export with one bad row of each kind, and its mapping.
+private func writeExport(in dir: String, rows: String? = nil, bundle: String = "batch") {
+    write(rows ?? """
+        id,name,dob,sex
+        1,Ann,1980-01-02,F
+        2,Bob,1980-13-02,M
+        3,Cy,1981-03-04,X
+        4,"Dee, Jr.",1982-05-06,F
+        5,Eve,1983-07-08
+        1,Ann again,1980-01-02,F
+        6,Fay,1984-09-10,F
+
+        """, to: dir + "/people.csv")
+    write("""
+        version: 1
+        sources:
+          people: { file: people.csv }
+        maps:
+          sex: { F: female, M: male }
+        steps:
+          - name: people
+            source: people
+            bundle: \(bundle)
+            resource:
+              resourceType: Patient
+              identifier: [{ system: "http://example.org/person", value: "{{ id }}" }]
+              name: [{ text: "{{ name }}" }]
+              birthDate: "{{ date(dob, 'yyyy-MM-dd') }}"
+              gender: "{{ map(sex, 'sex') }}"
+        """, to: dir + "/mapping.yaml")
+}
+
+private func rejects(_ out: String) throws -> [JSONValue] {
+    try read(out + "/rejects.ndjson").split(separator: "\n").map { try JSONParser.parse(String($0)) }
+}
+
+struct ConvertBehaviourTests {
+    @Test func everyRowBecomesAResourceOrARejectWithFileLineAndReason() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        writeExport(in: dir)
+        let summary = try convert(dir + "/mapping.yaml", out: dir + "/out")
+        let r = try rejects(dir + "/out")
+        #expect(r.map { $0["line"] } == [.number("3"), .number("4"), .number("6"), .number("7")])
+        #expect(r.allSatisfy { $0["file"] == .string("people.csv") })
+        #expect(r[0]["reason"]?.stringValue?.contains("not a date") == true)
+        #expect(r[0]["key"] == .string("2"))
+        #expect(r[1]["reason"]?.stringValue?.contains("map 'sex'") == true)
+        #expect(r[2]["reason"]?.stringValue?.contains("expected 4 fields") == true)
+        #expect(r[3]["reason"]?.stringValue?.contains("duplicate identifier: line 2") == true)
+        let step = summary.manifest.steps[0]
+        #expect(step.rows == 7)
+        #expect(step.rows == step.resources.values.reduce(0, +) + step.rejects)
+        #expect(summary.manifest.rejects == 4)
+        // Reject reasons name columns, never values: the value sits in its own field of the rejects file.
+        #expect(r[1]["reason"]?.stringValue?.contains("X") == false)
+        #expect(r[1]["value"] == .string("X"))
+    }
+
+    @Test func twoRunsOnTheSameInputsGiveByteIdenticalArtifacts() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        try convert(fixture("medplum-example/mapping.yaml"), out: dir + "/one")
+        try convert(fixture("medplum-example/mapping.yaml"), out: dir + "/two")
+        let one = folderContents(dir + "/one")
+        #expect(!one.isEmpty)
+        #expect(one == folderContents(dir + "/two"))
+    }
+
+    @Test func failedRunLeavesThePreviousOutputUntouched() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        writeExport(in: dir)
+        try convert(dir + "/mapping.yaml", out: dir + "/out")
+        let before = folderContents(dir + "/out")
+        // Break the source so the run fails half way: a file that becomes unreadable is simplest, a deleted one.
+        try FileManager.default.removeItem(atPath: dir + "/people.csv")
+        #expect(throws: ConvertError.self) { try convert(dir + "/mapping.yaml", out: dir + "/out") }
+        #expect(folderContents(dir + "/out") == before)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains("staging") }
+        #expect(leftovers.isEmpty)
+    }
+
+    @Test func cancelledRunLeavesThePreviousOutputUntouched() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        writeExport(in: dir)
+        try convert(dir + "/mapping.yaml", out: dir + "/out")
+        let before = folderContents(dir + "/out")
+        var rows = "id,name,dob,sex\n"
+        for i in 0..<10_000 { rows += "\(i),N\(i),1980-01-02,F\n" }
+        write(rows, to: dir + "/people.csv")
+        Converter.cancellation.store(true, ordering: .relaxed)
+        defer { Converter.cancellation.store(false, ordering: .relaxed) }
+        #expect(throws: ConvertError.self) { try convert(dir + "/mapping.yaml", out: dir + "/out") }
+        #expect(folderContents(dir + "/out") == before)
+    }
+
+    @Test func mappingErrorsStopTheRunBeforeAnythingIsWritten() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        writeExport(in: dir)
+        write(read(dir + "/mapping.yaml").replacingOccurrences(of: "{{ name }}", with: "{{ nmae }}"), to: dir + "/mapping.yaml")
+        do {
+            try convert(dir + "/mapping.yaml", out: dir + "/out")
+            Issue.record("expected a mapping error")
+        } catch let ConvertError.mapping(e) {
+            #expect(e.line == 12)
+            #expect(e.message.contains("did you mean 'name'"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out"))
+    }
+
+    @Test func anOutputFolderThatIsNotOursIsRefused() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        writeExport(in: dir)
+        write("precious", to: dir + "/out/notes.txt")
+        #expect(throws: ConvertError.self) { try convert(dir + "/mapping.yaml", out: dir + "/out") }
+        #expect(read(dir + "/out/notes.txt") == "precious")
+    }
+
+    @Test func batchesSplitAtTheEntryLimit() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        var rows = "id,name,dob,sex\n"
+        for i in 0..<25 { rows += "\(i),N\(i),1980-01-02,F\n" }
+        writeExport(in: dir, rows: rows)
+        let s = try convert(dir + "/mapping.yaml", out: dir + "/out", limits: ["batchEntries": 10])
+        #expect(s.manifest.steps[0].bundles == ["bundles/01-people/0001.json", "bundles/01-people/0002.json", "bundles/01-people/0003.json"])
+        let last = try JSONParser.parse(Array(read(dir + "/out/bundles/01-people/0003.json").utf8))
+        #expect(last["entry"]?.arrayValue?.count == 5)
+    }
+
+    @Test func bundlesSplitBeforeTheByteLimit() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        var rows = "id,name,dob,sex\n"
+        for i in 0..<40 { rows += "\(i),\(String(repeating: "n", count: 200)),1980-01-02,F\n" }
+        writeExport(in: dir, rows: rows)
+        let s = try convert(dir + "/mapping.yaml", out: dir + "/out", limits: ["bundleBytes": 4000])
+        #expect(s.manifest.steps[0].bundles.count > 1)
+        for path in s.manifest.steps[0].bundles {
+            let data = try #require(FileManager.default.contents(atPath: dir + "/out/" + path))
+            #expect(data.count <= 4000)
+        }
+        #expect(s.manifest.resourceCounts["Patient"] == 40)
+    }
+
+    @Test func transactionsHoldAtMostEightConditionalEntriesByDefault() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        var rows = "id,name,dob,sex\n"
+        for i in 0..<20 { rows += "\(i),N\(i),1980-01-02,F\n" }
+        writeExport(in: dir, rows: rows, bundle: "transaction")
+        let s = try convert(dir + "/mapping.yaml", out: dir + "/out")
+        let sizes = try s.manifest.steps[0].bundles.map { path in
+            try JSONParser.parse(Array(read(dir + "/out/" + path).utf8))["entry"]?.arrayValue?.count ?? 0
+        }
+        #expect(sizes == [8, 8, 4])
+    }
+
+    @Test func aGroupTooLargeForOneTransactionIsARejectNamingTheLimit() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        try convert(fixture("medplum-example/mapping.yaml"), out: dir + "/out", limits: ["conditionalTransactionEntries": 1])
+        let r = try rejects(dir + "/out")
+        #expect(r.count == 2)
+        #expect(r[0]["reason"]?.stringValue?.contains("more than one transaction may hold (1") == true)
+        #expect(r[0]["key"] == .string("E001"))
+    }
+}

@@ -1,0 +1,171 @@
+import Foundation
+import FHIRMapping
+import Testing
+
+/// A minimal valid mapping; tests replace parts of it to provoke one error each.
+private let patientStep = """
+    version: 1
+    constants:
+      base: http://example.org
+    sources:
+      patients: { file: patients.csv }
+    steps:
+      - name: patients
+        source: patients
+        bundle: batch
+        resource:
+          resourceType: Patient
+          identifier:
+            - system: "{{ base }}/patientId"
+              value: "{{ patient_id }}"
+          birthDate: "{{ date(birth_date, 'yyyy-MM-dd') }}"
+    """
+
+private let columns = ["patients": ["patient_id", "first_name", "birth_date", "gender"]]
+
+struct MappingCompilerTests {
+    @Test func validMappingCompiles() throws {
+        let m = try compileMapping(patientStep, fields: columns)
+        #expect(m.steps.map(\.name) == ["patients"])
+        #expect(m.steps[0].resources[0].identifierSystem == "http://example.org/patientId")
+    }
+
+    @Test func unknownColumnIsAnErrorAtItsLineAndColumnWithASuggestion() throws {
+        let yaml = patientStep.replacingOccurrences(of: "{{ patient_id }}", with: "{{ patient_idd }}")
+        let e = try #require(mappingError(yaml, fields: columns))
+        #expect(e.line == 14)
+        #expect(e.column == 24)
+        #expect(e.message.contains("unknown name 'patient_idd'"))
+        #expect(e.message.contains("did you mean 'patient_id'"))
+        #expect(e.description.hasPrefix("mapping.yaml:14:24: error: "))
+    }
+
+    @Test func unknownSourceIsAnError() throws {
+        let e = try #require(mappingError(patientStep.replacingOccurrences(of: "source: patients", with: "source: patient"), fields: columns))
+        #expect(e.line == 8)
+        #expect(e.message.contains("unknown source 'patient'"))
+    }
+
+    @Test func unknownFunctionIsAnError() throws {
+        let e = try #require(mappingError(patientStep.replacingOccurrences(of: "date(birth_date", with: "dat(birth_date"), fields: columns))
+        #expect(e.line == 15)
+        #expect(e.message.contains("unknown function 'dat'"))
+    }
+
+    @Test func unknownKeyInAStepIsAnError() throws {
+        let e = try #require(mappingError(patientStep.replacingOccurrences(of: "bundle: batch", with: "bundel: batch"), fields: columns))
+        #expect(e.line == 9)
+        #expect(e.message.contains("unknown key 'bundel'"))
+    }
+
+    @Test func unknownFHIRElementIsAnErrorWithASuggestion() throws {
+        let e = try #require(mappingError(patientStep.replacingOccurrences(of: "birthDate:", with: "birthdate:"), fields: columns))
+        #expect(e.line == 15)
+        #expect(e.message.contains("'birthdate' is not an element of Patient"))
+        #expect(e.message.contains("did you mean 'birthDate'"))
+    }
+
+    @Test func unknownResourceTypeIsAnError() throws {
+        let e = try #require(mappingError(patientStep.replacingOccurrences(of: "resourceType: Patient", with: "resourceType: Patinet"), fields: columns))
+        #expect(e.message.contains("not a FHIR R4 resource type"))
+    }
+
+    @Test func badDateFormatIsAnError() throws {
+        let e = try #require(mappingError(patientStep.replacingOccurrences(of: "'yyyy-MM-dd'", with: "'yyyy-MMM-dd'"), fields: columns))
+        #expect(e.message.contains("bad date format"))
+    }
+
+    @Test func resourceWithoutIdentifierIsAnError() throws {
+        let yaml = patientStep.replacingOccurrences(of: """
+                  identifier:
+                    - system: "{{ base }}/patientId"
+                      value: "{{ patient_id }}"
+
+            """, with: "")
+        let e = try #require(mappingError(yaml, fields: columns))
+        #expect(e.message.contains("has no identifier"))
+    }
+
+    @Test func identifierSystemComputedPerRowIsAnError() throws {
+        let e = try #require(mappingError(patientStep.replacingOccurrences(of: "\"{{ base }}/patientId\"", with: "\"{{ gender }}\""), fields: columns))
+        #expect(e.message.contains("identifier[0].system must be fixed"))
+    }
+
+    @Test func urnUUIDInABatchIsAnError() throws {
+        let yaml = patientStep + "\n      generalPractitioner: [{ reference: \"{{ uuid('patients') }}\" }]"
+        let e = try #require(mappingError(yaml, fields: columns))
+        #expect(e.message.contains("only resolves inside a transaction"))
+    }
+
+    @Test func unknownMapIsAnError() throws {
+        let yaml = patientStep + "\n      gender: \"{{ map(gender, 'sex') }}\""
+        let e = try #require(mappingError(yaml, fields: columns))
+        #expect(e.message.contains("unknown map 'sex'"))
+    }
+
+    @Test func listGivenForASingleElementIsAnError() throws {
+        let yaml = patientStep + "\n      gender: [male]"
+        let e = try #require(mappingError(yaml, fields: columns))
+        #expect(e.message.contains("takes one value, not a list"))
+    }
+
+    @Test func constantThatIsNotAValidPrimitiveIsAnError() throws {
+        let yaml = patientStep + "\n      active: maybe"
+        let e = try #require(mappingError(yaml, fields: columns))
+        #expect(e.message.contains("boolean"))
+    }
+
+    @Test func invalidYAMLReportsItsPosition() throws {
+        let e = try #require(mappingError("steps:\n  - name: [unclosed\n", fields: [:]))
+        #expect(e.message.contains("invalid YAML"))
+        #expect(e.line >= 2)
+    }
+
+    @Test func stepsAreOrderedAfterTheStepsTheyReferTo() throws {
+        let yaml = """
+            sources:
+              a: { file: a.csv }
+            steps:
+              - name: conditions
+                source: a
+                bundle: batch
+                resource:
+                  resourceType: Condition
+                  identifier: [{ system: "http://x/c", value: "{{ id }}" }]
+                  subject: { reference: "{{ ref('patients', id) }}" }
+              - name: patients
+                source: a
+                bundle: batch
+                resource:
+                  resourceType: Patient
+                  identifier: [{ system: "http://x/p", value: "{{ id }}" }]
+            """
+        let m = try compileMapping(yaml, fields: ["a": ["id"]])
+        #expect(m.steps.map(\.name) == ["patients", "conditions"])
+        #expect(m.steps[1].dependsOn == [0])
+    }
+
+    @Test func stepsThatReferToEachOtherAreAnError() throws {
+        let yaml = """
+            sources:
+              a: { file: a.csv }
+            steps:
+              - name: one
+                source: a
+                bundle: batch
+                resource:
+                  resourceType: Patient
+                  identifier: [{ system: "http://x/p", value: "{{ id }}" }]
+                  link: [{ other: { reference: "{{ ref('two', id) }}" }, type: seealso }]
+              - name: two
+                source: a
+                bundle: batch
+                resource:
+                  resourceType: RelatedPerson
+                  identifier: [{ system: "http://x/r", value: "{{ id }}" }]
+                  patient: { reference: "{{ ref('one', id) }}" }
+            """
+        let e = try #require(mappingError(yaml, fields: ["a": ["id"]]))
+        #expect(e.message.contains("cycle"))
+    }
+}

@@ -1,0 +1,40 @@
+import FHIRMapping
+import FHIRModel
+import FHIRSources
+
+/// Compiles mapping YAML against given source columns, as `convert` does after reading headers.
+func compileMapping(_ yaml: String, fields: [String: [String]]) throws(MappingError) -> CompiledMapping {
+    let document = try MappingDocument.parse(yaml, path: "mapping.yaml")
+    return try MappingCompiler.compile(document, fieldNames: fields)
+}
+
+/// The error a mapping produces, or nil when it compiles.
+func mappingError(_ yaml: String, fields: [String: [String]]) -> MappingError? {
+    do {
+        _ = try compileMapping(yaml, fields: fields)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+/// Evaluates one row of step `step` (by name) and returns the resources as compact JSON strings, or the failure.
+func evaluate(_ mapping: CompiledMapping, step: String, row: [String], lookups: [(lookup: String, rows: [[String]])] = []) -> Result<[String], RowFailure> {
+    let tables = LookupTables(count: mapping.lookups.count)
+    for (name, rows) in lookups {
+        let index = mapping.lookups.firstIndex { $0.name == name }!
+        let spec = mapping.lookups[index]
+        for r in rows {
+            guard case .single(let key) = FieldValue.single(r[spec.keyColumn]) else { continue }
+            _ = tables.add(index: index, key: key, row: r.map { .single($0) }, multiple: spec.multiple)
+        }
+    }
+    let stepIndex = mapping.steps.firstIndex { $0.name == step }!
+    let evaluator = StepEvaluator(mapping: mapping, stepIndex: stepIndex, lookups: tables)
+    return evaluator.evaluate(row.map { .single($0) }).map { $0.map { JSONWriter().string($0.json) } }
+}
+
+extension Result {
+    var success: Success? { if case .success(let s) = self { return s } else { return nil } }
+    var failure: Failure? { if case .failure(let f) = self { return f } else { return nil } }
+}

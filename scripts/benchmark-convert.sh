@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Times `fhirbundle convert` (release build) on a synthetic export in the shape of Medplum's example.
+#
+# usage: scripts/benchmark-convert.sh [ROWS]        (default 1000000)
+#
+# For CSV and for XML it generates ROWS rows per table (patients, patient conditions, encounters, notes), converts
+# them on one core (taskset), and prints resources/s, records/s and peak memory (max RSS). The notes table is held
+# as a lookup (a table the mapping asks for), so memory includes it; a second CSV run without the lookup-heavy
+# step is reported to show the streaming part alone.
+set -euo pipefail
+ROWS=${1:-1000000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${BENCH_DIR:-$(mktemp -d /tmp/fhirbundle-bench.XXXXXX)}
+cd "$ROOT"
+swift build -c release --product fhirbundle >/dev/null
+BIN="$ROOT/.build/release/fhirbundle"
+PIN=""
+command -v taskset >/dev/null && PIN="taskset -c 0"
+
+measure() {  # label mapping outdir
+    local label=$1 mapping=$2 out=$3
+    local log="$WORK/$label.time"
+    /usr/bin/time -v $PIN "$BIN" convert "$mapping" --out "$out" --quiet 2>"$log" || { cat "$log"; exit 1; }
+    local secs rss resources records
+    secs=$(python3 -c "import sys;p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
+    rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
+    resources=$(python3 -c "import json;m=json.load(open('$out/manifest.json'));print(sum(m['resourceCounts'].values()))")
+    records=$(python3 -c "import json;m=json.load(open('$out/manifest.json'));print(sum(s['rows'] for s in m['sources']))")
+    printf '%-28s %9d records %9d resources %7.2f s %9.0f records/s %9.0f resources/s %6d MiB peak\n' \
+        "$label" "$records" "$resources" "$secs" "$(python3 -c "print($records/$secs)")" "$(python3 -c "print($resources/$secs)")" "$rss"
+}
+
+echo "generating $ROWS rows per table in $WORK ..."
+python3 scripts/generate-seed-export.py "$ROWS" "$WORK/csv"
+python3 scripts/generate-seed-export.py "$ROWS" "$WORK/xml" --xml
+ls -la "$WORK/csv" "$WORK/xml" | awk '/\.(csv|xml)$/ {printf "  %s %d MB\n", $9, $5/1000000}'
+
+# Streaming alone: patients only (no lookups), 1 resource per row.
+python3 - "$WORK/csv/mapping.yaml" "$WORK/csv/mapping-patients.yaml" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+head, steps = text.split("steps:", 1)
+patients = steps.split("  # Step 2")[0]
+open(sys.argv[2], "w").write(head + "steps:" + patients)
+PY
+
+echo "release build, one core ($(nproc) available):"
+measure csv-patients-only "$WORK/csv/mapping-patients.yaml" "$WORK/out-csv-patients"
+measure csv-full-example "$WORK/csv/mapping.yaml" "$WORK/out-csv"
+measure xml-full-example "$WORK/xml/mapping-xml.yaml" "$WORK/out-xml"
+[ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
