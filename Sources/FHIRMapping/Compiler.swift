@@ -16,6 +16,8 @@ struct ElementInfo {
 /// The FHIR definitions the compiler checks templates against.
 protocol FHIRTypeCatalog: Sendable {
     func isResourceType(_ name: String) -> Bool
+    /// Whether the catalog describes `typeName`; templates of unknown types are taken as written.
+    func hasType(_ typeName: String) -> Bool
     func element(of typeName: String, jsonKey: String) -> ElementInfo?
     /// Element names of a type, for "did you mean" hints.
     func elementNames(of typeName: String) -> [String]
@@ -244,7 +246,7 @@ public struct MappingCompiler {
                 }
             }
             var info: ElementInfo?
-            if let typeName {
+            if let typeName, catalog.hasType(typeName) {
                 info = catalog.element(of: typeName, jsonKey: key)
                 if info == nil {
                     throw fail(location(pair.key), "'\(key)' is not an element of \(typeName)\(suggest(key, catalog.elementNames(of: typeName)))")

@@ -165,7 +165,8 @@ private struct Context {
             if let condition, !(try evaluate(condition).isTruthy) { return nil }
             var out: [JSONMember] = []
             out.reserveCapacity(members.count)
-            var hasDynamicValue = false
+            // A condition that held makes the object row-dependent even when its members are fixed.
+            var hasDynamicValue = condition != nil
             for member in members {
                 guard let v = try render(member.node) else { continue }
                 if case .constant = member.node {} else { hasDynamicValue = true }

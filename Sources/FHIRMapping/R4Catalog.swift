@@ -9,6 +9,10 @@ struct R4Catalog: FHIRTypeCatalog {
         definitions.isResourceType(name)
     }
 
+    func hasType(_ typeName: String) -> Bool {
+        definitions.type(named: typeName) != nil
+    }
+
     func element(of typeName: String, jsonKey: String) -> ElementInfo? {
         guard let type = definitions.type(named: typeName),
               let (element, concrete) = type.element(forJSONKey: jsonKey),

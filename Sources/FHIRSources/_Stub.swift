@@ -1,11 +1,4 @@
 // TEMPORARY compile stub, replaced by branch sources.
-public final class CSVRecordReader: RecordReader {
-    public init(path: String, delimiter: UInt8 = 44) throws {}
-    public var fieldNames: [String] { [] }
-    public func next() throws -> ReadResult? { nil }
-    public var bytesRead: Int { 0 }
-    public var sha256: String { "" }
-}
 public struct XMLSourceConfig {
     public enum Format { case elements, mysql }
     public var recordPath: String
