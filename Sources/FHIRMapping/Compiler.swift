@@ -256,7 +256,8 @@ public struct MappingCompiler {
             members.append((info?.order ?? Int.max, seq, key, child))
         }
         members.sort { ($0.order, $0.seq) < ($1.order, $1.seq) }
-        let ordered = members.map { (key: $0.key, node: $0.node) }
+        let ordered = members.filter { if case .constant(let v) = $0.node { return !v.isPrunable } else { return true } }
+            .map { (key: $0.key, node: $0.node) }
         if condition == nil, ordered.allSatisfy({ if case .constant = $0.node { return true } else { return false } }) {
             let values = ordered.compactMap { m -> JSONMember? in
                 if case .constant(let v) = m.node, !v.isPrunable { return JSONMember(m.key, v) }
@@ -348,7 +349,12 @@ public struct MappingCompiler {
             case .expression(let e):
                 let c = try scope.compile(e)
                 if case .record = c.type { throw fail(e.location, "\(path): this gives a whole row; pick a field, e.g. row.column") }
-                compiled.append(.expression(c.expression))
+                // Constants are text: "{{ base }}/patientId" is fixed and folds like plain text.
+                if case .literal(.string(let text)) = c.expression {
+                    compiled.append(.text(text))
+                } else {
+                    compiled.append(.expression(c.expression))
+                }
             }
         }
         if compiled.allSatisfy({ if case .text = $0 { return true } else { return false } }) {

@@ -152,7 +152,7 @@ private struct Context {
     mutating func render(_ node: TemplateNode) throws -> JSONValue? {
         switch node {
         case .constant(let v):
-            return v
+            return v.isPrunable ? nil : v
         case .leaf(let leaf):
             let value = try leafValue(leaf)
             if case .list(let items) = value {

@@ -111,7 +111,7 @@ struct ConvertBehaviourTests {
             try convert(dir + "/mapping.yaml", out: dir + "/out")
             Issue.record("expected a mapping error")
         } catch let ConvertError.mapping(e) {
-            #expect(e.line == 12)
+            #expect(e.line == 13)
             #expect(e.message.contains("did you mean 'name'"))
         }
         #expect(!FileManager.default.fileExists(atPath: dir + "/out"))

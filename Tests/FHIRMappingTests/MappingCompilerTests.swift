@@ -34,10 +34,10 @@ struct MappingCompilerTests {
         let yaml = patientStep.replacingOccurrences(of: "{{ patient_id }}", with: "{{ patient_idd }}")
         let e = try #require(mappingError(yaml, fields: columns))
         #expect(e.line == 14)
-        #expect(e.column == 24)
+        #expect(e.column == 22)
         #expect(e.message.contains("unknown name 'patient_idd'"))
         #expect(e.message.contains("did you mean 'patient_id'"))
-        #expect(e.description.hasPrefix("mapping.yaml:14:24: error: "))
+        #expect(e.description.hasPrefix("mapping.yaml:14:22: error: "))
     }
 
     @Test func unknownSourceIsAnError() throws {
