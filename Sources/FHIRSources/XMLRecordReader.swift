@@ -1,0 +1,381 @@
+import Crypto
+internal import CXMLShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How to find records and fields in an XML export.
+public struct XMLSourceConfig: Sendable {
+    public enum Format: Sendable {
+        /// One element per record; fields are child elements and attributes.
+        case elements
+        /// `mysql --xml`: `<resultset><row><field name="...">value</field></row></resultset>`.
+        case mysql
+    }
+
+    /// Absolute path of the repeating record element, e.g. `/export/patients/patient`. Steps match local names; a
+    /// step with a prefix declared in `namespaces` (`/h:export/h:patient`) must also be in that namespace.
+    public var recordPath: String
+    /// Prefix → namespace URI, for prefixed steps of `recordPath`.
+    public var namespaces: [String: String] = [:]
+    /// Field name → path relative to the record: `given` (child text), `name/given` (nested), `@id` (attribute of
+    /// the record), `address/@use` (attribute of a child). Prefixes in field paths are ignored (local names match).
+    /// nil: discovered from the first record (child elements and attributes, in document order).
+    public var fields: [(name: String, path: String)]?
+    public var format: Format = .elements
+    /// An XSD the file is validated against while it is read.
+    public var schemaPath: String?
+
+    public init(recordPath: String) {
+        self.recordPath = recordPath
+    }
+}
+
+/// Streams the records of an XML file through libxml2's reader, so memory stays flat whatever the file size.
+///
+/// DTDs are refused before libxml2 sees a byte of them (no external entities, no entity expansion: XXE and
+/// "billion laughs" files are rejected with a clear error), and the network is never used.
+public final class XMLRecordReader: RecordReader {
+    public let path: String
+    public private(set) var fieldNames: [String] = []
+    private var fieldPaths: [String] = []
+    private let config: XMLSourceConfig
+    private let input: XMLInput
+    private var reader: OpaquePointer?
+    private let recordSteps: [(uri: String?, local: String)]
+    private var stack: [(uri: String?, local: String)] = []
+    private var pending: ReadResult?
+    private static let xsiNamespace = "http://www.w3.org/2001/XMLSchema-instance"
+    private static let xmlnsNamespace = "http://www.w3.org/2000/xmlns/"
+
+    public var bytesRead: Int { input.bytesRead }
+    public var sha256: String { input.digest ?? "" }
+
+    /// Opens `path`, checks it has no DTD, and learns the field names (from `config.fields` or the first record).
+    public init(path: String, config: XMLSourceConfig) throws {
+        self.path = path
+        self.config = config
+        input = try XMLInput(path: path)
+        var steps: [(String?, String)] = []
+        let recordPath = config.recordPath.isEmpty && config.format == .mysql ? "/resultset/row" : config.recordPath
+        for step in recordPath.split(separator: "/") {
+            let parts = step.split(separator: ":", maxSplits: 1).map(String.init)
+            if parts.count == 2 {
+                guard let uri = config.namespaces[parts[0]] else {
+                    throw SourceError(file: path, line: 1, message: "the record path uses prefix '\(parts[0])', which 'namespaces' does not declare")
+                }
+                steps.append((uri, parts[1]))
+            } else {
+                steps.append((nil, parts[0]))
+            }
+        }
+        guard !steps.isEmpty else { throw SourceError(file: path, line: 1, message: "the record path is empty; give the path of the repeating element, e.g. /export/patient") }
+        recordSteps = steps
+        try input.checkProlog()
+        let context = Unmanaged.passUnretained(input).toOpaque()
+        guard let r = cxml_reader_open(xmlInputRead, context, path) else {
+            throw SourceError(file: path, line: 1, message: "libxml2 could not create a reader")
+        }
+        reader = r
+        if let schema = config.schemaPath {
+            if cxml_reader_use_schema(r, schema) != 0 {
+                throw SourceError(file: schema, line: Int(cxml_reader_error_line(r)), message: "the XSD cannot be used: \(cxml_reader_error(r).map { String(cString: $0) } ?? "invalid schema")")
+            }
+        }
+        if let fields = config.fields {
+            fieldNames = fields.map(\.name)
+            fieldPaths = fields.map { f in
+                f.path.split(separator: "/").map { step in String(step.split(separator: ":").last ?? step) }.joined(separator: "/")
+            }
+        } else {
+            // Learn the fields from the first record, and hand that record out first.
+            if let first = try readRecord() {
+                fieldNames = first.keys
+                fieldPaths = first.keys
+                pending = .record(SourceRecord(line: first.line, values: values(first)))
+            }
+        }
+    }
+
+    deinit {
+        if let reader { cxml_reader_free(reader) }
+    }
+
+    public func next() throws -> ReadResult? {
+        if let p = pending {
+            pending = nil
+            return p
+        }
+        guard let record = try readRecord() else { return nil }
+        return .record(SourceRecord(line: record.line, values: values(record)))
+    }
+
+    private func values(_ record: RawRecord) -> [FieldValue] {
+        fieldPaths.map { path in
+            guard let v = record.values[path] else { return .single("") }
+            return v.count == 1 ? .single(v[0]) : .list(v.filter { !$0.isEmpty })
+        }
+    }
+
+    /// The values of one record by relative path, plus the paths in document order (for field discovery).
+    private struct RawRecord {
+        var line: Int
+        var values: [String: [String]] = [:]
+        var keys: [String] = []
+
+        mutating func add(_ key: String, _ value: String) {
+            if values[key] == nil {
+                keys.append(key)
+                values[key] = [value]
+            } else {
+                values[key]!.append(value)
+            }
+        }
+    }
+
+    private func fail() -> SourceError {
+        let r = reader!
+        if let dtd = input.refusal { return dtd }
+        let message = cxml_reader_error(r).map { String(cString: $0) } ?? "the XML is not well-formed"
+        let line = Int(cxml_reader_error_line(r))
+        let column = Int(cxml_reader_error_column(r))
+        return SourceError(file: path, line: line > 0 ? line : Int(cxml_reader_line(r)), column: column > 0 ? column : nil,
+                           message: "invalid XML: \(message)")
+    }
+
+    private func string(_ p: UnsafePointer<CChar>?) -> String? { p.map { String(cString: $0) } }
+
+    private func matchesRecordPath() -> Bool {
+        guard stack.count == recordSteps.count else { return false }
+        for (s, step) in zip(stack, recordSteps) where s.local != step.local || (step.uri != nil && s.uri != step.uri) {
+            return false
+        }
+        return true
+    }
+
+    /// Attributes of the current element as (local name, value), skipping namespace declarations and xsi:*; also
+    /// whether it carries `xsi:nil="true"`.
+    private func attributes() -> (list: [(String, String)], isNil: Bool) {
+        let r = reader!
+        var list: [(String, String)] = []
+        var isNil = false
+        while cxml_reader_next_attribute(r) == 1 {
+            let uri = string(cxml_reader_namespace_uri(r))
+            let local = string(cxml_reader_local_name(r)) ?? ""
+            let value = string(cxml_reader_value(r)) ?? ""
+            if uri == XMLRecordReader.xmlnsNamespace || local == "xmlns" { continue }
+            if uri == XMLRecordReader.xsiNamespace {
+                if local == "nil" && (value == "true" || value == "1") { isNil = true }
+                continue
+            }
+            list.append((local, value))
+        }
+        cxml_reader_to_element(r)
+        return (list, isNil)
+    }
+
+    private func readRecord() throws -> RawRecord? {
+        guard let r = reader else { return nil }
+        while true {
+            let status = cxml_reader_read(r)
+            if status < 0 { throw fail() }
+            if status == 0 {
+                if let refusal = input.refusal { throw refusal }
+                return nil
+            }
+            switch Int(cxml_reader_node_type(r)) {
+            case Int(CXML_ELEMENT):
+                let depth = Int(cxml_reader_depth(r))
+                if stack.count > depth { stack.removeLast(stack.count - depth) }
+                stack.append((string(cxml_reader_namespace_uri(r)), string(cxml_reader_local_name(r)) ?? ""))
+                let empty = cxml_reader_is_empty_element(r) == 1
+                if matchesRecordPath() {
+                    let record = try collectRecord(depth: depth, empty: empty)
+                    stack.removeLast()
+                    return record
+                }
+                if empty { stack.removeLast() }
+            case Int(CXML_END_ELEMENT):
+                if !stack.isEmpty { stack.removeLast() }
+            case Int(CXML_DOCUMENT_TYPE):
+                throw SourceError(file: path, line: Int(cxml_reader_line(r)), message: DTDRefusal.message)
+            default:
+                continue
+            }
+        }
+    }
+
+    /// Reads the current record element to its end.
+    private func collectRecord(depth: Int, empty: Bool) throws -> RawRecord {
+        let r = reader!
+        var record = RawRecord(line: Int(cxml_reader_line(r)))
+        for (name, value) in attributes().list { record.add("@" + name, value) }
+        if empty { return record }
+        // Open elements inside the record: relative path, collected text, xsi:nil.
+        var open: [(path: String, text: String, isNil: Bool)] = []
+        while true {
+            let status = cxml_reader_read(r)
+            if status < 0 { throw fail() }
+            if status == 0 { throw fail() }
+            switch Int(cxml_reader_node_type(r)) {
+            case Int(CXML_ELEMENT):
+                let d = Int(cxml_reader_depth(r))
+                let local = string(cxml_reader_local_name(r)) ?? ""
+                let (attrs, isNil) = attributes()
+                var key: String
+                if config.format == .mysql && d == depth + 1 && local == "field" {
+                    key = attrs.first { $0.0 == "name" }?.1 ?? "field"
+                } else {
+                    key = open.last.map { $0.path + "/" + local } ?? local
+                    for (name, value) in attrs { record.add(key + "/@" + name, value) }
+                }
+                if cxml_reader_is_empty_element(r) == 1 {
+                    record.add(key, "")
+                } else {
+                    open.append((key, "", isNil))
+                }
+            case Int(CXML_TEXT), Int(CXML_CDATA), Int(CXML_SIGNIFICANT_WHITESPACE):
+                if !open.isEmpty, let text = string(cxml_reader_value(r)) { open[open.count - 1].text += text }
+            case Int(CXML_END_ELEMENT):
+                if Int(cxml_reader_depth(r)) == depth { return record }
+                if let element = open.popLast() {
+                    let blank = element.text.utf8.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
+                    record.add(element.path, element.isNil || blank ? "" : element.text)
+                }
+            default:
+                continue
+            }
+        }
+    }
+}
+
+/// Why DTDs are refused, in one place.
+enum DTDRefusal {
+    static let message = "the XML file declares a DTD (<!DOCTYPE>); DTDs and entities are refused for safety (they can read local files or expand without bound). Export the data without a DOCTYPE."
+}
+
+/// The file behind libxml2: read in large chunks, hashed as read, and checked for a DTD before libxml2 parses it.
+final class XMLInput {
+    let path: String
+    private let fd: Int32
+    private var prefetched: [UInt8] = []
+    private var prefetchOffset = 0
+    private var hasher = SHA256()
+    private(set) var bytesRead = 0
+    private(set) var digest: String?
+    private var closed = false
+    /// Set when the input refused to go on (a DTD): libxml2 then sees an I/O error, and the reader reports this.
+    var refusal: SourceError?
+
+    init(path: String) throws {
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SourceError(file: path, line: 1, message: "cannot open the file: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit {
+        if !closed { close(fd) }
+    }
+
+    /// Reads up to the root element's start tag and refuses a DOCTYPE before it. Only the prolog is scanned:
+    /// a DTD can stand nowhere else.
+    func checkProlog() throws {
+        var i = 0
+        var line = 1
+        func more() throws -> Bool {
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = try rawRead(&chunk)
+            if n == 0 { return false }
+            prefetched.append(contentsOf: chunk[0..<n])
+            return true
+        }
+        func has(_ count: Int) throws -> Bool {
+            while prefetched.count - i < count { if try !more() { return false } }
+            return true
+        }
+        func starts(_ s: String) throws -> Bool {
+            let b = Array(s.utf8)
+            guard try has(b.count) else { return false }
+            return Array(prefetched[i..<i + b.count]) == b
+        }
+        func skip(to terminator: String) throws {
+            let t = Array(terminator.utf8)
+            while true {
+                guard try has(t.count) else { return }
+                if Array(prefetched[i..<i + t.count]) == t { i += t.count; return }
+                if prefetched[i] == 0x0A { line += 1 }
+                i += 1
+            }
+        }
+        if try has(2), (prefetched[0] == 0xFE && prefetched[1] == 0xFF) || (prefetched[0] == 0xFF && prefetched[1] == 0xFE) {
+            throw SourceError(file: path, line: 1, message: "the file is UTF-16; convert it to UTF-8 first")
+        }
+        if try starts("\u{FEFF}") { i += 3 }
+        while try has(1) {
+            let b = prefetched[i]
+            if b == 0x0A { line += 1; i += 1; continue }
+            if b == 0x20 || b == 0x09 || b == 0x0D { i += 1; continue }
+            if try starts("<?") { try skip(to: "?>"); continue }
+            if try starts("<!--") { try skip(to: "-->"); continue }
+            if try starts("<!") {
+                refusal = SourceError(file: path, line: line, message: DTDRefusal.message)
+                throw refusal!
+            }
+            return  // the root element (or text libxml2 will reject)
+        }
+    }
+
+    /// Fills `buffer` for libxml2; the prefetched prolog goes first.
+    func read(into buffer: UnsafeMutablePointer<CChar>, length: Int) -> Int32 {
+        if refusal != nil { return -1 }
+        if prefetchOffset < prefetched.count {
+            let n = min(length, prefetched.count - prefetchOffset)
+            prefetched.withUnsafeBytes { p in
+                UnsafeMutableRawPointer(buffer).copyMemory(from: p.baseAddress! + prefetchOffset, byteCount: n)
+            }
+            prefetchOffset += n
+            if prefetchOffset == prefetched.count { prefetched = [] ; prefetchOffset = 0 }
+            return Int32(n)
+        }
+        do {
+            var chunk = [UInt8](repeating: 0, count: length)
+            let n = try rawRead(&chunk)
+            chunk.withUnsafeBytes { p in UnsafeMutableRawPointer(buffer).copyMemory(from: p.baseAddress!, byteCount: n) }
+            return Int32(n)
+        } catch {
+            refusal = error as? SourceError
+            return -1
+        }
+    }
+
+
+    private func rawRead(_ chunk: inout [UInt8]) throws -> Int {
+        if closed { return 0 }
+        let n = chunk.withUnsafeMutableBytes { p -> Int in
+            while true {
+                let r = Glibc.read(fd, p.baseAddress!, p.count)
+                if r < 0 && errno == EINTR { continue }
+                return r
+            }
+        }
+        if n < 0 { throw SourceError(file: path, line: 1, message: "reading failed: \(String(cString: strerror(errno)))") }
+        if n == 0 {
+            let hex = Array("0123456789abcdef".utf8)
+            digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
+            closed = true
+            close(fd)
+            return 0
+        }
+        chunk.withUnsafeBytes { p in hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[0..<n])) }
+        bytesRead += n
+        return n
+    }
+}
+
+/// libxml2's read callback: forwards to the `XMLInput` passed as context.
+private let xmlInputRead: cxml_read_fn = { context, buffer, length in
+    guard let context, let buffer else { return -1 }
+    let input = Unmanaged<XMLInput>.fromOpaque(context).takeUnretainedValue()
+    return input.read(into: buffer, length: Int(length))
+}
