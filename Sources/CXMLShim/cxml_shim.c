@@ -45,7 +45,7 @@ cxml_reader *cxml_reader_open(cxml_read_fn read, void *context, const char *name
     if (r == NULL) return NULL;
     // XML_PARSE_NONET: no network. No XML_PARSE_NOENT, XML_PARSE_DTDLOAD or XML_PARSE_DTDATTR: entities are never
     // substituted and no DTD is loaded. XML_PARSE_HUGE is left off so libxml2's own amplification limits stay on.
-    int options = XML_PARSE_NONET | XML_PARSE_NOCDATA | XML_PARSE_NOWARNING | XML_PARSE_NOERROR | XML_PARSE_COMPACT;
+    int options = XML_PARSE_NONET | XML_PARSE_NOCDATA | XML_PARSE_NOWARNING | XML_PARSE_NOERROR | XML_PARSE_COMPACT | XML_PARSE_BIG_LINES;
     r->reader = xmlReaderForIO((xmlInputReadCallback)read, NULL, context, name, NULL, options);
     if (r->reader == NULL) {
         free(r);
@@ -55,8 +55,9 @@ cxml_reader *cxml_reader_open(cxml_read_fn read, void *context, const char *name
     return r;
 }
 
-int cxml_reader_use_schema(cxml_reader *r, const char *path) {
-    xmlSchemaParserCtxtPtr ctxt = xmlSchemaNewParserCtxt(path);
+int cxml_reader_use_schema(cxml_reader *r, const char *xsd, int length) {
+    // From memory: the external entity loader refuses every file, imports and includes of the XSD too.
+    xmlSchemaParserCtxtPtr ctxt = xmlSchemaNewMemParserCtxt(xsd, length);
     if (ctxt == NULL) return -1;
     xmlSchemaSetParserStructuredErrors(ctxt, record_error, r);
     r->schema = xmlSchemaParse(ctxt);
@@ -75,7 +76,12 @@ int cxml_reader_read(cxml_reader *r) {
 int cxml_reader_node_type(cxml_reader *r) { return xmlTextReaderNodeType(r->reader); }
 int cxml_reader_depth(cxml_reader *r) { return xmlTextReaderDepth(r->reader); }
 int cxml_reader_is_empty_element(cxml_reader *r) { return xmlTextReaderIsEmptyElement(r->reader); }
-int cxml_reader_line(cxml_reader *r) { return xmlTextReaderGetParserLineNumber(r->reader); }
+int cxml_reader_line(cxml_reader *r) {
+    // The node's own line: the parser's line runs ahead of the node being read.
+    xmlNodePtr node = xmlTextReaderCurrentNode(r->reader);
+    long line = node ? xmlGetLineNo(node) : -1;
+    return line > 0 ? (int)line : xmlTextReaderGetParserLineNumber(r->reader);
+}
 
 const char *cxml_reader_local_name(cxml_reader *r) { return (const char *)xmlTextReaderConstLocalName(r->reader); }
 const char *cxml_reader_namespace_uri(cxml_reader *r) { return (const char *)xmlTextReaderConstNamespaceUri(r->reader); }

@@ -79,7 +79,20 @@ public final class XMLRecordReader: RecordReader {
         }
         reader = r
         if let schema = config.schemaPath {
-            if cxml_reader_use_schema(r, schema) != 0 {
+            let fd = open(schema, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw SourceError(file: schema, line: 1, message: "cannot open the XSD: \(String(cString: strerror(errno)))") }
+            var xsd: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+                if n <= 0 { break }
+                xsd.append(contentsOf: chunk[0..<n])
+            }
+            close(fd)
+            let status = xsd.withUnsafeBufferPointer { p in
+                p.withMemoryRebound(to: CChar.self) { cxml_reader_use_schema(r, $0.baseAddress, Int32($0.count)) }
+            }
+            if status != 0 {
                 throw SourceError(file: schema, line: Int(cxml_reader_error_line(r)), message: "the XSD cannot be used: \(cxml_reader_error(r).map { String(cString: $0) } ?? "invalid schema")")
             }
         }

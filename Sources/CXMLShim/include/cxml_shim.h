@@ -21,8 +21,9 @@ enum {
 
 /// Opens a reader over `read`. Never loads DTDs or external entities and never touches the network.
 cxml_reader *cxml_reader_open(cxml_read_fn read, void *context, const char *name);
-/// Validates the document against the XSD at `path` while reading. Returns 0 on success.
-int cxml_reader_use_schema(cxml_reader *reader, const char *path);
+/// Validates the document against an XSD (its text, `length` bytes) while reading. Returns 0 on success.
+/// The XSD's own imports and includes are not loaded.
+int cxml_reader_use_schema(cxml_reader *reader, const char *xsd, int length);
 /// Advances to the next node: 1 when there is one, 0 at the end, -1 on an error.
 int cxml_reader_read(cxml_reader *reader);
 int cxml_reader_node_type(cxml_reader *reader);

@@ -1,0 +1,135 @@
+import FHIRSources
+import Foundation
+import Testing
+
+/// Writes `bytes` to a temporary file and returns its path.
+func temporaryFile(_ bytes: [UInt8], suffix: String = ".csv") -> String {
+    let path = NSTemporaryDirectory() + "fhirsources-\(UUID().uuidString)\(suffix)"
+    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    return path
+}
+
+func temporaryFile(_ text: String, suffix: String = ".csv") -> String { temporaryFile(Array(text.utf8), suffix: suffix) }
+
+/// Every result of a reader.
+func readAll(_ reader: any RecordReader) throws -> [ReadResult] {
+    var out: [ReadResult] = []
+    while let r = try reader.next() { out.append(r) }
+    return out
+}
+
+func rows(_ results: [ReadResult]) -> [[String]] {
+    results.compactMap {
+        if case .record(let r) = $0 { return r.values.map { if case .single(let s) = $0 { return s } else { return "<list>" } } }
+        return nil
+    }
+}
+
+struct CSVRecordReaderTests {
+    @Test(arguments: [
+        ("a,b\n1,2\n", [["1", "2"]]),
+        ("a,b\r\n1,2\r\n", [["1", "2"]]),
+        ("a,b\n1,2", [["1", "2"]]),
+        ("\u{FEFF}a,b\n1,2\n", [["1", "2"]]),
+        ("a,b\n\"x,y\",\"say \"\"hi\"\"\"\n", [["x,y", "say \"hi\""]]),
+        ("a,b\n\"line1\nline2\",z\n", [["line1\nline2", "z"]]),
+        ("a,b\n\"line1\r\nline2\",z\r\n", [["line1\r\nline2", "z"]]),
+        ("a,b\n,\n", [["", ""]]),
+        ("a,b\n1,2\n\n3,4\n", [["1", "2"], ["3", "4"]]),
+        ("a,b\n\"\",x\n", [["", "x"]]),
+        ("a,b\nca\"t,dog\n", [["ca\"t", "dog"]]),
+        ("a,b\ncafé,日本\n", [["café", "日本"]]),
+    ])
+    func readsRFC4180Records(text: String, expected: [[String]]) throws {
+        let reader = try CSVRecordReader(path: temporaryFile(text))
+        #expect(reader.fieldNames == ["a", "b"])
+        #expect(rows(try readAll(reader)) == expected)
+    }
+
+    @Test func recordsStartingAfterMultiLineFieldsKeepTheirLineNumbers() throws {
+        let reader = try CSVRecordReader(path: temporaryFile("id,note\n1,\"two\nlines\"\n2,x\n3,\"a\r\nb\r\nc\"\n4,y\n"))
+        let lines = try readAll(reader).map { r -> Int in
+            switch r {
+            case .record(let rec): return rec.line
+            case .reject(let line, _): return line
+            }
+        }
+        #expect(lines == [2, 4, 5, 8])
+    }
+
+    @Test func rowWithTheWrongFieldCountIsARejectAndReadingGoesOn() throws {
+        let results = try readAll(CSVRecordReader(path: temporaryFile("a,b,c\n1,2,3\n1,2\n1,2,3,4\n7,8,9\n")))
+        #expect(results.count == 4)
+        #expect(results[1] == .reject(line: 3, reason: "expected 3 fields, found 2"))
+        #expect(results[2] == .reject(line: 4, reason: "expected 3 fields, found 4"))
+        #expect(rows(results) == [["1", "2", "3"], ["7", "8", "9"]])
+    }
+
+    @Test func invalidUTF8IsARejectNamingTheColumnNotTheValue() throws {
+        var bytes = Array("id,name\n1,ok\n2,".utf8)
+        bytes += [0xC3, 0x28]
+        bytes += Array("\n3,fine\n".utf8)
+        let results = try readAll(CSVRecordReader(path: temporaryFile(bytes)))
+        #expect(results[1] == .reject(line: 3, reason: "invalid UTF-8 in field 2 (column 'name')"))
+        #expect(rows(results) == [["1", "ok"], ["3", "fine"]])
+    }
+
+    @Test func unterminatedQuoteAtTheEndIsAReject() throws {
+        let results = try readAll(CSVRecordReader(path: temporaryFile("a,b\n1,2\n3,\"open\n4,5\n")))
+        #expect(rows(results) == [["1", "2"]])
+        guard case .reject(let line, let reason) = results.last else { Issue.record("expected a reject"); return }
+        #expect(line == 3)
+        #expect(reason.contains("never closed"))
+    }
+
+    @Test(arguments: [(UInt8(ascii: ";"), "a;b\n1;x,y\n", ["1", "x,y"]), (UInt8(ascii: "\t"), "a\tb\n1\t\"x\ty\"\n", ["1", "x\ty"])])
+    func customDelimiters(delimiter: UInt8, text: String, expected: [String]) throws {
+        let reader = try CSVRecordReader(path: temporaryFile(text), delimiter: delimiter)
+        #expect(reader.fieldNames == ["a", "b"])
+        #expect(rows(try readAll(reader)) == [expected])
+    }
+
+    @Test func duplicateColumnNamesAreAnError() {
+        #expect(throws: SourceError.self) { try CSVRecordReader(path: temporaryFile("id,name,id\n1,2,3\n")) }
+    }
+
+    @Test func emptyFileIsAnError() {
+        #expect(throws: SourceError.self) { try CSVRecordReader(path: temporaryFile("")) }
+    }
+
+    @Test func missingFileIsAnErrorNamingIt() {
+        do {
+            _ = try CSVRecordReader(path: "/nonexistent/x.csv")
+            Issue.record("expected an error")
+        } catch let e as SourceError {
+            #expect(e.description.contains("/nonexistent/x.csv"))
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test func sha256AndByteCountCoverTheWholeFileAcrossBufferRefills() throws {
+        var text = "id,text\n"
+        for i in 0..<60_000 { text += "\(i),\"value \(i), with comma\"\n" }
+        let path = temporaryFile(text)
+        let reader = try CSVRecordReader(path: path)
+        let results = try readAll(reader)
+        #expect(results.count == 60_000)
+        #expect(reader.bytesRead == text.utf8.count)
+        let expected = try shellSHA256(path)
+        #expect(reader.sha256 == expected)
+    }
+}
+
+/// sha256sum's answer, as an independent reference.
+func shellSHA256(_ path: String) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+    p.arguments = [path]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    try p.run()
+    p.waitUntilExit()
+    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    return String(out.prefix(64))
+}
