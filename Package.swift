@@ -29,8 +29,8 @@ let package = Package(
             providers: [.apt(["libxml2-dev"]), .brew(["libxml2"])]
         ),
         .target(name: "CXMLShim", dependencies: ["CLibXML2"]),
-        // renameat2(RENAME_EXCHANGE) for swapping the output folder in one step.
-        .target(name: "CAtomicRename"),
+        // renameat2(RENAME_EXCHANGE) and syncfs for swapping in a complete, durable output folder.
+        .target(name: "CFileOps"),
 
         // MARK: Engine
         .target(
@@ -51,7 +51,7 @@ let package = Package(
         ),
         .target(
             name: "FHIRArtifacts",
-            dependencies: ["FHIRModel", "CAtomicRename", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["FHIRModel", "CFileOps", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -63,7 +63,7 @@ let package = Package(
         // MARK: Executables (thin shells)
         .executableTarget(
             name: "fhirbundle",
-            dependencies: ["FHIRConvert", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FHIRConvert", "FHIRArtifacts", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
 

@@ -1,4 +1,4 @@
-import CAtomicRename
+import CFileOps
 import FHIRModel
 import Foundation
 
@@ -75,9 +75,15 @@ public final class ArtifactFolder {
     /// Replaces the target with the staging folder.
     public func commit() throws(ArtifactError) {
         let fm = FileManager.default
+        // Everything written reaches the disk before the swap makes it visible.
+        let dir = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            defer { close(dir) }
+            if file_ops_sync_filesystem(dir) != 0 { throw .posix(staging, "syncing the artifacts to disk") }
+        }
         if fm.fileExists(atPath: target + "/.gitkeep") { fm.createFile(atPath: staging + "/.gitkeep", contents: Data()) }
         if fm.fileExists(atPath: target) {
-            if atomic_rename_exchange(staging, target) != 0 {
+            if file_ops_exchange(staging, target) != 0 {
                 // Filesystems without RENAME_EXCHANGE: move the old folder aside, then move the new one in.
                 let aside = staging + ".old"
                 guard rename(target, aside) == 0 else { throw .posix(target, "moving the previous artifacts aside") }

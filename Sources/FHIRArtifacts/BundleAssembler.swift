@@ -27,14 +27,23 @@ public struct GroupTooLarge: Error, Sendable {
     public let message: String
 }
 
+/// How bundle files are laid out.
+public enum BundleLayout: String, Sendable {
+    /// One entry per line, compact: a diff of two runs shows one line per changed resource, at NDJSON's size.
+    case entryPerLine = "lines"
+    /// Indented JSON, easiest to read, about three times larger.
+    case pretty
+}
+
 /// Packs the groups of one step into bundle files under the limits, in arrival order.
 ///
-/// Each entry is serialised once, indented at its final depth, so the size of a bundle is known exactly before it
-/// is written: no bundle is ever over `bundleBytes`, and the same groups always give the same files.
+/// Each entry is serialised once, at its final depth, so the size of a bundle is known exactly before it is
+/// written: no bundle is ever over `bundleBytes`, and the same groups always give the same files.
 public final class BundleAssembler {
     public let packing: BundlePacking
     public let limits: BundleLimits
-    private let writer = JSONWriter(indent: 2)
+    public let layout: BundleLayout
+    private let writer: JSONWriter
     /// Called with each finished bundle's bytes.
     private let emit: ([UInt8]) throws -> Void
     private var entries: [[UInt8]] = []
@@ -43,21 +52,29 @@ public final class BundleAssembler {
     public private(set) var bundleCount = 0
 
     /// Creates an assembler; `emit` receives each complete bundle file.
-    public init(packing: BundlePacking, limits: BundleLimits, emit: @escaping ([UInt8]) throws -> Void) {
+    public init(packing: BundlePacking, limits: BundleLimits, layout: BundleLayout = .entryPerLine, emit: @escaping ([UInt8]) throws -> Void) {
         self.packing = packing
         self.limits = limits
+        self.layout = layout
+        writer = JSONWriter(indent: layout == .pretty ? 2 : nil)
         self.emit = emit
+        frameBytes = frame(header: true).count + frame(header: false).count
     }
 
     private var bundleType: String { packing == .transaction ? "transaction" : "batch" }
 
-    /// Bytes of the bundle around its entries, and per entry (newline, indentation, comma).
-    private var frameBytes: Int { frame(header: true).count + frame(header: false).count }
-    private static let perEntryOverhead = 1 + 4 + 1
+    /// Bytes of the bundle around its entries.
+    private var frameBytes = 0
+    /// Bytes around each entry: comma, line break and (pretty) indentation.
+    private var perEntryOverhead: Int { layout == .pretty ? 1 + 1 + 4 : 1 + 1 }
 
     private func frame(header: Bool) -> [UInt8] {
-        if header { return Array("{\n  \"resourceType\": \"Bundle\",\n  \"type\": \"\(bundleType)\",\n  \"entry\": [".utf8) }
-        return Array("\n  ]\n}\n".utf8)
+        switch (layout, header) {
+        case (.pretty, true): return Array("{\n  \"resourceType\": \"Bundle\",\n  \"type\": \"\(bundleType)\",\n  \"entry\": [".utf8)
+        case (.pretty, false): return Array("\n  ]\n}\n".utf8)
+        case (.entryPerLine, true): return Array("{\"resourceType\":\"Bundle\",\"type\":\"\(bundleType)\",\"entry\":[".utf8)
+        case (.entryPerLine, false): return Array("\n]}\n".utf8)
+        }
     }
 
     /// The most entries one transaction may hold, given whether it has conditional operations.
@@ -68,7 +85,7 @@ public final class BundleAssembler {
     /// Adds one group (one source row's resources). Throws `GroupTooLarge` when the group alone breaks a limit.
     public func add(group: [PlannedEntry]) throws {
         guard !group.isEmpty else { return }
-        let conditional = group.contains { $0.url.contains("?") }
+        let conditional = group.contains { $0.url.utf8.contains(UInt8(ascii: "?")) }
         switch packing {
         case .batch:
             for entry in group {
@@ -120,7 +137,8 @@ public final class BundleAssembler {
 
     /// Adds entries that must share one bundle, starting a new bundle when the count or byte limit would be passed.
     private func append(_ group: [[UInt8]], count: Int, cap: Int) throws {
-        let groupBytes = group.reduce(0) { $0 + $1.count + BundleAssembler.perEntryOverhead }
+        let overhead = perEntryOverhead
+        let groupBytes = group.reduce(0) { $0 + $1.count + overhead }
         guard frameBytes + groupBytes <= limits.bundleBytes else {
             throw GroupTooLarge(message: "the group needs \(frameBytes + groupBytes) bytes, more than one bundle may hold (\(limits.bundleBytes))")
         }
@@ -139,7 +157,7 @@ public final class BundleAssembler {
         for (i, e) in entries.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
             out.append(UInt8(ascii: "\n"))
-            out.append(contentsOf: [0x20, 0x20, 0x20, 0x20])
+            if layout == .pretty { out.append(contentsOf: [0x20, 0x20, 0x20, 0x20]) }
             out.append(contentsOf: e)
         }
         out.append(contentsOf: frame(header: false))

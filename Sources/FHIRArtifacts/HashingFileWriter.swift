@@ -76,10 +76,10 @@ public final class HashingFileWriter {
         buffer.removeAll(keepingCapacity: true)
     }
 
-    /// Flushes, syncs to disk and closes; returns the file's SHA-256 and size.
+    /// Flushes and closes; returns the file's SHA-256 and size. Durability comes from one sync of the whole staging
+    /// folder before it is swapped in (`ArtifactFolder.commit`), not from a sync per file.
     public func finish() throws(ArtifactError) -> (sha256: String, size: Int) {
         try flush()
-        if fsync(fd) != 0 { throw .posix(path, "syncing") }
         closed = true
         if close(fd) != 0 { throw .posix(path, "closing") }
         return (Hex.encode(hasher.finalize()), size)

@@ -9,6 +9,7 @@ import Foundation
 struct ConversionRun {
     let mapping: CompiledMapping
     let limits: BundleLimits
+    let layout: BundleLayout
     let folder: ArtifactFolder
     weak var progress: (any ConvertProgress)?
 
@@ -23,9 +24,10 @@ struct ConversionRun {
     private var seenIdentifiers: [UInt128: Int] = [:]
     private let compact = JSONWriter()
 
-    init(mapping: CompiledMapping, limits: BundleLimits, folder: ArtifactFolder, progress: (any ConvertProgress)?) throws {
+    init(mapping: CompiledMapping, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder, progress: (any ConvertProgress)?) throws {
         self.mapping = mapping
         self.limits = limits
+        self.layout = layout
         self.folder = folder
         self.progress = progress
         try folder.makeFolder("ndjson")
@@ -101,7 +103,7 @@ struct ConversionRun {
         var bundleFiles: [String] = []
         var newArtifacts: [Manifest.Artifact] = []
         let staging = folder
-        let assembler = BundleAssembler(packing: BundlePacking(rawValue: step.bundle.rawValue)!, limits: limits) { bytes in
+        let assembler = BundleAssembler(packing: BundlePacking(rawValue: step.bundle.rawValue)!, limits: limits, layout: layout) { bytes in
             let path = folderName + "/" + pad(bundleFiles.count + 1, 4) + ".json"
             let writer = try staging.writer(path)
             try writer.write(bytes)

@@ -12,12 +12,16 @@ public struct ConvertOptions: Sendable {
     /// Limits that override the mapping's and the defaults (`batchEntries` → 50, ...).
     public var limitOverrides: [String: Int]
     public var toolVersion: String
+    /// One entry per line (default) or indented bundle files.
+    public var bundleLayout: BundleLayout
 
-    public init(mappingPath: String, outputPath: String = "out", limitOverrides: [String: Int] = [:], toolVersion: String = FHIRBundleVersion.current) {
+    public init(mappingPath: String, outputPath: String = "out", limitOverrides: [String: Int] = [:],
+                toolVersion: String = FHIRBundleVersion.current, bundleLayout: BundleLayout = .entryPerLine) {
         self.mappingPath = mappingPath
         self.outputPath = outputPath
         self.limitOverrides = limitOverrides
         self.toolVersion = toolVersion
+        self.bundleLayout = bundleLayout
     }
 }
 
@@ -101,7 +105,7 @@ public final class Converter {
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
         do {
-            var run = try ConversionRun(mapping: mapping, limits: limits, folder: folder, progress: progress)
+            var run = try ConversionRun(mapping: mapping, limits: limits, layout: options.bundleLayout, folder: folder, progress: progress)
             let manifest = try run.execute(toolVersion: options.toolVersion)
             try folder.commit()
             return ConvertSummary(manifest: manifest, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))

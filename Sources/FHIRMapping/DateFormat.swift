@@ -122,10 +122,14 @@ struct DateFormat: Sendable, Equatable {
                     return nil
                 }
             case .literal(let c):
-                var enc: [UInt8] = []
-                enc.append(contentsOf: String(c).utf8)
-                guard i + enc.count <= s.count, Array(s[i..<i + enc.count]) == enc else { return nil }
-                i += enc.count
+                if c.isASCII {
+                    guard i < s.count, s[i] == UInt8(c.value) else { return nil }
+                    i += 1
+                } else {
+                    let enc = Array(String(c).utf8)
+                    guard i + enc.count <= s.count, Array(s[i..<i + enc.count]) == enc else { return nil }
+                    i += enc.count
+                }
             }
         }
         guard i == s.count else { return nil }

@@ -22,7 +22,7 @@ public struct ProducedResource: Sendable {
     public let json: JSONValue
     /// `Type?identifier=system|value`, the URL of the conditional update.
     public let conditionalURL: String
-    /// `urn:uuid:` derived from type and identifier (stable across runs).
+    /// `urn:uuid:` derived from type and identifier (stable across runs); empty in batch steps, which do not use it.
     public let fullUrl: String
 }
 
@@ -96,7 +96,9 @@ public struct StepEvaluator: Sendable {
                     continue
                 }
                 let value = try context.identity(resource)
-                let urn = "urn:uuid:" + NameUUID.v5(resource.resourceType + "|" + resource.identifierSystem + "|" + value)
+                // Batch entries carry no fullUrl, so the SHA-1 behind a urn:uuid is spent only where it is written.
+                let urn = step.bundle == .batch
+                    ? "" : "urn:uuid:" + NameUUID.v5(resource.resourceType + "|" + resource.identifierSystem + "|" + value)
                 identities.append((value, urn))
             }
             context.memberURNs = identities.map { $0?.urn }

@@ -64,10 +64,15 @@ public struct JSONWriter: Sendable {
     private func newline(_ level: Int, _ out: inout [UInt8]) {
         guard let indent else { return }
         out.append(UInt8(ascii: "\n"))
-        let count = level * indent
-        if count > 0 { out.append(contentsOf: repeatElement(UInt8(ascii: " "), count: count)) }
+        var count = level * indent
+        while count > 0 {
+            let n = min(count, JSONWriter.spaces.count)
+            out.append(contentsOf: JSONWriter.spaces[0..<n])
+            count -= n
+        }
     }
 
+    private static let spaces = [UInt8](repeating: UInt8(ascii: " "), count: 64)
     private static let nullBytes = Array("null".utf8)
     private static let trueBytes = Array("true".utf8)
     private static let falseBytes = Array("false".utf8)

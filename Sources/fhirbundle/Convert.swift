@@ -1,4 +1,5 @@
 import ArgumentParser
+import FHIRArtifacts
 import FHIRConvert
 import Foundation
 
@@ -33,6 +34,9 @@ struct Convert: ParsableCommand {
             help: ArgumentHelp("Override a bundle limit, e.g. --limit conditionalTransactionEntries=20. Limits: transactionEntries, conditionalTransactionEntries, transactionUpdates, batchEntries, bundleBytes.", valueName: "name=value"))
     var limits: [String] = []
 
+    @Flag(help: "Indent bundle files for reading (about three times larger). By default each entry is one compact line, so a diff of two runs shows one line per changed resource.")
+    var pretty = false
+
     @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false
 
@@ -61,7 +65,8 @@ struct Convert: ParsableCommand {
         if let batchSize { overrides["batchEntries"] = batchSize }
         let progress = quiet ? nil : TerminalProgress()
         installInterruptHandler()
-        let converter = Converter(options: ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides), progress: progress)
+        let options = ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides, bundleLayout: pretty ? .pretty : .entryPerLine)
+        let converter = Converter(options: options, progress: progress)
         let summary: ConvertSummary
         do {
             summary = try converter.run()

@@ -1,3 +1,4 @@
+import FHIRArtifacts
 import FHIRConvert
 import Foundation
 

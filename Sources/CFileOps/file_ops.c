@@ -1,15 +1,25 @@
-// Swift's Glibc module does not expose renameat2 (it needs _GNU_SOURCE), so it lives in this one C function.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include "atomic_rename.h"
+#include <unistd.h>
+#include "file_ops.h"
 
-int atomic_rename_exchange(const char *from, const char *to) {
+int file_ops_exchange(const char *from, const char *to) {
 #if defined(__linux__) && defined(RENAME_EXCHANGE)
     return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE);
 #else
     errno = ENOSYS;
     return -1;
+#endif
+}
+
+int file_ops_sync_filesystem(int fd) {
+#if defined(__linux__)
+    return syncfs(fd);
+#else
+    (void)fd;
+    sync();
+    return 0;
 #endif
 }

@@ -1,0 +1,11 @@
+#ifndef FILE_OPS_H
+#define FILE_OPS_H
+// Linux file-system calls Swift's Glibc module does not expose (they need _GNU_SOURCE).
+
+/// Atomically exchanges two paths (renameat2 with RENAME_EXCHANGE).
+/// Returns 0 on success, -1 with errno set otherwise (ENOSYS/EINVAL where unsupported).
+int file_ops_exchange(const char *from, const char *to);
+
+/// Flushes the file system holding `fd` to disk (syncfs). Returns 0 on success.
+int file_ops_sync_filesystem(int fd);
+#endif
