@@ -3,13 +3,16 @@ import FHIRModel
 /// One write in an upload plan: a resource and its conditional update.
 public struct PlannedEntry: Sendable {
     public let resource: JSONValue
+    /// The resource already serialised compactly (as for NDJSON), spliced into one-line entries unchanged.
+    public let compactResource: [UInt8]
     /// `Type?identifier=system|value`.
     public let url: String
     /// `urn:uuid:...`, written in transactions where other entries may point at it.
     public let fullUrl: String
 
-    public init(resource: JSONValue, url: String, fullUrl: String) {
+    public init(resource: JSONValue, compactResource: [UInt8], url: String, fullUrl: String) {
         self.resource = resource
+        self.compactResource = compactResource
         self.url = url
         self.fullUrl = fullUrl
     }
@@ -89,29 +92,65 @@ public final class BundleAssembler {
         switch packing {
         case .batch:
             for entry in group {
-                try append([serialise(entryValue(entry, fullUrl: false))], count: 1, cap: limits.batchEntries)
+                try append([entryBytes(entry, fullUrl: false)], count: 1, cap: limits.batchEntries)
             }
         case .transaction:
             let cap = transactionCap(conditional: conditional)
             guard group.count <= cap else {
                 throw GroupTooLarge(message: "the group has \(group.count) entries, more than one transaction may hold (\(cap)\(conditional ? " with conditional updates" : ""))")
             }
-            try append(group.map { serialise(entryValue($0, fullUrl: true)) }, count: group.count, cap: cap)
+            try append(group.map { entryBytes($0, fullUrl: true) }, count: group.count, cap: cap)
         case .batchOfTransactions:
             let cap = transactionCap(conditional: conditional)
             guard group.count <= cap else {
                 throw GroupTooLarge(message: "the group has \(group.count) entries, more than one transaction may hold (\(cap)\(conditional ? " with conditional updates" : ""))")
             }
-            let inner = JSONValue.object([
-                JSONMember("resource", .object([
-                    JSONMember("resourceType", .string("Bundle")),
-                    JSONMember("type", .string("transaction")),
-                    JSONMember("entry", .array(group.map { entryValue($0, fullUrl: true) })),
-                ])),
-                JSONMember("request", .object([JSONMember("method", .string("POST")), JSONMember("url", .string("/"))])),
-            ])
-            try append([serialise(inner)], count: 1, cap: limits.batchEntries)
+            if layout == .pretty {
+                let inner = JSONValue.object([
+                    JSONMember("resource", .object([
+                        JSONMember("resourceType", .string("Bundle")),
+                        JSONMember("type", .string("transaction")),
+                        JSONMember("entry", .array(group.map { entryValue($0, fullUrl: true) })),
+                    ])),
+                    JSONMember("request", .object([JSONMember("method", .string("POST")), JSONMember("url", .string("/"))])),
+                ])
+                try append([serialise(inner)], count: 1, cap: limits.batchEntries)
+            } else {
+                var out = BundleAssembler.innerTransactionHead
+                for (i, entry) in group.enumerated() {
+                    if i > 0 { out.append(UInt8(ascii: ",")) }
+                    out.append(contentsOf: entryBytes(entry, fullUrl: true))
+                }
+                out.append(contentsOf: BundleAssembler.innerTransactionTail)
+                try append([out], count: 1, cap: limits.batchEntries)
+            }
         }
+    }
+
+    private static let innerTransactionHead = Array(#"{"resource":{"resourceType":"Bundle","type":"transaction","entry":["#.utf8)
+    private static let innerTransactionTail = Array(#"]},"request":{"method":"POST","url":"/"}}"#.utf8)
+    private static let fullUrlHead = Array(#"{"fullUrl":"#.utf8)
+    private static let resourceHead = Array(#""resource":"#.utf8)
+    private static let requestHead = Array(#","request":{"method":"PUT","url":"#.utf8)
+
+    /// One entry's bytes: spliced from the compact resource for one-line layout, serialised for pretty layout.
+    private func entryBytes(_ entry: PlannedEntry, fullUrl: Bool) -> [UInt8] {
+        if layout == .pretty { return serialise(entryValue(entry, fullUrl: fullUrl)) }
+        var out: [UInt8] = []
+        out.reserveCapacity(entry.compactResource.count + entry.url.utf8.count + 120)
+        if fullUrl {
+            out.append(contentsOf: BundleAssembler.fullUrlHead)
+            JSONWriter.writeString(entry.fullUrl, into: &out)
+            out.append(UInt8(ascii: ","))
+        } else {
+            out.append(UInt8(ascii: "{"))
+        }
+        out.append(contentsOf: BundleAssembler.resourceHead)
+        out.append(contentsOf: entry.compactResource)
+        out.append(contentsOf: BundleAssembler.requestHead)
+        JSONWriter.writeString(entry.url, into: &out)
+        out.append(contentsOf: [UInt8(ascii: "}"), UInt8(ascii: "}")])
+        return out
     }
 
     /// Writes the last, partly filled bundle.

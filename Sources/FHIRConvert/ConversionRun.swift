@@ -136,8 +136,12 @@ struct ConversionRun {
                         return true
                     }
                 }
+                // Serialise each resource once; NDJSON and one-line bundle entries share the bytes.
+                let compact = resources.map { compactBytes($0.json) }
                 do {
-                    try assembler.add(group: resources.map { PlannedEntry(resource: $0.json, url: $0.conditionalURL, fullUrl: $0.fullUrl) })
+                    try assembler.add(group: resources.indices.map {
+                        PlannedEntry(resource: resources[$0].json, compactResource: compact[$0], url: resources[$0].conditionalURL, fullUrl: resources[$0].fullUrl)
+                    })
                 } catch let tooLarge as GroupTooLarge {
                     try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources.first?.identifierValue,
                                    reason: tooLarge.message + "; raise the limit or split the group")
@@ -146,8 +150,10 @@ struct ConversionRun {
                 for h in hashes { run.seenIdentifiers[h] = record.line }
                 let localRefs = step.usesLocalReferences
                     ? Dictionary(resources.map { ($0.fullUrl, $0.conditionalURL) }, uniquingKeysWith: { a, _ in a }) : [:]
-                for resource in resources {
-                    try run.writeNDJSON(resource, localRefs: localRefs)
+                for (i, resource) in resources.enumerated() {
+                    // NDJSON has no transaction to resolve urn:uuid references, so they become conditional references.
+                    let line = localRefs.isEmpty ? compact[i] : compactBytes(substitute(resource.json, localRefs))
+                    try run.writeNDJSON(type: resource.resourceType, line: line)
                     counts[resource.resourceType, default: 0] += 1
                 }
             }
@@ -223,21 +229,25 @@ struct ConversionRun {
         rejectCount += 1
     }
 
-    mutating func writeNDJSON(_ resource: ProducedResource, localRefs: [String: String]) throws {
+    mutating func writeNDJSON(type: String, line: [UInt8]) throws {
         let writer: HashingFileWriter
-        if let w = ndjson[resource.resourceType] {
+        if let w = ndjson[type] {
             writer = w
         } else {
-            writer = try folder.writer("ndjson/\(resource.resourceType).ndjson")
-            ndjson[resource.resourceType] = writer
+            writer = try folder.writer("ndjson/\(type).ndjson")
+            ndjson[type] = writer
         }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(1024)
-        // NDJSON has no transaction to resolve urn:uuid references, so they become conditional references.
-        compact.write(localRefs.isEmpty ? resource.json : substitute(resource.json, localRefs), into: &bytes)
-        bytes.append(UInt8(ascii: "\n"))
-        try writer.write(bytes)
+        try writer.write(line)
+        try writer.write(UInt8(ascii: "\n"))
     }
+}
+
+/// Compact JSON, as NDJSON lines and one-line bundle entries hold it.
+func compactBytes(_ value: JSONValue) -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(768)
+    JSONWriter().write(value, into: &out)
+    return out
 }
 
 /// Replaces `reference` values found in `map` (urn:uuid → conditional reference).

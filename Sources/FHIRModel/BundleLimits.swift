@@ -7,7 +7,7 @@ public struct BundleLimits: Sendable, Equatable {
     /// Update operations (PUT, PATCH) in one transaction.
     public var transactionUpdates = 50
     /// Entries in one batch bundle (for batch-of-transactions: inner transactions per batch).
-    public var batchEntries = 100
+    public var batchEntries = 500
     /// Bytes in one bundle body (Medplum's default `maxJsonSize`, 1 MB).
     public var bundleBytes = 1_000_000
 
