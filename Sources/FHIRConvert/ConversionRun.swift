@@ -21,7 +21,7 @@ struct ConversionRun {
     private var resourceCounts: [String: Int] = [:]
     /// Identifier hash → line that first produced it; a second row with the same identifier is a reject, because a
     /// conditional update would silently overwrite the first.
-    private var seenIdentifiers: [UInt128: Int] = [:]
+    private var seenIdentifiers = IdentifierIndex()
     private let compact = JSONWriter()
 
     init(mapping: CompiledMapping, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder, progress: (any ConvertProgress)?) throws {
@@ -130,7 +130,7 @@ struct ConversionRun {
                 }
                 let hashes = resources.map { identifierHash($0) }
                 for (i, h) in hashes.enumerated() {
-                    if let first = run.seenIdentifiers[h] {
+                    if let first = run.seenIdentifiers.line(of: h) {
                         try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources[i].identifierValue,
                                        reason: "duplicate identifier: line \(first) already produced \(resources[i].resourceType) with this identifier; a conditional update would overwrite it")
                         return true
@@ -147,7 +147,7 @@ struct ConversionRun {
                                    reason: tooLarge.message + "; raise the limit or split the group")
                     return true
                 }
-                for h in hashes { run.seenIdentifiers[h] = record.line }
+                for h in hashes { run.seenIdentifiers.insert(h, line: record.line) }
                 let localRefs = step.usesLocalReferences
                     ? Dictionary(resources.map { ($0.fullUrl, $0.conditionalURL) }, uniquingKeysWith: { a, _ in a }) : [:]
                 for (i, resource) in resources.enumerated() {

@@ -60,6 +60,8 @@ public struct CompiledResource: Sendable {
     public let resourceType: String
     /// The system of the identifier that conditional updates and references match on.
     public let identifierSystem: String
+    /// `Type?identifier=system|`, to which the encoded identifier value is appended.
+    let conditionalURLPrefix: String
     let identifierValue: TemplateNode
     let condition: CompiledExpression?
     let template: TemplateNode
@@ -129,7 +131,8 @@ enum Function: Sendable {
     case date(DateFormat, String)
     case dateTime(DateFormat, String, offset: String?)
     case map(Int)
-    case ref(type: String, system: String)
+    /// A conditional reference: `Type?identifier=system|` and the key.
+    case ref(prefix: String)
     case uuid(member: Int)
     case hashID, occurrence
     case concat, upper, lower, trim, replace, split, join

@@ -211,6 +211,7 @@ public struct MappingCompiler {
         let identityValue = try compileValue(valueNode, info: ElementInfo(order: 0, typeName: "string", isArray: false, primitiveKind: .string),
                                              path: "\(identity.type).identifier[0].value", scope: &scope)
         return CompiledResource(name: name, resourceType: identity.type, identifierSystem: identity.system,
+                                conditionalURLPrefix: ConditionalURL.prefix(type: identity.type, system: identity.system),
                                 identifierValue: identityValue, condition: condition, template: node)
     }
 

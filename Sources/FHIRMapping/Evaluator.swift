@@ -112,7 +112,7 @@ public struct StepEvaluator: Sendable {
                 out.append(ProducedResource(
                     resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
                     identifierValue: identity.value, json: json,
-                    conditionalURL: ConditionalURL.identifier(type: resource.resourceType, system: resource.identifierSystem, value: identity.value),
+                    conditionalURL: resource.conditionalURLPrefix + ConditionalURL.encodeToken(identity.value),
                     fullUrl: identity.urn))
             }
             return .success(out)
@@ -299,10 +299,10 @@ private struct Context {
             if text.isBlank { return .null }
             if let v = map.table[text] ?? map.defaultValue { return .string(v) }
             throw RowFailure("\(args[0].describe) has a value that map '\(map.name)' does not list (add it to maps.\(map.name), or give the map a default)", value: text)
-        case .ref(let type, let system):
+        case .ref(let prefix):
             let value = try evaluate(args[0]).text("reference key")
             if value.isBlank { return .null }
-            return .string(ConditionalURL.identifier(type: type, system: system, value: value))
+            return .string(prefix + ConditionalURL.encodeToken(value))
         case .occurrence:
             var parts: [String] = []
             for a in args { parts.append(try evaluate(a).text("occurrence")) }

@@ -1,3 +1,4 @@
+import FHIRModel
 import Foundation
 
 /// What an expression gives, known when the mapping is checked.
@@ -159,7 +160,7 @@ struct Scope {
                 chosen = candidates[0]
             }
             if si != stepIndex { dependsOn.append(si) }
-            return (.call(.ref(type: chosen.type, system: chosen.system), [try compile(args[1]).expression]), .scalar)
+            return (.call(.ref(prefix: ConditionalURL.prefix(type: chosen.type, system: chosen.system)), [try compile(args[1]).expression]), .scalar)
         case "uuid":
             try arity(1...1, "the name of a resource of this step: uuid('encounter')")
             let member = try literalString(args[0], "the resource name")

@@ -6,7 +6,12 @@
 public enum ConditionalURL {
     /// `Type?identifier=system|value`.
     public static func identifier(type: String, system: String, value: String) -> String {
-        "\(type)?identifier=\(encodeToken(system))|\(encodeToken(value))"
+        prefix(type: type, system: system) + encodeToken(value)
+    }
+
+    /// `Type?identifier=system|`: the part that is the same for every resource of a template, computed once.
+    public static func prefix(type: String, system: String) -> String {
+        "\(type)?identifier=\(encodeToken(system))|"
     }
 
     /// Escapes one part of a token search parameter.

@@ -103,7 +103,7 @@ public final class CSVRecordReader: RecordReader {
             var values: [FieldValue] = []
             values.reserveCapacity(row.fields.count)
             for (i, raw) in row.fields.enumerated() {
-                guard let s = String(validating: raw, as: UTF8.self) else {
+                guard let s = utf8String(raw) else {
                     return .reject(line: row.line, reason: "invalid UTF-8 in field \(i + 1) (column '\(fieldNames[i])')")
                 }
                 values.append(.single(s))
@@ -230,6 +230,18 @@ public final class CSVRecordReader: RecordReader {
         end += n
         bytesRead += n
     }
+}
+
+/// The bytes as a String, or nil when they are not UTF-8. ASCII, the common case, skips the generic validator.
+@inline(__always)
+func utf8String(_ bytes: [UInt8]) -> String? {
+    let ascii = bytes.withUnsafeBufferPointer { p -> Bool in
+        var acc: UInt8 = 0
+        for b in p { acc |= b }
+        return acc < 0x80
+    }
+    if ascii { return String(decoding: bytes, as: UTF8.self) }
+    return String(validating: bytes, as: UTF8.self)
 }
 
 extension String {
