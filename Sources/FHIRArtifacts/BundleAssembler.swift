@@ -2,16 +2,14 @@ import FHIRModel
 
 /// One write in an upload plan: a resource and its conditional update.
 public struct PlannedEntry: Sendable {
-    public let resource: JSONValue
-    /// The resource already serialised compactly (as for NDJSON), spliced into one-line entries unchanged.
+    /// The resource serialised compactly, spliced into one-line entries unchanged.
     public let compactResource: [UInt8]
     /// `Type?identifier=system|value`.
     public let url: String
     /// `urn:uuid:...`, written in transactions where other entries may point at it.
     public let fullUrl: String
 
-    public init(resource: JSONValue, compactResource: [UInt8], url: String, fullUrl: String) {
-        self.resource = resource
+    public init(compactResource: [UInt8], url: String, fullUrl: String) {
         self.compactResource = compactResource
         self.url = url
         self.fullUrl = fullUrl
@@ -162,7 +160,8 @@ public final class BundleAssembler {
     private func entryValue(_ entry: PlannedEntry, fullUrl: Bool) -> JSONValue {
         var members: [JSONMember] = []
         if fullUrl { members.append(JSONMember("fullUrl", .string(entry.fullUrl))) }
-        members.append(JSONMember("resource", entry.resource))
+        // Indented layout only: the compact bytes are our own output, so they parse.
+        members.append(JSONMember("resource", (try? JSONParser.parse(entry.compactResource)) ?? .null))
         members.append(JSONMember("request", .object([JSONMember("method", .string("PUT")), JSONMember("url", .string(entry.url))])))
         return .object(members)
     }

@@ -16,6 +16,8 @@ struct ConversionRun {
     private var rejects: HashingFileWriter
     private var rejectCount = 0
     private var ndjson: [String: HashingFileWriter] = [:]
+    /// The writer each resource template of the current step used last, to skip the dictionary on the hot path.
+    private var stepWriters: [(type: String, writer: HashingFileWriter)?] = []
     private var artifacts: [Manifest.Artifact] = []
     private var sourceStats: [Int: Manifest.Source] = [:]
     private var resourceCounts: [String: Int] = [:]
@@ -97,6 +99,7 @@ struct ConversionRun {
 
     private mutating func runStep(_ index: Int, lookups: LookupTables) throws -> Manifest.Step {
         let step = mapping.steps[index]
+        stepWriters = []
         let evaluator = StepEvaluator(mapping: mapping, stepIndex: index, lookups: lookups)
         let folderName = "bundles/" + pad(index + 1, 2) + "-" + step.name
         try folder.makeFolder(folderName)
@@ -136,11 +139,9 @@ struct ConversionRun {
                         return true
                     }
                 }
-                // Serialise each resource once; NDJSON and one-line bundle entries share the bytes.
-                let compact = resources.map { compactBytes($0.json) }
                 do {
-                    try assembler.add(group: resources.indices.map {
-                        PlannedEntry(resource: resources[$0].json, compactResource: compact[$0], url: resources[$0].conditionalURL, fullUrl: resources[$0].fullUrl)
+                    try assembler.add(group: resources.map {
+                        PlannedEntry(compactResource: $0.bytes, url: $0.conditionalURL, fullUrl: $0.fullUrl)
                     })
                 } catch let tooLarge as GroupTooLarge {
                     try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources.first?.identifierValue,
@@ -148,12 +149,8 @@ struct ConversionRun {
                     return true
                 }
                 for h in hashes { run.seenIdentifiers.insert(h, line: record.line) }
-                let localRefs = step.usesLocalReferences
-                    ? Dictionary(resources.map { ($0.fullUrl, $0.conditionalURL) }, uniquingKeysWith: { a, _ in a }) : [:]
                 for (i, resource) in resources.enumerated() {
-                    // NDJSON has no transaction to resolve urn:uuid references, so they become conditional references.
-                    let line = localRefs.isEmpty ? compact[i] : compactBytes(substitute(resource.json, localRefs))
-                    try run.writeNDJSON(type: resource.resourceType, line: line)
+                    try run.writeNDJSON(member: i, type: resource.resourceType, line: resource.ndjsonBytes ?? resource.bytes)
                     counts[resource.resourceType, default: 0] += 1
                 }
             }
@@ -229,37 +226,20 @@ struct ConversionRun {
         rejectCount += 1
     }
 
-    mutating func writeNDJSON(type: String, line: [UInt8]) throws {
+    mutating func writeNDJSON(member: Int, type: String, line: [UInt8]) throws {
         let writer: HashingFileWriter
-        if let w = ndjson[type] {
+        if member < stepWriters.count, let w = stepWriters[member], w.type == type {
+            writer = w.writer
+        } else if let w = ndjson[type] {
             writer = w
         } else {
             writer = try folder.writer("ndjson/\(type).ndjson")
             ndjson[type] = writer
         }
+        if member >= stepWriters.count { stepWriters.append(contentsOf: repeatElement(nil, count: member + 1 - stepWriters.count)) }
+        stepWriters[member] = (type, writer)
         try writer.write(line)
         try writer.write(UInt8(ascii: "\n"))
-    }
-}
-
-/// Compact JSON, as NDJSON lines and one-line bundle entries hold it.
-func compactBytes(_ value: JSONValue) -> [UInt8] {
-    var out: [UInt8] = []
-    out.reserveCapacity(768)
-    JSONWriter().write(value, into: &out)
-    return out
-}
-
-/// Replaces `reference` values found in `map` (urn:uuid → conditional reference).
-func substitute(_ value: JSONValue, _ map: [String: String]) -> JSONValue {
-    switch value {
-    case .object(let members):
-        return .object(members.map { m in
-            if m.key == "reference", case .string(let s) = m.value, let r = map[s] { return JSONMember(m.key, .string(r)) }
-            return JSONMember(m.key, substitute(m.value, map))
-        })
-    case .array(let items): return .array(items.map { substitute($0, map) })
-    default: return value
     }
 }
 

@@ -65,6 +65,8 @@ public struct CompiledResource: Sendable {
     let identifierValue: TemplateNode
     let condition: CompiledExpression?
     let template: TemplateNode
+    /// Whether the template uses `uuid(...)`: its NDJSON form then differs from its bundle form.
+    let usesLocalReferences: Bool
 }
 
 /// A value map: source code → FHIR code.
@@ -81,11 +83,38 @@ enum LeafKind: Sendable {
 
 /// A compiled template: FHIR JSON with expressions in the leaves, keys already in FHIR element order.
 indirect enum TemplateNode: Sendable {
-    /// A subtree without expressions, pruned and ordered once at compile time.
-    case constant(JSONValue)
+    /// A subtree without expressions, pruned and ordered once at compile time, with its JSON bytes.
+    case literal(JSONValue, bytes: [UInt8])
     case leaf(Leaf)
-    case object([(key: String, node: TemplateNode)], condition: CompiledExpression?)
+    /// Members with their `"key":` bytes, ready to copy.
+    case object([ObjectMember], condition: CompiledExpression?)
     case array([ArrayItem])
+
+    static func constant(_ value: JSONValue) -> TemplateNode {
+        .literal(value, bytes: JSONWriter().bytes(value))
+    }
+
+    var isLiteral: Bool {
+        if case .literal = self { return true }
+        return false
+    }
+}
+
+/// A member of a template object.
+struct ObjectMember: Sendable {
+    let key: String
+    /// `"key":`, serialised once.
+    let keyBytes: [UInt8]
+    let node: TemplateNode
+
+    init(key: String, node: TemplateNode) {
+        self.key = key
+        var bytes: [UInt8] = []
+        JSONWriter.writeString(key, into: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        keyBytes = bytes
+        self.node = node
+    }
 }
 
 /// A leaf: one expression (keeps lists, which fill arrays) or text with embedded expressions.

@@ -204,6 +204,9 @@ public struct MappingCompiler {
         let m = template.mapping!
         var condition: CompiledExpression?
         if let c = m["$if"] { condition = try compileCondition(c, scope: &scope) }
+        let localReferencesBefore = scope.usesLocalReferences
+        scope.usesLocalReferences = false
+        defer { scope.usesLocalReferences = scope.usesLocalReferences || localReferencesBefore }
         let node = try compileObject(template, typeName: identity.type, path: identity.type, scope: &scope, allowIf: false)
         // The identity node: identifier[0].value compiled on its own so it can be evaluated before the template.
         let idItem: Node = m["identifier"]!.sequence?.first ?? m["identifier"]!
@@ -212,7 +215,8 @@ public struct MappingCompiler {
                                              path: "\(identity.type).identifier[0].value", scope: &scope)
         return CompiledResource(name: name, resourceType: identity.type, identifierSystem: identity.system,
                                 conditionalURLPrefix: ConditionalURL.prefix(type: identity.type, system: identity.system),
-                                identifierValue: identityValue, condition: condition, template: node)
+                                identifierValue: identityValue, condition: condition, template: node,
+                                usesLocalReferences: scope.usesLocalReferences)
     }
 
     private func compileCondition(_ node: Node, scope: inout Scope) throws(MappingError) -> CompiledExpression {
@@ -257,11 +261,11 @@ public struct MappingCompiler {
             members.append((info?.order ?? Int.max, seq, key, child))
         }
         members.sort { ($0.order, $0.seq) < ($1.order, $1.seq) }
-        let ordered = members.filter { if case .constant(let v) = $0.node { return !v.isPrunable } else { return true } }
-            .map { (key: $0.key, node: $0.node) }
-        if condition == nil, ordered.allSatisfy({ if case .constant = $0.node { return true } else { return false } }) {
+        let ordered = members.filter { if case .literal(let v, _) = $0.node { return !v.isPrunable } else { return true } }
+            .map { ObjectMember(key: $0.key, node: $0.node) }
+        if condition == nil, ordered.allSatisfy(\.node.isLiteral) {
             let values = ordered.compactMap { m -> JSONMember? in
-                if case .constant(let v) = m.node, !v.isPrunable { return JSONMember(m.key, v) }
+                if case .literal(let v, _) = m.node, !v.isPrunable { return JSONMember(m.key, v) }
                 return nil
             }
             return .constant(values.isEmpty ? .null : .object(values))
@@ -278,9 +282,9 @@ public struct MappingCompiler {
             for (i, item) in items.enumerated() {
                 compiled.append(try compileItem(item, info: info, path: "\(path)[\(i)]", scope: &scope))
             }
-            if compiled.allSatisfy({ if case .node(.constant) = $0 { return true } else { return false } }) {
+            if compiled.allSatisfy({ if case .node(.literal) = $0 { return true } else { return false } }) {
                 let values = compiled.compactMap { item -> JSONValue? in
-                    if case .node(.constant(let v)) = item, !v.isPrunable { return v }
+                    if case .node(.literal(let v, _)) = item, !v.isPrunable { return v }
                     return nil
                 }
                 return .constant(values.isEmpty ? .null : .array(values))

@@ -13,17 +13,23 @@ public struct RowFailure: Error, Sendable, Equatable {
     }
 }
 
-/// One resource produced from a row, with what bundling needs: its conditional URL and `urn:uuid:` full URL.
+/// One resource produced from a row, as compact JSON bytes, with what bundling needs: its conditional URL and
+/// `urn:uuid:` full URL.
 public struct ProducedResource: Sendable {
     public let resourceType: String
     public let identifierSystem: String
     public let identifierValue: String
-    /// The resource in bundle form (`urn:uuid:` references to other members of its group).
-    public let json: JSONValue
+    /// The resource in bundle form (`urn:uuid:` references to other members of its group), compact JSON.
+    public let bytes: [UInt8]
+    /// The NDJSON form when it differs: `urn:uuid:` references replaced by conditional references.
+    public let ndjsonBytes: [UInt8]?
     /// `Type?identifier=system|value`, the URL of the conditional update.
     public let conditionalURL: String
     /// `urn:uuid:` derived from type and identifier (stable across runs); empty in batch steps, which do not use it.
     public let fullUrl: String
+
+    /// The resource as a JSON value (parsed back from `bytes`; for tests and indented output).
+    public var json: JSONValue { (try? JSONParser.parse(bytes)) ?? .null }
 }
 
 /// The lookup tables of a mapping, filled from their sources before the steps run.
@@ -106,14 +112,27 @@ public struct StepEvaluator: Sendable {
             out.reserveCapacity(step.resources.count)
             for (i, resource) in step.resources.enumerated() {
                 guard let identity = identities[i] else { continue }
-                guard let json = try context.render(resource.template) else {
+                let conditionalURL = resource.conditionalURLPrefix + ConditionalURL.encodeToken(identity.value)
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(768)
+                guard try context.emit(resource.template, into: &bytes) else {
                     throw RowFailure("resource '\(resource.name)' came out empty")
+                }
+                var ndjson: [UInt8]?
+                if resource.usesLocalReferences {
+                    // NDJSON has no transaction to resolve urn:uuid references: render again with conditional ones.
+                    context.memberURNs = identities.enumerated().map { j, id in
+                        id.map { step.resources[j].conditionalURLPrefix + ConditionalURL.encodeToken($0.value) }
+                    }
+                    var alternative: [UInt8] = []
+                    _ = try context.emit(resource.template, into: &alternative)
+                    ndjson = alternative
+                    context.memberURNs = identities.map { $0?.urn }
                 }
                 out.append(ProducedResource(
                     resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
-                    identifierValue: identity.value, json: json,
-                    conditionalURL: resource.conditionalURLPrefix + ConditionalURL.encodeToken(identity.value),
-                    fullUrl: identity.urn))
+                    identifierValue: identity.value, bytes: bytes, ndjsonBytes: ndjson,
+                    conditionalURL: conditionalURL, fullUrl: identity.urn))
             }
             return .success(out)
         } catch let failure as RowFailure {
@@ -143,7 +162,13 @@ private struct Context {
     var occurrenceMemo: [String: Int] = [:]
 
     mutating func identity(_ resource: CompiledResource) throws -> String {
-        guard let json = try render(resource.identifierValue), case .string(let value) = json else {
+        var value = ""
+        switch resource.identifierValue {
+        case .literal(.string(let s), _): value = s
+        case .leaf(let leaf): value = try leafValue(leaf).text(leaf.path)
+        default: break
+        }
+        guard !value.isBlank else {
             throw RowFailure("the identifier value of '\(resource.name)' (\(resource.resourceType).identifier[0].value) is empty")
         }
         return value
@@ -151,47 +176,70 @@ private struct Context {
 
     // MARK: Templates
 
-    mutating func render(_ node: TemplateNode) throws -> JSONValue? {
+    /// Writes `node` as compact JSON into `out`; returns false (writing nothing) when it is empty, so that FHIR's
+    /// "no empty values" holds without building a tree first.
+    mutating func emit(_ node: TemplateNode, into out: inout [UInt8]) throws -> Bool {
         switch node {
-        case .constant(let v):
-            return v.isPrunable ? nil : v
+        case .literal(let v, let bytes):
+            if v.isPrunable { return false }
+            out.append(contentsOf: bytes)
+            return true
         case .leaf(let leaf):
             let value = try leafValue(leaf)
             if case .list(let items) = value {
                 let nonEmpty = items.filter { !$0.isEmpty }
                 if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
-                return try nonEmpty.first.flatMap { try json($0, leaf) }
+                guard let first = nonEmpty.first else { return false }
+                return try writeLeaf(first, leaf, into: &out)
             }
-            return try json(value, leaf)
+            return try writeLeaf(value, leaf, into: &out)
         case .object(let members, let condition):
-            if let condition, !(try evaluate(condition).isTruthy) { return nil }
-            var out: [JSONMember] = []
-            out.reserveCapacity(members.count)
-            // A condition that held makes the object row-dependent even when its members are fixed.
+            if let condition, !(try evaluate(condition).isTruthy) { return false }
+            let start = out.count
+            out.append(UInt8(ascii: "{"))
+            // A condition that held makes the object row-dependent even when its members are fixed. Otherwise an
+            // object whose row-dependent parts are all empty is dropped with its fixed parts: a coding whose code
+            // is empty must not survive as a bare `system`.
             var hasDynamicValue = condition != nil
+            var wrote = false
             for member in members {
-                guard let v = try render(member.node) else { continue }
-                if case .constant = member.node {} else { hasDynamicValue = true }
-                out.append(JSONMember(member.key, v))
+                let mark = out.count
+                if wrote { out.append(UInt8(ascii: ",")) }
+                out.append(contentsOf: member.keyBytes)
+                if try emit(member.node, into: &out) {
+                    wrote = true
+                    if !member.node.isLiteral { hasDynamicValue = true }
+                } else {
+                    out.removeLast(out.count - mark)
+                }
             }
-            // An object whose row-dependent parts are all empty is dropped with its fixed parts: a coding whose
-            // code is empty must not survive as a bare `system`.
-            return hasDynamicValue ? .object(out) : nil
+            guard wrote && hasDynamicValue else {
+                out.removeLast(out.count - start)
+                return false
+            }
+            out.append(UInt8(ascii: "}"))
+            return true
         case .array(let items):
-            var out: [JSONValue] = []
+            let start = out.count
+            out.append(UInt8(ascii: "["))
+            var count = 0
+            func separate(_ out: inout [UInt8]) -> Int {
+                let mark = out.count
+                if count > 0 { out.append(UInt8(ascii: ",")) }
+                return mark
+            }
             for item in items {
                 switch item {
                 case .node(let n):
-                    if case .leaf(let leaf) = n {
+                    if case .leaf(let leaf) = n, case .list(let values) = try leafValue(leaf) {
                         // A list-valued leaf fills the array (e.g. `given: "{{ split(first_names, ' ') }}"`).
-                        let value = try leafValue(leaf)
-                        if case .list(let values) = value {
-                            for v in values { if let j = try json(v, leaf) { out.append(j) } }
-                        } else if let j = try json(value, leaf) {
-                            out.append(j)
+                        for v in values {
+                            let mark = separate(&out)
+                            if try writeLeaf(v, leaf, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                         }
-                    } else if let v = try render(n) {
-                        out.append(v)
+                    } else {
+                        let mark = separate(&out)
+                        if try emit(n, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                     }
                 case .each(let list, let slot, let body):
                     let listValue = try evaluate(list)
@@ -204,13 +252,31 @@ private struct Context {
                     if aliases.count <= slot { aliases.append(contentsOf: repeatElement(.null, count: slot + 1 - aliases.count)) }
                     for element in elements {
                         aliases[slot] = element
-                        if let v = try render(body) { out.append(v) }
+                        let mark = separate(&out)
+                        if try emit(body, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                     }
                     aliases[slot] = .null
                 }
             }
-            return out.isEmpty ? nil : .array(out)
+            guard count > 0 else {
+                out.removeLast(out.count - start)
+                return false
+            }
+            out.append(UInt8(ascii: "]"))
+            return true
         }
+    }
+
+    /// Writes one leaf value as the JSON primitive its FHIR type needs; false when it is empty.
+    func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
+        guard let json = try json(value, leaf) else { return false }
+        switch json {
+        case .string(let s): JSONWriter.writeString(s, into: &out)
+        case .number(let n): out.append(contentsOf: n.utf8)
+        case .bool(let b): out.append(contentsOf: b ? Array("true".utf8) : Array("false".utf8))
+        default: JSONWriter().write(json, into: &out)
+        }
+        return true
     }
 
     mutating func leafValue(_ leaf: Leaf) throws -> Value {

@@ -175,4 +175,19 @@ struct ConvertBehaviourTests {
         #expect(r[0]["reason"]?.stringValue?.contains("more than one transaction may hold (1") == true)
         #expect(r[0]["key"] == .string("E001"))
     }
+
+    @Test func prettyBundlesHoldTheSameJSONAsOneLineBundles() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        try convert(fixture("medplum-example/mapping.yaml"), out: dir + "/lines")
+        try Converter(options: ConvertOptions(mappingPath: fixture("medplum-example/mapping.yaml"), outputPath: dir + "/pretty",
+                                              toolVersion: "test", bundleLayout: .pretty)).run()
+        for path in ["bundles/01-patients/0001.json", "bundles/03-encounters/0001.json"] {
+            let lines = read(dir + "/lines/" + path)
+            let pretty = read(dir + "/pretty/" + path)
+            #expect(pretty.contains("\n      \"resource\": {"))
+            #expect(try JSONParser.parse(lines) == JSONParser.parse(pretty))
+        }
+        #expect(read(dir + "/lines/ndjson/Patient.ndjson") == read(dir + "/pretty/ndjson/Patient.ndjson"))
+    }
 }

@@ -31,7 +31,7 @@ func evaluate(_ mapping: CompiledMapping, step: String, row: [String], lookups: 
     }
     let stepIndex = mapping.steps.firstIndex { $0.name == step }!
     let evaluator = StepEvaluator(mapping: mapping, stepIndex: stepIndex, lookups: tables)
-    return evaluator.evaluate(row.map { .single($0) }).map { $0.map { JSONWriter().string($0.json) } }
+    return evaluator.evaluate(row.map { .single($0) }).map { $0.map { String(decoding: $0.bytes, as: UTF8.self) } }
 }
 
 extension Result {
