@@ -141,20 +141,24 @@ public struct MappingCompiler {
     private func resolveConstants() throws(MappingError) -> [String: String] {
         var out: [String: String] = [:]
         for c in document.constants {
-            let parts = try ExpressionParser(origin: c.location, file: document.path).parseTemplate(c.value)
-            var s = ""
-            for p in parts {
-                switch p {
-                case .text(let t): s += t
-                case .expression(.name(let n, let at)):
-                    guard let v = out[n] else { throw fail(at, "constant '\(c.name)' uses '\(n)', which is not an earlier constant") }
-                    s += v
-                case .expression(let e): throw fail(e.location, "constants may only combine text and earlier constants")
-                }
-            }
-            out[c.name] = s
+            out[c.name] = try fixedText(c.value, at: c.location, constants: out, what: "constant '\(c.name)'")
         }
         return out
+    }
+
+    /// Text that may only combine literal text and constants, resolved when the mapping is checked.
+    private func fixedText(_ text: String, at origin: MappingLocation, constants: [String: String], what: String) throws(MappingError) -> String {
+        var s = ""
+        for p in try ExpressionParser(origin: origin, file: document.path).parseTemplate(text) {
+            switch p {
+            case .text(let t): s += t
+            case .expression(.name(let n, let at)):
+                guard let v = constants[n] else { throw fail(at, "\(what) must be fixed: '\(n)' is not an earlier constant") }
+                s += v
+            case .expression(let e): throw fail(e.location, "\(what) must be fixed text and constants, not computed per row")
+            }
+        }
+        return s
     }
 
     private func resourceType(of template: Node, at: MappingLocation) throws(MappingError) -> String {
@@ -178,16 +182,7 @@ public struct MappingCompiler {
         }
         guard m["value"] != nil else { throw fail(location(first), "resource '\(resource)': identifier[0] needs a value; \(hint)") }
         guard m["$each"] == nil, m["$if"] == nil else { throw fail(location(first), "identifier[0] of '\(resource)' must always be present (no $each or $if on it)") }
-        var s = ""
-        for p in try ExpressionParser(origin: quotedOrigin(sys), file: document.path).parseTemplate(text) {
-            switch p {
-            case .text(let t): s += t
-            case .expression(.name(let n, let at)):
-                guard let v = constants[n] else { throw fail(at, "identifier[0].system must be fixed text or constants; '\(n)' is not a constant") }
-                s += v
-            case .expression(let e): throw fail(e.location, "identifier[0].system must be fixed text or constants, not computed per row")
-            }
-        }
+        let s = try fixedText(text, at: quotedOrigin(sys), constants: constants, what: "identifier[0].system")
         guard !s.isBlank else { throw fail(location(sys), "identifier[0].system of '\(resource)' is empty") }
         return s
     }

@@ -66,9 +66,13 @@ public final class CSVRecordReader: RecordReader {
             guard let row = try readRow() else {
                 throw SourceError(file: path, line: 1, message: "the file is empty: a header row with the column names is expected")
             }
-            if row.fields.count == 1 && row.fields[0].isEmpty { continue }  // leading blank lines
+            if row.fieldCount == 1 && rowBytes.isEmpty { continue }  // leading blank lines
             if row.unterminated { throw SourceError(file: path, line: row.line, message: "the header row has a quote that is never closed") }
-            header = row.fields
+            var from = 0
+            header = fieldEnds.map { to in
+                defer { from = to }
+                return Array(rowBytes[from..<to])
+            }
         }
         var names: [String] = []
         for (i, raw) in header!.enumerated() {
@@ -93,40 +97,55 @@ public final class CSVRecordReader: RecordReader {
     public func next() throws -> ReadResult? {
         while true {
             guard let row = try readRow() else { return nil }
-            if row.fields.count == 1 && row.fields[0].isEmpty && !row.quoted { continue }  // blank line
+            if row.fieldCount == 1 && rowBytes.isEmpty && !row.quoted { continue }  // blank line
             if row.unterminated {
                 return .reject(line: row.line, reason: "a quoted field is never closed (the quote opened on this line runs to the end of the file)")
             }
-            guard row.fields.count == fieldNames.count else {
-                return .reject(line: row.line, reason: "expected \(fieldNames.count) fields, found \(row.fields.count)")
+            guard row.fieldCount == fieldNames.count else {
+                return .reject(line: row.line, reason: "expected \(fieldNames.count) fields, found \(row.fieldCount)")
             }
             var values: [FieldValue] = []
-            values.reserveCapacity(row.fields.count)
-            for (i, raw) in row.fields.enumerated() {
-                guard let s = utf8String(raw) else {
-                    return .reject(line: row.line, reason: "invalid UTF-8 in field \(i + 1) (column '\(fieldNames[i])')")
+            values.reserveCapacity(row.fieldCount)
+            var failed: Int?
+            rowBytes.withUnsafeBufferPointer { p in
+                var from = 0
+                for (i, to) in fieldEnds.enumerated() {
+                    guard let s = utf8String(UnsafeBufferPointer(rebasing: p[from..<to])) else {
+                        failed = i
+                        return
+                    }
+                    values.append(.single(s))
+                    from = to
                 }
-                values.append(.single(s))
+            }
+            if let i = failed {
+                return .reject(line: row.line, reason: "invalid UTF-8 in field \(i + 1) (column '\(fieldNames[i])')")
             }
             return .record(SourceRecord(line: row.line, values: values))
         }
     }
 
     private struct RawRow {
-        var fields: [[UInt8]]
+        var fieldCount: Int
         var line: Int
         var quoted: Bool
         var unterminated: Bool
     }
 
-    /// Reads the bytes of one record into fields, or nil at the end of the file.
+    /// The current row's unescaped field bytes, back to back, and where each field ends: reused from row to row so
+    /// that reading allocates nothing per field.
+    private var rowBytes: [UInt8] = []
+    private var fieldEnds: [Int] = []
+
+    /// Reads the bytes of one record into `rowBytes` and `fieldEnds`, or nil at the end of the file.
     private func readRow() throws -> RawRow? {
         if start >= end {
             try fill()
             if start >= end { return nil }
         }
-        var fields: [[UInt8]] = []
-        var field: [UInt8] = []
+        rowBytes.removeAll(keepingCapacity: true)
+        fieldEnds.removeAll(keepingCapacity: true)
+        var fieldStart = 0
         let rowLine = line
         var inQuotes = false
         var anyQuoted = false
@@ -135,8 +154,8 @@ public final class CSVRecordReader: RecordReader {
                 try fill()
                 if start >= end {
                     // End of file: the last record had no line break.
-                    fields.append(field)
-                    return RawRow(fields: fields, line: rowLine, quoted: anyQuoted, unterminated: inQuotes)
+                    fieldEnds.append(rowBytes.count)
+                    return RawRow(fieldCount: fieldEnds.count, line: rowLine, quoted: anyQuoted, unterminated: inQuotes)
                 }
             }
             if inQuotes {
@@ -146,14 +165,14 @@ public final class CSVRecordReader: RecordReader {
                     if buffer[i] == 0x0A { line += 1 }
                     i += 1
                 }
-                field.append(contentsOf: buffer[start..<i])
+                rowBytes.append(contentsOf: buffer[start..<i])
                 start = i
                 if i < end {
                     // A quote: doubled means a literal quote, otherwise the field's quotes close.
                     start += 1
                     if start >= end { try fill() }
                     if start < end && buffer[start] == quote {
-                        field.append(quote)
+                        rowBytes.append(quote)
                         start += 1
                     } else {
                         inQuotes = false
@@ -168,20 +187,20 @@ public final class CSVRecordReader: RecordReader {
                 if b == delimiter || b == 0x0A || b == 0x0D || b == quote { break }
                 i += 1
             }
-            field.append(contentsOf: buffer[start..<i])
+            rowBytes.append(contentsOf: buffer[start..<i])
             start = i
             if i == end { continue }
             let b = buffer[i]
             start += 1
             if b == delimiter {
-                fields.append(field)
-                field = []
+                fieldEnds.append(rowBytes.count)
+                fieldStart = rowBytes.count
             } else if b == quote {
-                if field.isEmpty {
+                if rowBytes.count == fieldStart {
                     inQuotes = true
                     anyQuoted = true
                 } else {
-                    field.append(b)  // a stray quote inside an unquoted field is kept as text
+                    rowBytes.append(b)  // a stray quote inside an unquoted field is kept as text
                 }
             } else {
                 // Line break: CRLF, LF or a lone CR.
@@ -190,8 +209,8 @@ public final class CSVRecordReader: RecordReader {
                     if start < end && buffer[start] == 0x0A { start += 1 }
                 }
                 line += 1
-                fields.append(field)
-                return RawRow(fields: fields, line: rowLine, quoted: anyQuoted, unterminated: false)
+                fieldEnds.append(rowBytes.count)
+                return RawRow(fieldCount: fieldEnds.count, line: rowLine, quoted: anyQuoted, unterminated: false)
             }
         }
     }
@@ -234,13 +253,10 @@ public final class CSVRecordReader: RecordReader {
 
 /// The bytes as a String, or nil when they are not UTF-8. ASCII, the common case, skips the generic validator.
 @inline(__always)
-func utf8String(_ bytes: [UInt8]) -> String? {
-    let ascii = bytes.withUnsafeBufferPointer { p -> Bool in
-        var acc: UInt8 = 0
-        for b in p { acc |= b }
-        return acc < 0x80
-    }
-    if ascii { return String(decoding: bytes, as: UTF8.self) }
+func utf8String(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+    var acc: UInt8 = 0
+    for b in bytes { acc |= b }
+    if acc < 0x80 { return String(decoding: bytes, as: UTF8.self) }
     return String(validating: bytes, as: UTF8.self)
 }
 
