@@ -5,7 +5,8 @@ usage: generate-seed-export.py ROWS OUTDIR [--xml]
 
 Writes patients.csv, conditions.csv (a small code table), patient_conditions.csv, encounters.csv and notes.csv with
 ROWS rows each (conditions: 50), plus mapping.yaml (a copy of the example mapping). With --xml it writes
-export.xml (all tables, element per record) and mapping-xml.yaml instead of the CSV files. Output is deterministic.
+one XML file per table instead (element per record, the example's export.xml layout) and mapping-xml.yaml.
+Output is deterministic.
 """
 import os
 import random
@@ -41,11 +42,13 @@ def main() -> None:
         shutil.copy(os.path.join(EXAMPLE, "mapping-xml.yaml"), os.path.join(out, "mapping-xml.yaml"))
         with open(os.path.join(out, "mapping-xml.yaml")) as f:
             text = f.read()
-        # All tables come from export.xml here (the example reads notes from a MySQL dump).
+        # One file per table here (the example keeps them in one export.xml and reads notes from a MySQL dump).
+        for table in ("patients", "conditions", "patientConditions", "encounters"):
+            text = text.replace("file: export.xml\n    record: /clinic/" + table + "/", "file: " + table + ".xml\n    record: /clinic/" + table + "/")
         text = text.replace("""  notes:
     file: notes-mysql.xml
     format: mysql-xml""", """  notes:
-    file: export.xml
+    file: notes.xml
     record: /clinic/notes/note
     fields: { note_id: "@id", encounter_id: "@encounter", summary: summary }""")
         with open(os.path.join(out, "mapping-xml.yaml"), "w") as f:
@@ -75,24 +78,20 @@ def esc(v: str) -> str:
 
 
 def write_xml(out, patients, pcs, encs, notes):
-    with open(os.path.join(out, "export.xml"), "w", encoding="utf-8") as f:
-        f.write('<?xml version="1.0" encoding="UTF-8"?>\n<clinic xmlns="urn:example:clinic-export">\n<patients>\n')
-        for pid, first, last, dob, g in patients:
-            f.write(f'<patient id="{pid}"><name><first>{esc(first)}</first><last>{esc(last)}</last></name>'
-                    f'<birthDate>{dob}</birthDate><gender>{g}</gender></patient>\n')
-        f.write("</patients>\n<conditions>\n")
-        for cid, name, icd in CONDITIONS:
-            f.write(f'<condition id="{cid}"><name>{esc(name)}</name><icd10>{icd}</icd10></condition>\n')
-        f.write("</conditions>\n<patientConditions>\n")
-        for pcid, pid, cid, onset in pcs:
-            f.write(f'<patientCondition id="{pcid}" patient="{pid}" condition="{cid}"><onset>{onset}</onset></patientCondition>\n')
-        f.write("</patientConditions>\n<encounters>\n")
-        for eid, pid, date, typ in encs:
-            f.write(f'<encounter id="{eid}" patient="{pid}"><date>{date}</date><type>{typ}</type></encounter>\n')
-        f.write("</encounters>\n<notes>\n")
-        for nid, eid, text in notes:
-            f.write(f'<note id="{nid}" encounter="{eid}"><summary>{esc(text)}</summary></note>\n')
-        f.write("</notes>\n</clinic>\n")
+    def table(name, element, rows, render):
+        with open(os.path.join(out, name + ".xml"), "w", encoding="utf-8") as f:
+            f.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<clinic xmlns="urn:example:clinic-export">\n<{name}>\n')
+            for r in rows:
+                f.write(render(r))
+            f.write(f"</{name}>\n</clinic>\n")
+
+    table("patients", "patient", patients, lambda r: f'<patient id="{r[0]}"><name><first>{esc(r[1])}</first><last>{esc(r[2])}</last></name>'
+                                                     f'<birthDate>{r[3]}</birthDate><gender>{r[4]}</gender></patient>\n')
+    table("conditions", "condition", CONDITIONS, lambda r: f'<condition id="{r[0]}"><name>{esc(r[1])}</name><icd10>{r[2]}</icd10></condition>\n')
+    table("patientConditions", "patientCondition", pcs,
+          lambda r: f'<patientCondition id="{r[0]}" patient="{r[1]}" condition="{r[2]}"><onset>{r[3]}</onset></patientCondition>\n')
+    table("encounters", "encounter", encs, lambda r: f'<encounter id="{r[0]}" patient="{r[1]}"><date>{r[2]}</date><type>{r[3]}</type></encounter>\n')
+    table("notes", "note", notes, lambda r: f'<note id="{r[0]}" encounter="{r[1]}"><summary>{esc(r[2])}</summary></note>\n')
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ struct ConversionRun {
             bundleFiles.append(path)
             newArtifacts.append(Manifest.Artifact(path: path, sha256: f.sha256, bytes: f.size))
         }
-        var counts: [String: Int] = [:]
+        var perMember = [Int](repeating: 0, count: step.resources.count)
         var rows = 0
         var rejected = 0
         let task = "step \(step.name)"
@@ -149,15 +149,17 @@ struct ConversionRun {
                     return true
                 }
                 for h in hashes { run.seenIdentifiers.insert(h, line: record.line) }
-                for (i, resource) in resources.enumerated() {
-                    try run.writeNDJSON(member: i, type: resource.resourceType, line: resource.ndjsonBytes ?? resource.bytes)
-                    counts[resource.resourceType, default: 0] += 1
+                for resource in resources {
+                    try run.writeNDJSON(member: resource.member, type: resource.resourceType, line: resource.ndjsonBytes ?? resource.bytes)
+                    perMember[resource.member] += 1
                 }
             }
             return true
         }
         try assembler.finish()
         rejected = rejectCount - before
+        var counts: [String: Int] = [:]
+        for (member, n) in perMember.enumerated() where n > 0 { counts[step.resources[member].resourceType, default: 0] += n }
         for (type, n) in counts { resourceCounts[type, default: 0] += n }
         artifacts.append(contentsOf: newArtifacts)
         return Manifest.Step(name: step.name, source: mapping.sources[step.sourceIndex].name, bundle: step.bundle.rawValue,
@@ -243,21 +245,37 @@ struct ConversionRun {
     }
 }
 
-/// A 128-bit hash of type, system and value: two independent FNV-1a passes, so the index costs 16 bytes a resource.
+/// A 128-bit hash of the conditional URL (type, system and value), so the identifier index costs 16 bytes a
+/// resource. Two independent multiply-xorshift lanes over 8-byte words: every resource passes through here.
 func identifierHash(_ r: ProducedResource) -> UInt128 {
-    var a: UInt64 = 0xcbf2_9ce4_8422_2325
-    var b: UInt64 = 0x6c62_272e_07bb_0142
-    func mix(_ s: String) {
-        for byte in s.utf8 {
-            a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-            b = (b ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 &+ 0x9e37_79b9
+    var a: UInt64 = 0x9E37_79B9_7F4A_7C15
+    var b: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+    var url = r.conditionalURL
+    url.withUTF8 { p in
+        let n = p.count
+        var i = 0
+        while i + 8 <= n {
+            let w = UnsafeRawPointer(p.baseAddress! + i).loadUnaligned(as: UInt64.self)
+            a = (a ^ w) &* 0xFF51_AFD7_ED55_8CCD
+            a ^= a >> 32
+            b = (b ^ w.byteSwapped) &* 0xC4CE_B9FE_1A85_EC53
+            b ^= b >> 29
+            i += 8
         }
-        a = (a ^ 0x7C) &* 0x0000_0100_0000_01b3
-        b = (b ^ 0x7C) &* 0x0000_0100_0000_01b3 &+ 0x9e37_79b9
+        var tail: UInt64 = UInt64(n)
+        while i < n {
+            tail = tail << 8 | UInt64(p[i])
+            i += 1
+        }
+        a = (a ^ tail) &* 0xFF51_AFD7_ED55_8CCD
+        b = (b ^ tail &+ 0x632B_E59B_D9B4_E019) &* 0xC4CE_B9FE_1A85_EC53
     }
-    mix(r.resourceType)
-    mix(r.identifierSystem)
-    mix(r.identifierValue)
+    a ^= a >> 33
+    a = a &* 0xFF51_AFD7_ED55_8CCD
+    a ^= a >> 33
+    b ^= b >> 31
+    b = b &* 0x94D0_49BB_1331_11EB
+    b ^= b >> 31
     return UInt128(a) << 64 | UInt128(b)
 }
 

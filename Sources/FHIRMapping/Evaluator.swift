@@ -16,6 +16,8 @@ public struct RowFailure: Error, Sendable, Equatable {
 /// One resource produced from a row, as compact JSON bytes, with what bundling needs: its conditional URL and
 /// `urn:uuid:` full URL.
 public struct ProducedResource: Sendable {
+    /// Index of the template in its step.
+    public let member: Int
     public let resourceType: String
     public let identifierSystem: String
     public let identifierValue: String
@@ -130,7 +132,7 @@ public struct StepEvaluator: Sendable {
                     context.memberURNs = identities.map { $0?.urn }
                 }
                 out.append(ProducedResource(
-                    resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
+                    member: i, resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
                     identifierValue: identity.value, bytes: bytes, ndjsonBytes: ndjson,
                     conditionalURL: conditionalURL, fullUrl: identity.urn))
             }
