@@ -54,16 +54,22 @@ let package = Package(
             dependencies: ["FHIRModel", "CFileOps", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
+        // Offline checks of an artifact folder; shared by convert and the uploader, so no source readers here.
+        .target(
+            name: "FHIRValidation",
+            dependencies: ["FHIRModel", "FHIRDefinitions", "FHIRArtifacts", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "FHIRConvert",
-            dependencies: ["FHIRSources", "FHIRMapping", "FHIRArtifacts", "FHIRModel"],
+            dependencies: ["FHIRSources", "FHIRMapping", "FHIRArtifacts", "FHIRModel", "FHIRValidation"],
             swiftSettings: swiftSettings
         ),
 
         // MARK: Executables (thin shells)
         .executableTarget(
             name: "fhirbundle",
-            dependencies: ["FHIRConvert", "FHIRArtifacts", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FHIRConvert", "FHIRArtifacts", "FHIRValidation", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
 
@@ -72,6 +78,7 @@ let package = Package(
         .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRValidationTests", dependencies: ["FHIRValidation", "FHIRModel", "FHIRConvert"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRConvertTests",
             dependencies: ["FHIRConvert", "FHIRModel", "FHIRSources", "FHIRArtifacts"],

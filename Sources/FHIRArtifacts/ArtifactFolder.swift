@@ -101,6 +101,13 @@ public final class ArtifactFolder {
         committed = true
     }
 
+    /// Moves the staging folder to `path` (replacing what is there) instead of the target, for review.
+    public func keep(at path: String) throws(ArtifactError) {
+        try? FileManager.default.removeItem(atPath: path)
+        guard rename(staging, path) == 0 else { throw .posix(path, "keeping the artifacts for review") }
+        committed = true
+    }
+
     /// Removes the staging folder, leaving the target as it was.
     public func discard() {
         try? FileManager.default.removeItem(atPath: staging)

@@ -2,6 +2,7 @@ import FHIRArtifacts
 import FHIRMapping
 import FHIRModel
 import FHIRSources
+import FHIRValidation
 import Foundation
 import Synchronization
 
@@ -14,6 +15,8 @@ public struct ConvertOptions: Sendable {
     public var toolVersion: String
     /// One entry per line (default) or indented bundle files.
     public var bundleLayout: BundleLayout
+    /// Validate the artifacts before swapping them in (default); errors fail the run.
+    public var validate = true
 
     public init(mappingPath: String, outputPath: String = "out", limitOverrides: [String: Int] = [:],
                 toolVersion: String = FHIRBundleVersion.current, bundleLayout: BundleLayout = .entryPerLine) {
@@ -43,6 +46,8 @@ public protocol ConvertProgress: AnyObject {
 /// What a run produced, for the summary.
 public struct ConvertSummary: Sendable {
     public var manifest: Manifest
+    /// The validation of the new artifacts, unless it was turned off.
+    public var validation: ValidationReport?
     public var outputPath: String
     public var seconds: Double
     public var rowsRead: Int { manifest.steps.reduce(0) { $0 + $1.rows } }
@@ -56,6 +61,8 @@ public enum ConvertError: Error, CustomStringConvertible {
     case source(name: String, underlying: any Error)
     case artifacts(ArtifactError)
     case cancelled
+    /// The artifacts have validation errors; they were kept for review at `keptAt`, the previous output is unchanged.
+    case invalid(ValidationReport, keptAt: String)
 
     public var description: String {
         switch self {
@@ -63,6 +70,8 @@ public enum ConvertError: Error, CustomStringConvertible {
         case .source(let name, let e): return "source '\(name)': \(e)"
         case .artifacts(let e): return "cannot write artifacts: \(e)"
         case .cancelled: return "interrupted; the previous output folder is unchanged"
+        case .invalid(let report, let keptAt):
+            return "the artifacts have \(report.errors) validation errors; the previous output folder is unchanged and the new artifacts are in \(keptAt) for review"
         }
     }
 }
@@ -107,8 +116,20 @@ public final class Converter {
         do {
             var run = try ConversionRun(mapping: mapping, limits: limits, layout: options.bundleLayout, folder: folder, progress: progress)
             let manifest = try run.execute(toolVersion: options.toolVersion)
+            var validation: ValidationReport?
+            if options.validate {
+                progress?.started(task: "validate", source: options.outputPath, totalBytes: 0)
+                let report = try ArtifactValidator(folder: folder.staging, options: ValidationOptions(limits: limits)).run()
+                progress?.finished(task: "validate", rows: report.resources, rejects: report.errors)
+                if report.errors > 0 {
+                    let keptAt = options.outputPath + ".invalid"
+                    try folder.keep(at: keptAt)
+                    throw ConvertError.invalid(report, keptAt: keptAt)
+                }
+                validation = report
+            }
             try folder.commit()
-            return ConvertSummary(manifest: manifest, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))
+            return ConvertSummary(manifest: manifest, validation: validation, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))
         } catch let e as ConvertError {
             folder.discard()
             throw e

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FHIRArtifacts
 import FHIRConvert
+import FHIRValidation
 import Foundation
 
 #if canImport(Glibc)
@@ -43,6 +44,9 @@ struct Convert: ParsableCommand {
     @Flag(help: "Exit with status 1 when any row was rejected.")
     var failOnRejects = false
 
+    @Flag(help: "Skip the offline validation of the new artifacts (`fhirbundle validate`), which otherwise runs before they replace the output folder.")
+    var noValidate = false
+
     func validate() throws {
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         for l in limits {
@@ -65,11 +69,17 @@ struct Convert: ParsableCommand {
         if let batchSize { overrides["batchEntries"] = batchSize }
         let progress = quiet ? nil : TerminalProgress()
         installInterruptHandler()
-        let options = ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides, bundleLayout: pretty ? .pretty : .entryPerLine)
+        var options = ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides, bundleLayout: pretty ? .pretty : .entryPerLine)
+        options.validate = !noValidate
         let converter = Converter(options: options, progress: progress)
         let summary: ConvertSummary
         do {
             summary = try converter.run()
+        } catch let ConvertError.invalid(report, keptAt) {
+            progress?.clearLine()
+            Stderr.print(report.text())
+            Stderr.print("error: \(ConvertError.invalid(report, keptAt: keptAt))")
+            throw ExitCode.failure
         } catch {
             progress?.clearLine()
             Stderr.print("error: \(error)")

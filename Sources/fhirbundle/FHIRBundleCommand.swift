@@ -16,6 +16,6 @@ struct FHIRBundleCommand: ParsableCommand {
             The mapping language is described in docs/mapping.md.
             """,
         version: FHIRBundleVersion.current,
-        subcommands: [Convert.self]
+        subcommands: [Convert.self, Validate.self]
     )
 }

@@ -1,4 +1,5 @@
 import FHIRConvert
+import FHIRValidation
 import Foundation
 
 #if canImport(Glibc)
@@ -63,6 +64,9 @@ enum SummaryText {
             lines.append("  \(step.folder): \(step.rows) rows → \(resources.isEmpty ? "nothing" : resources), \(step.bundles.count) bundles, \(step.rejects) rejected")
         }
         if m.rejects > 0 { lines.append("Rejected rows are listed with file, line and reason in \(s.outputPath)/rejects.ndjson.") }
+        if let v = s.validation {
+            lines.append("Validated: \(v.errors) errors, \(v.warnings) warnings in \(v.resources) resources (fhirbundle validate \(s.outputPath) for details).")
+        }
         return lines.joined(separator: "\n")
     }
 }

@@ -190,4 +190,24 @@ struct ConvertBehaviourTests {
         }
         #expect(read(dir + "/lines/ndjson/Patient.ndjson") == read(dir + "/pretty/ndjson/Patient.ndjson"))
     }
+
+    @Test func artifactsWithValidationErrorsDoNotReplaceTheOutputAndAreKeptForReview() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        writeExport(in: dir)
+        try convert(dir + "/mapping.yaml", out: dir + "/out")
+        let before = folderContents(dir + "/out")
+        // A reference to a patient that no row writes: conditional-reference-unresolved.
+        write(read(dir + "/mapping.yaml") + "\n      link: [{ other: { reference: \"{{ ref('people', 'nobody') }}\" }, type: seealso }]\n",
+              to: dir + "/mapping.yaml")
+        do {
+            try convert(dir + "/mapping.yaml", out: dir + "/out")
+            Issue.record("expected validation errors")
+        } catch let ConvertError.invalid(report, keptAt) {
+            #expect(report.findings.contains { $0.rule == "conditional-reference-unresolved" })
+            #expect(keptAt == dir + "/out.invalid")
+        }
+        #expect(folderContents(dir + "/out") == before)
+        #expect(FileManager.default.fileExists(atPath: dir + "/out.invalid/manifest.json"))
+    }
 }

@@ -1,0 +1,152 @@
+/// Checks primitive values against the formats of FHIR R4's primitive types.
+///
+/// Byte-level equivalents of the regular expressions published in the R4 definitions (the test suite checks them
+/// against those regexes on a corpus of values): a regex engine per value would cost more than the rest of the
+/// validation together.
+enum PrimitiveFormats {
+    /// Whether `s` is a valid value of primitive type `type`; types without a format rule accept any string.
+    static func isValid(_ s: String, type: String) -> Bool {
+        var s = s
+        return s.withUTF8 { p in check(p, type) }
+    }
+
+    private static func check(_ p: UnsafeBufferPointer<UInt8>, _ type: String) -> Bool {
+        switch type {
+        case "date": return date(p, allowTime: false)
+        case "dateTime": return date(p, allowTime: true)
+        case "instant": return instant(p)
+        case "time": var i = 0; return time(p, &i) && i == p.count
+        case "id": return p.count >= 1 && p.count <= 64 && p.allSatisfy { isAlnum($0) || $0 == 0x2D || $0 == 0x2E }
+        case "code": return code(p)
+        case "uri", "url", "canonical": return p.count >= 1 && !p.contains(where: isSpace)
+        case "oid": return oid(p)
+        case "uuid": return uuid(p)
+        case "string", "markdown": return p.count >= 1
+        case "base64Binary": return base64(p)
+        default: return true
+        }
+    }
+
+    @inline(__always) static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
+    @inline(__always) static func isAlnum(_ b: UInt8) -> Bool { isDigit(b) || (b | 0x20 >= 0x61 && b | 0x20 <= 0x7A) }
+    @inline(__always) static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D || b == 0x0C || b == 0x0B }
+
+    private static func digits(_ p: UnsafeBufferPointer<UInt8>, _ i: inout Int, _ n: Int) -> Int? {
+        guard i + n <= p.count else { return nil }
+        var v = 0
+        for k in 0..<n {
+            let b = p[i + k]
+            guard isDigit(b) else { return nil }
+            v = v * 10 + Int(b - 0x30)
+        }
+        i += n
+        return v
+    }
+
+    private static func expect(_ p: UnsafeBufferPointer<UInt8>, _ i: inout Int, _ c: UInt8) -> Bool {
+        guard i < p.count, p[i] == c else { return false }
+        i += 1
+        return true
+    }
+
+    /// year(-MM(-DD(Thh:mm:ss(.f)?offset)?)?)?; the year 0000 is not allowed.
+    private static func date(_ p: UnsafeBufferPointer<UInt8>, allowTime: Bool) -> Bool {
+        var i = 0
+        guard let year = digits(p, &i, 4), year > 0 else { return false }
+        if i == p.count { return true }
+        guard expect(p, &i, 0x2D), let month = digits(p, &i, 2), (1...12).contains(month) else { return false }
+        if i == p.count { return true }
+        guard expect(p, &i, 0x2D), let day = digits(p, &i, 2), (1...31).contains(day) else { return false }
+        if i == p.count { return true }
+        guard allowTime, expect(p, &i, 0x54), time(p, &i), offset(p, &i) else { return false }
+        return i == p.count
+    }
+
+    private static func instant(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
+        var i = 0
+        guard let year = digits(p, &i, 4), year > 0, expect(p, &i, 0x2D), let month = digits(p, &i, 2), (1...12).contains(month),
+              expect(p, &i, 0x2D), let day = digits(p, &i, 2), (1...31).contains(day), expect(p, &i, 0x54),
+              time(p, &i), offset(p, &i) else { return false }
+        return i == p.count
+    }
+
+    /// hh:mm:ss(.f)?
+    private static func time(_ p: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> Bool {
+        guard let h = digits(p, &i, 2), h <= 23, expect(p, &i, 0x3A), let m = digits(p, &i, 2), m <= 59,
+              expect(p, &i, 0x3A), let s = digits(p, &i, 2), s <= 60 else { return false }
+        if i < p.count && p[i] == 0x2E {
+            i += 1
+            let start = i
+            while i < p.count && isDigit(p[i]) { i += 1 }
+            if i == start { return false }
+        }
+        return true
+    }
+
+    /// Z | (+|-)(0[0-9]|1[0-3]):[0-5][0-9] | (+|-)14:00
+    private static func offset(_ p: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> Bool {
+        guard i < p.count else { return false }
+        if p[i] == 0x5A { i += 1; return true }
+        guard p[i] == 0x2B || p[i] == 0x2D else { return false }
+        i += 1
+        guard let h = digits(p, &i, 2), expect(p, &i, 0x3A), let m = digits(p, &i, 2) else { return false }
+        return (h <= 13 && m <= 59) || (h == 14 && m == 0)
+    }
+
+    /// [^\s]+(\s[^\s]+)*: no leading, trailing or doubled whitespace.
+    private static func code(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let first = p.first, let last = p.last, !isSpace(first), !isSpace(last) else { return false }
+        var previousSpace = false
+        for b in p {
+            let space = isSpace(b)
+            if space && previousSpace { return false }
+            previousSpace = space
+        }
+        return true
+    }
+
+    private static func oid(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
+        let prefix = Array("urn:oid:".utf8)
+        guard p.count > prefix.count + 2, Array(p[0..<prefix.count]) == prefix else { return false }
+        var i = prefix.count
+        guard p[i] >= 0x30 && p[i] <= 0x32 else { return false }
+        i += 1
+        var arcs = 0
+        while i < p.count {
+            guard p[i] == 0x2E, i + 1 < p.count, isDigit(p[i + 1]) else { return false }
+            i += 1
+            if p[i] == 0x30 {
+                i += 1
+                if i < p.count && isDigit(p[i]) { return false }
+            } else {
+                while i < p.count && isDigit(p[i]) { i += 1 }
+            }
+            arcs += 1
+        }
+        return arcs >= 1
+    }
+
+    private static func uuid(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
+        let prefix = Array("urn:uuid:".utf8)
+        guard p.count == prefix.count + 36, Array(p[0..<prefix.count]) == prefix else { return false }
+        for (k, b) in p[prefix.count...].enumerated() {
+            if k == 8 || k == 13 || k == 18 || k == 23 {
+                if b != 0x2D { return false }
+            } else if !(isDigit(b) || (b >= 0x61 && b <= 0x66)) {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// (\s*([0-9a-zA-Z+=]){4}\s*)+ : groups of four base64 characters, whitespace allowed around groups.
+    private static func base64(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
+        var count = 0
+        for b in p {
+            if isSpace(b) { continue }
+            guard isAlnum(b) || b == 0x2B || b == 0x3D || b == 0x2F else { return false }
+            count += 1
+        }
+        return count > 0 && count % 4 == 0
+    }
+}

@@ -1,0 +1,40 @@
+import FHIRModel
+
+extension ValidationReport {
+    /// Findings grouped by rule, errors first, with counts, the first examples and the rule's hint.
+    public func text(examplesPerRule: Int = 5) -> String {
+        var lines: [String] = []
+        let byRule = Dictionary(grouping: findings, by: \.rule)
+        let order = byRule.keys.sorted { a, b in
+            let sa = byRule[a]![0].severity, sb = byRule[b]![0].severity
+            return sa != sb ? sa < sb : a < b
+        }
+        for rule in order {
+            let group = byRule[rule]!
+            lines.append("\(group[0].severity.rawValue): \(rule) (\(group.count))")
+            for f in group.prefix(examplesPerRule) { lines.append("  \(f.location): \(f.message)") }
+            if group.count > examplesPerRule { lines.append("  ... and \(group.count - examplesPerRule) more (--format json lists all)") }
+            lines.append("  hint: \(group[0].hint)")
+        }
+        lines.append("\(errors) errors, \(warnings) warnings in \(resources) resources, \(files) files.")
+        return lines.joined(separator: "\n")
+    }
+
+    /// Every finding, for machines.
+    public var json: JSONValue {
+        .object([
+            JSONMember("errors", .number(String(errors))),
+            JSONMember("warnings", .number(String(warnings))),
+            JSONMember("resources", .number(String(resources))),
+            JSONMember("files", .number(String(files))),
+            JSONMember("findings", .array(findings.map { f in
+                var m = [JSONMember("rule", .string(f.rule)), JSONMember("severity", .string(f.severity.rawValue)), JSONMember("file", .string(f.file))]
+                if let line = f.line { m.append(JSONMember("line", .number(String(line)))) }
+                if let pointer = f.pointer { m.append(JSONMember("pointer", .string(pointer))) }
+                m.append(JSONMember("message", .string(f.message)))
+                m.append(JSONMember("hint", .string(f.hint)))
+                return .object(m)
+            })),
+        ])
+    }
+}

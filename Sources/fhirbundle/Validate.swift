@@ -1,0 +1,66 @@
+import ArgumentParser
+import FHIRModel
+import FHIRValidation
+import Foundation
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check an artifact folder offline before anything is uploaded.",
+        discussion: """
+            Checks JSON syntax, bundle structure, size limits, references (urn:uuid, conditional and literal),
+            identifier uniqueness, replay safety (conditional updates), the manifest's checksums and counts, and
+            FHIR R4 structure (elements, cardinality, primitive formats, required codes). Works on folders written by
+            `convert` and on any folder of Bundle JSON and NDJSON files.
+
+            Exit status: 0 when there is no error (warnings allowed), 1 when there are errors, 2 when validation
+            could not run (unreadable folder, bad arguments).
+            """
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json
+    }
+
+    @Argument(help: ArgumentHelp("The artifact folder.", valueName: "dir"))
+    var folder: String = "out"
+
+    @Option(help: "Output: text (grouped by rule, first examples) or json (every finding).")
+    var format: Format = .text
+
+    @Option(help: ArgumentHelp("A file of identifiers that already exist on the server, one per line: Type|system|value or Type/id.", valueName: "file"))
+    var knownIdentifiers: String?
+
+    @Option(name: .customLong("limit"), parsing: .singleValue,
+            help: ArgumentHelp("Override a limit of the Medplum preset, e.g. --limit conditionalTransactionEntries=20.", valueName: "name=value"))
+    var limits: [String] = []
+
+    func run() throws {
+        var options = ValidationOptions(limits: .medplum)
+        for l in limits {
+            let parts = l.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let v = Int(parts[1]), v > 0, options.limits.set(parts[0], v) else {
+                Stderr.print("error: --limit takes name=value with a known limit name and a positive number")
+                throw ExitCode(2)
+            }
+        }
+        if let knownIdentifiers {
+            guard let text = try? String(contentsOfFile: knownIdentifiers, encoding: .utf8) else {
+                Stderr.print("error: cannot read \(knownIdentifiers)")
+                throw ExitCode(2)
+            }
+            options.knownIdentifiers = Set(text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
+        let report: ValidationReport
+        do {
+            report = try ArtifactValidator(folder: folder, options: options).run()
+        } catch {
+            Stderr.print("error: \(error)")
+            throw ExitCode(2)
+        }
+        switch format {
+        case .text: print(report.text())
+        case .json: print(JSONWriter(indent: 2).string(report.json))
+        }
+        if report.errors > 0 { throw ExitCode.failure }
+    }
+}

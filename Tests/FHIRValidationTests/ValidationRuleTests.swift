@@ -1,0 +1,188 @@
+import FHIRConvert
+import FHIRModel
+import FHIRValidation
+import Foundation
+import Testing
+
+private let root: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+
+private let ruleFolders: [String] = {
+    let dir = root + "/fixtures/validation"
+    return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
+        .filter { $0 != "valid" && !$0.hasSuffix(".md") }.sorted()
+}()
+
+struct ValidationRuleTests {
+    @Test func validFixtureHasNoFinding() throws {
+        let report = try ArtifactValidator(folder: root + "/fixtures/validation/valid").run()
+        #expect(report.findings.isEmpty, "\(report.findings)")
+        #expect(report.resources == 5)
+    }
+
+    @Test(arguments: ruleFolders)
+    func eachRuleFiresOnItsFixture(rule: String) throws {
+        let report = try ArtifactValidator(folder: root + "/fixtures/validation/" + rule).run()
+        let fired = report.findings.filter { $0.rule == rule }
+        #expect(!fired.isEmpty, "rule \(rule) did not fire; found \(report.findings.map(\.rule))")
+        for f in fired {
+            #expect(!f.file.isEmpty)
+            #expect(f.line != nil || f.pointer != nil || f.file.hasSuffix(".json"), "a finding must say where")
+            #expect(!f.hint.isEmpty)
+        }
+    }
+
+    @Test func everyRuleHasAFixture() {
+        let covered = Set(ruleFolders)
+        let untested: Set<String> = [
+            "manifest-invalid", "manifest-checksum", "manifest-missing-file", "manifest-counts", "ndjson-bundle-mismatch",
+            "transaction-entries", "transaction-updates", "bundle-bytes", "batch-entries",
+        ]  // exercised by ManifestValidationTests and LimitValidationTests below
+        for rule in ["json-syntax", "bundle-type", "entry-request", "bdl-7", "urn-uuid-unresolved", "unknown-element", "required-binding"] {
+            #expect(covered.contains(rule))
+        }
+        #expect(covered.isDisjoint(with: untested))
+    }
+
+    @Test func findingsPointAtTheJSONLocation() throws {
+        let report = try ArtifactValidator(folder: root + "/fixtures/validation/primitive-format").run()
+        let f = try #require(report.findings.first { $0.rule == "primitive-format" })
+        #expect(f.file == "01/0001.json")
+        #expect(f.pointer == "/entry/0/resource/birthDate")
+        let syntax = try ArtifactValidator(folder: root + "/fixtures/validation/json-syntax").run().findings[0]
+        #expect(syntax.line == 1)
+        #expect(syntax.message.contains("column"))
+    }
+}
+
+/// Folders written by convert: the seed example and the Synthea mapping's output validate clean; damage is found.
+struct ManifestValidationTests {
+    private func convertSeed(into dir: String) throws {
+        _ = try Converter(options: ConvertOptions(mappingPath: root + "/fixtures/medplum-example/mapping.yaml", outputPath: dir, toolVersion: "test")).run()
+    }
+
+    @Test func seedExampleArtifactsValidateWithNoFinding() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let report = try ArtifactValidator(folder: dir).run()
+        #expect(report.findings.isEmpty, "\(report.findings)")
+        #expect(report.resources == 9)
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: root + "/../shared/data/synthea-csv/patients.csv")))
+    func syntheaArtifactsValidateWithNoError() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try Converter(options: ConvertOptions(mappingPath: root + "/fixtures/synthea/mapping.yaml", outputPath: dir, toolVersion: "test")).run()
+        let report = try ArtifactValidator(folder: dir).run()
+        #expect(report.errors == 0, "\(report.findings.prefix(5))")
+        #expect(report.resources == 26226)
+    }
+
+    @Test func alteredFileIsCaughtByItsChecksum() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let path = dir + "/ndjson/Patient.ndjson"
+        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "John", with: "Jon")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let report = try ArtifactValidator(folder: dir).run()
+        #expect(report.findings.contains { $0.rule == "manifest-checksum" && $0.file == "ndjson/Patient.ndjson" })
+    }
+
+    @Test func missingAndExtraFilesAreFound() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        try FileManager.default.removeItem(atPath: dir + "/ndjson/Condition.ndjson")
+        FileManager.default.createFile(atPath: dir + "/stray.json", contents: Data("{}".utf8))
+        let rules = Set(try ArtifactValidator(folder: dir).run().findings.map(\.rule))
+        #expect(rules.contains("manifest-missing-file"))
+        #expect(rules.contains("manifest-counts"))
+    }
+
+    @Test func brokenManifestIsReportedWithItsPointer() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let path = dir + "/manifest.json"
+        let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "\"formatVersion\": 1", with: "\"formatVersion\": 9")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let f = try #require(try ArtifactValidator(folder: dir).run().findings.first { $0.rule == "manifest-invalid" })
+        #expect(f.pointer == "/formatVersion")
+    }
+
+    @Test func ndjsonThatDisagreesWithTheBundlesIsFound() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let path = dir + "/ndjson/Patient.ndjson"
+        let first = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")[0]
+        try (first + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let rules = Set(try ArtifactValidator(folder: dir).run().findings.map(\.rule))
+        #expect(rules.contains("ndjson-bundle-mismatch"))
+    }
+
+    @Test func unreadableFolderCannotBeValidated() {
+        #expect(throws: ValidationFailure.self) { try ArtifactValidator(folder: "/nonexistent/folder").run() }
+    }
+}
+
+/// Size limits, on bundles made to break them.
+struct LimitValidationTests {
+    private func folder(_ bundle: String) -> String {
+        let dir = NSTemporaryDirectory() + "limits-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: dir + "/01", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/01/0001.json", contents: Data(bundle.utf8))
+        return dir
+    }
+
+    private func entries(_ n: Int, method: String = "PUT", conditional: Bool = true) -> String {
+        (0..<n).map { i in
+            let url = conditional ? "Patient?identifier=http://x/p|\(i)" : "Patient/p\(i)"
+            let id = conditional ? "" : "\"id\":\"p\(i)\","
+            return #"{"fullUrl":"urn:uuid:6f1c5a3e-8b2d-4f47-9a61-0e3c27d4\#(String(format: "%04d", i))","resource":{"resourceType":"Patient",\#(id)"identifier":[{"system":"http://x/p","value":"\#(i)"}]},"request":{"method":"\#(method)","url":"\#(url)"}}"#
+        }.joined(separator: ",")
+    }
+
+    @Test func transactionsOverTheEntryLimitAreErrors() throws {
+        let dir = folder(#"{"resourceType":"Bundle","type":"transaction","entry":[\#(entries(21, conditional: false))]}"#)
+        let rules = Set(try ArtifactValidator(folder: dir).run().findings.map(\.rule))
+        #expect(rules.contains("transaction-entries"))
+        #expect(!rules.contains("conditional-transaction-entries"))
+    }
+
+    @Test func updatesPerTransactionAreCapped() throws {
+        var options = ValidationOptions()
+        options.limits.transactionEntries = 100
+        options.limits.transactionUpdates = 5
+        let dir = folder(#"{"resourceType":"Bundle","type":"transaction","entry":[\#(entries(6, conditional: false))]}"#)
+        #expect(try ArtifactValidator(folder: dir, options: options).run().findings.contains { $0.rule == "transaction-updates" })
+    }
+
+    @Test func bundlesOverTheByteLimitAreErrors() throws {
+        var options = ValidationOptions()
+        options.limits.bundleBytes = 500
+        let dir = folder(#"{"resourceType":"Bundle","type":"batch","entry":[\#(entries(3))]}"#)
+        let f = try #require(try ArtifactValidator(folder: dir, options: options).run().findings.first { $0.rule == "bundle-bytes" })
+        #expect(f.file == "01/0001.json")
+    }
+
+    @Test func largeBatchesAreWarnings() throws {
+        var options = ValidationOptions()
+        options.limits.batchEntries = 2
+        let report = try ArtifactValidator(folder: folder(#"{"resourceType":"Bundle","type":"batch","entry":[\#(entries(3))]}"#), options: options).run()
+        #expect(report.findings.contains { $0.rule == "batch-entries" && $0.severity == .warning })
+    }
+
+    @Test func knownIdentifiersResolveConditionalReferences() throws {
+        let bundle = #"{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Condition","identifier":[{"system":"http://x/c","value":"1"}],"subject":{"reference":"Patient?identifier=http://x/p|on-server"}},"request":{"method":"PUT","url":"Condition?identifier=http://x/c|1"}}]}"#
+        #expect(try ArtifactValidator(folder: folder(bundle)).run().findings.contains { $0.rule == "conditional-reference-unresolved" })
+        let options = ValidationOptions(knownIdentifiers: ["Patient|http://x/p|on-server"])
+        #expect(try ArtifactValidator(folder: folder(bundle), options: options).run().findings.isEmpty)
+    }
+}
