@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Times `fhirbundle convert` (release build) on a synthetic export in the shape of Medplum's example.
+# Times `fhirbundle convert` and `fhirbundle validate` (release build) on a synthetic export in the shape of Medplum's example.
 #
 # usage: scripts/benchmark-convert.sh [ROWS]        (default 1000000)
 #
@@ -20,7 +20,7 @@ command -v taskset >/dev/null && PIN="taskset -c 0"
 measure() {  # label mapping outdir
     local label=$1 mapping=$2 out=$3
     local log="$WORK/$label.time"
-    /usr/bin/time -v $PIN "$BIN" convert "$mapping" --out "$out" --quiet 2>"$log" || { cat "$log"; exit 1; }
+    /usr/bin/time -v $PIN "$BIN" convert "$mapping" --out "$out" --quiet --no-validate 2>"$log" || { cat "$log"; exit 1; }
     local secs rss resources records
     secs=$(python3 -c "import sys;p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
     rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
@@ -61,4 +61,13 @@ measure csv-patients-streaming "$WORK/csv/mapping-patients.yaml" "$WORK/out-csv-
 measure csv-full-example "$WORK/csv/mapping.yaml" "$WORK/out-csv"
 measure xml-patients-streaming "$WORK/xml/mapping-patients.yaml" "$WORK/out-xml-patients"
 measure xml-full-example "$WORK/xml/mapping-xml.yaml" "$WORK/out-xml"
+
+# The offline validator on the full CSV example's artifacts (all rules).
+log="$WORK/validate.time"
+/usr/bin/time -v $PIN "$BIN" validate "$WORK/out-csv" >"$WORK/validate.out" 2>"$log" || { tail -5 "$WORK/validate.out"; }
+secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
+rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
+resources=$(python3 -c "import json;m=json.load(open('$WORK/out-csv/manifest.json'));print(sum(m['resourceCounts'].values()))")
+printf '%-28s %9d resources %7.2f s %9.0f resources/s %6d MiB peak (%s)\n' validate-full-example "$resources" "$secs" \
+    "$(python3 -c "print($resources/$secs)")" "$rss" "$(tail -1 "$WORK/validate.out")"
 [ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"

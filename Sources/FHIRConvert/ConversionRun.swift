@@ -245,38 +245,9 @@ struct ConversionRun {
     }
 }
 
-/// A 128-bit hash of the conditional URL (type, system and value), so the identifier index costs 16 bytes a
-/// resource. Two independent multiply-xorshift lanes over 8-byte words: every resource passes through here.
+/// A 128-bit hash of the conditional URL (type, system and value), so the identifier index costs 16 bytes a resource.
 func identifierHash(_ r: ProducedResource) -> UInt128 {
-    var a: UInt64 = 0x9E37_79B9_7F4A_7C15
-    var b: UInt64 = 0xC2B2_AE3D_27D4_EB4F
-    var url = r.conditionalURL
-    url.withUTF8 { p in
-        let n = p.count
-        var i = 0
-        while i + 8 <= n {
-            let w = UnsafeRawPointer(p.baseAddress! + i).loadUnaligned(as: UInt64.self)
-            a = (a ^ w) &* 0xFF51_AFD7_ED55_8CCD
-            a ^= a >> 32
-            b = (b ^ w.byteSwapped) &* 0xC4CE_B9FE_1A85_EC53
-            b ^= b >> 29
-            i += 8
-        }
-        var tail: UInt64 = UInt64(n)
-        while i < n {
-            tail = tail << 8 | UInt64(p[i])
-            i += 1
-        }
-        a = (a ^ tail) &* 0xFF51_AFD7_ED55_8CCD
-        b = (b ^ tail &+ 0x632B_E59B_D9B4_E019) &* 0xC4CE_B9FE_1A85_EC53
-    }
-    a ^= a >> 33
-    a = a &* 0xFF51_AFD7_ED55_8CCD
-    a ^= a >> 33
-    b ^= b >> 31
-    b = b &* 0x94D0_49BB_1331_11EB
-    b ^= b >> 31
-    return UInt128(a) << 64 | UInt128(b)
+    FastHash.hash128(r.conditionalURL)
 }
 
 func pad(_ n: Int, _ width: Int) -> String {

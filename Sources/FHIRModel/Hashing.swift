@@ -47,3 +47,41 @@ public enum NameUUID {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+/// A fast, well-mixed 128-bit hash for in-memory indexes of identifiers (not for security): two multiply-xorshift
+/// lanes over 8-byte words. Keys are hashed once per resource on the hot paths of convert and validate.
+public enum FastHash {
+    public static func hash128(_ s: String) -> UInt128 {
+        var s = s
+        return s.withUTF8 { hash128($0) }
+    }
+
+    public static func hash128(_ p: UnsafeBufferPointer<UInt8>) -> UInt128 {
+        var a: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var b: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+        let n = p.count
+        var i = 0
+        while i + 8 <= n {
+            let w = UnsafeRawPointer(p.baseAddress! + i).loadUnaligned(as: UInt64.self)
+            a = (a ^ w) &* 0xFF51_AFD7_ED55_8CCD
+            a ^= a >> 32
+            b = (b ^ w.byteSwapped) &* 0xC4CE_B9FE_1A85_EC53
+            b ^= b >> 29
+            i += 8
+        }
+        var tail = UInt64(n)
+        while i < n {
+            tail = tail << 8 | UInt64(p[i])
+            i += 1
+        }
+        a = (a ^ tail) &* 0xFF51_AFD7_ED55_8CCD
+        b = (b ^ tail &+ 0x632B_E59B_D9B4_E019) &* 0xC4CE_B9FE_1A85_EC53
+        a ^= a >> 33
+        a = a &* 0xFF51_AFD7_ED55_8CCD
+        a ^= a >> 33
+        b ^= b >> 31
+        b = b &* 0x94D0_49BB_1331_11EB
+        b ^= b >> 31
+        return UInt128(a) << 64 | UInt128(b)
+    }
+}

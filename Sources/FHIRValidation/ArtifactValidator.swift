@@ -444,33 +444,34 @@ public final class ArtifactValidator {
 
     /// `system|value` of a token search, undoing percent-encoding and FHIR's backslash escapes.
     private func parseToken(_ token: String) -> (String, String)? {
-        let decoded = token.removingPercentEncoding ?? token
-        var system = ""
-        var value = ""
+        var bytes = Array(token.utf8)
+        if bytes.contains(UInt8(ascii: "%")) {
+            guard let decoded = token.removingPercentEncoding else { return nil }
+            bytes = Array(decoded.utf8)
+        }
+        var system: [UInt8] = []
+        var value: [UInt8] = []
         var inValue = false
         var escaped = false
-        for c in decoded {
+        for b in bytes {
             if escaped {
-                if inValue { value.append(c) } else { system.append(c) }
+                if inValue { value.append(b) } else { system.append(b) }
                 escaped = false
-            } else if c == "\\" {
+            } else if b == UInt8(ascii: "\\") {
                 escaped = true
-            } else if c == "|" && !inValue {
+            } else if b == UInt8(ascii: "|") && !inValue {
                 inValue = true
             } else if inValue {
-                value.append(c)
+                value.append(b)
             } else {
-                system.append(c)
+                system.append(b)
             }
         }
-        return inValue ? (system, value) : nil
+        return inValue ? (String(decoding: system, as: UTF8.self), String(decoding: value, as: UTF8.self)) : nil
     }
 
-    /// 128 bits of SHA-256: collisions are out of the question and the index stays at 16 bytes a key.
+    /// Index keys are 128-bit hashes of `Type|system|value`: 16 bytes a resource.
     private func hash128(_ key: String) -> UInt128 {
-        let digest = Array(SHA256.hash(data: Array(key.utf8)).prefix(16))
-        var v: UInt128 = 0
-        for b in digest { v = v << 8 | UInt128(b) }
-        return v
+        FastHash.hash128(key)
     }
 }

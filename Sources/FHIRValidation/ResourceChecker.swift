@@ -35,18 +35,42 @@ final class ResourceChecker {
                            message: "'\(typeName)' is not a FHIR R4 resource type"))
             return
         }
-        var context = Walk(file: file, line: line, report: report, references: references)
-        checkObject(members, type: type, pointer: pointer, path: typeName, isResource: true, context: &context)
+        var context = Walk(file: file, line: line, base: pointer, resourceType: typeName, report: report, references: references)
+        checkObject(members, type: type, isResource: true, context: &context)
         references = context.references
     }
 
+    /// Where the walk is, kept as a stack of keys and indexes: pointer and path strings are built only for findings.
     private struct Walk {
+        enum Step { case key(String), index(Int) }
+
         let file: String
         let line: Int?
+        let base: String
+        let resourceType: String
         let report: (Finding) -> Void
         var references: [FoundReference]
+        var steps: [Step] = []
 
-        func add(_ rule: Rule, _ pointer: String, _ message: String) {
+        var pointer: String {
+            var s = base
+            for step in steps {
+                switch step {
+                case .key(let k): s += "/" + escapePointer(k)
+                case .index(let i): s += "/\(i)"
+                }
+            }
+            return s
+        }
+
+        /// The FHIR path (`Patient.name.given`), for messages.
+        var path: String {
+            var s = resourceType
+            for case .key(let k) in steps { s += "." + k }
+            return s
+        }
+
+        func add(_ rule: Rule, _ message: String) {
             report(Finding(rule: rule, file: file, line: line, pointer: pointer, message: message))
         }
     }
@@ -58,42 +82,44 @@ final class ResourceChecker {
         return r
     }
 
-    private func checkObject(_ members: [JSONMember], type: TypeDefinition, pointer: String, path: String, isResource: Bool, context: inout Walk) {
+    private func checkObject(_ members: [JSONMember], type: TypeDefinition, isResource: Bool, context: inout Walk) {
         if members.isEmpty {
-            context.add(.emptyValue, pointer, "\(path) is an empty object")
+            context.add(.emptyValue, "\(context.path) is an empty object")
             return
         }
         for member in members {
             let key = member.key
             if isResource && key == "resourceType" { continue }
-            let childPointer = pointer + "/" + escapePointer(key)
+            context.steps.append(.key(key))
+            defer { context.steps.removeLast() }
             guard let (element, typeName) = type.element(forJSONKey: key) else {
-                context.add(.unknownElement, childPointer, "'\(key)' is not an element of \(type.name)")
+                context.add(.unknownElement, "'\(key)' is not an element of \(type.name)")
                 continue
             }
-            let childPath = path + "." + key
             if key.hasPrefix("_") {
                 // Extensions of a primitive: an object, or an array aligned with the primitive's array.
                 continue
             }
             if element.isArray {
                 guard case .array(let items) = member.value else {
-                    context.add(.cardinality, childPointer, "\(childPath) repeats, so it must be an array")
+                    context.add(.cardinality, "\(context.path) repeats, so it must be an array")
                     continue
                 }
-                if items.isEmpty { context.add(.emptyValue, childPointer, "\(childPath) is an empty array") }
+                if items.isEmpty { context.add(.emptyValue, "\(context.path) is an empty array") }
                 if let max = element.max, items.count > max {
-                    context.add(.cardinality, childPointer, "\(childPath) allows at most \(max) values, found \(items.count)")
+                    context.add(.cardinality, "\(context.path) allows at most \(max) values, found \(items.count)")
                 }
                 for (i, item) in items.enumerated() {
-                    checkValue(item, element: element, typeName: typeName, pointer: childPointer + "/\(i)", path: childPath, context: &context)
+                    context.steps.append(.index(i))
+                    checkValue(item, element: element, typeName: typeName, context: &context)
+                    context.steps.removeLast()
                 }
             } else {
                 if case .array = member.value {
-                    context.add(.cardinality, childPointer, "\(childPath) takes one value, not an array")
+                    context.add(.cardinality, "\(context.path) takes one value, not an array")
                     continue
                 }
-                checkValue(member.value, element: element, typeName: typeName, pointer: childPointer, path: childPath, context: &context)
+                checkValue(member.value, element: element, typeName: typeName, context: &context)
             }
         }
         for element in required(type) {
@@ -104,75 +130,75 @@ final class ResourceChecker {
             } else {
                 present = members.contains { $0.key == element.name }
             }
-            if !present { context.add(.cardinality, pointer, "\(path) requires '\(element.name)'") }
+            if !present { context.add(.cardinality, "\(context.path) requires '\(element.name)'") }
         }
     }
 
-    private func checkValue(_ value: JSONValue, element: ElementDefinition, typeName: String, pointer: String, path: String, context: inout Walk) {
+    private func checkValue(_ value: JSONValue, element: ElementDefinition, typeName: String, context: inout Walk) {
         if case .null = value {
-            context.add(.emptyValue, pointer, "\(path) is null")
+            context.add(.emptyValue, "\(context.path) is null")
             return
         }
         if let primitive = definitions.primitive(named: typeName) {
-            checkPrimitive(value, primitive: primitive, binding: element.requiredBinding, pointer: pointer, path: path, context: &context)
+            checkPrimitive(value, primitive: primitive, binding: element.requiredBinding, context: &context)
             return
         }
         guard case .object(let members) = value else {
-            context.add(.primitiveType, pointer, "\(path) is a \(typeName), so it must be a JSON object")
+            context.add(.primitiveType, "\(context.path) is a \(typeName), so it must be a JSON object")
             return
         }
         if typeName == "Resource" {
             // contained resources, Bundle.entry.resource
             guard let inner = members.first(where: { $0.key == "resourceType" })?.value.stringValue,
                   definitions.isResourceType(inner), let t = definitions.type(named: inner) else {
-                context.add(.unknownResourceType, pointer, "\(path) holds no FHIR R4 resource (resourceType missing or unknown)")
+                context.add(.unknownResourceType, "\(context.path) holds no FHIR R4 resource (resourceType missing or unknown)")
                 return
             }
-            checkObject(members, type: t, pointer: pointer, path: inner, isResource: true, context: &context)
+            checkObject(members, type: t, isResource: true, context: &context)
             return
         }
         guard let type = definitions.type(named: typeName) else { return }
-        checkObject(members, type: type, pointer: pointer, path: path, isResource: false, context: &context)
+        checkObject(members, type: type, isResource: false, context: &context)
         if typeName == "Reference", let reference = members.first(where: { $0.key == "reference" })?.value.stringValue {
-            context.references.append(FoundReference(pointer: pointer + "/reference", value: reference, targets: element.referenceTargets))
+            context.references.append(FoundReference(pointer: context.pointer + "/reference", value: reference, targets: element.referenceTargets))
         }
     }
 
-    private func checkPrimitive(_ value: JSONValue, primitive: PrimitiveDefinition, binding: Binding?, pointer: String, path: String, context: inout Walk) {
+    private func checkPrimitive(_ value: JSONValue, primitive: PrimitiveDefinition, binding: Binding?, context: inout Walk) {
         switch primitive.json {
         case .boolean:
             guard case .bool = value else {
-                context.add(.primitiveType, pointer, "\(path) is a boolean: write true or false without quotes")
+                context.add(.primitiveType, "\(context.path) is a boolean: write true or false without quotes")
                 return
             }
         case .number:
             guard case .number(let n) = value else {
-                context.add(.primitiveType, pointer, "\(path) is a \(primitive.name): write a JSON number without quotes")
+                context.add(.primitiveType, "\(context.path) is a \(primitive.name): write a JSON number without quotes")
                 return
             }
             if primitive.name != "decimal" {
                 guard let i = Int(n), i >= Int(Int32.min), i <= Int(Int32.max) else {
-                    context.add(.primitiveFormat, pointer, "\(path) is a \(primitive.name): a whole number is expected")
+                    context.add(.primitiveFormat, "\(context.path) is a \(primitive.name): a whole number is expected")
                     return
                 }
                 if primitive.name == "positiveInt" && i < 1 || primitive.name == "unsignedInt" && i < 0 {
-                    context.add(.primitiveFormat, pointer, "\(path) is a \(primitive.name), so \(primitive.name == "positiveInt" ? "at least 1" : "at least 0")")
+                    context.add(.primitiveFormat, "\(context.path) is a \(primitive.name), so \(primitive.name == "positiveInt" ? "at least 1" : "at least 0")")
                 }
             }
         case .string:
             guard case .string(let s) = value else {
-                context.add(.primitiveType, pointer, "\(path) is a \(primitive.name): write it as a JSON string")
+                context.add(.primitiveType, "\(context.path) is a \(primitive.name): write it as a JSON string")
                 return
             }
             if s.isEmpty {
-                context.add(.emptyValue, pointer, "\(path) is an empty string")
+                context.add(.emptyValue, "\(context.path) is an empty string")
                 return
             }
             if !PrimitiveFormats.isValid(s, type: primitive.name) {
-                context.add(.primitiveFormat, pointer, "\(path) is not a valid FHIR \(primitive.name)")
+                context.add(.primitiveFormat, "\(context.path) is not a valid FHIR \(primitive.name)")
             }
             if let binding, let codes = binding.codes, !codes.contains(s) {
-                context.add(.requiredBinding, pointer, "\(path) must be a code of \(binding.valueSet)")
+                context.add(.requiredBinding, "\(context.path) must be a code of \(binding.valueSet)")
             }
         }
     }
