@@ -30,6 +30,92 @@ public struct JSONParser {
         }
     }
 
+    /// Parses a JSON object but builds only the top-level members named in `keep`; the others are checked for syntax
+    /// and skipped without building values. For scans that need a few members of large documents (the resource type
+    /// and identifiers of NDJSON lines).
+    public static func parseMembers(_ bytes: some Collection<UInt8>, keep: Set<String>) throws(JSONSyntaxError) -> JSONValue {
+        let array = Array(bytes)
+        return try array.withUnsafeBufferPointer { (buffer) throws(JSONSyntaxError) -> JSONValue in
+            var parser = JSONParser(bytes: buffer)
+            parser.skipWhitespace()
+            guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: "{") else { throw parser.error("expected a JSON object") }
+            parser.pos += 1
+            var members: [JSONMember] = []
+            parser.skipWhitespace()
+            if parser.pos < buffer.count && buffer[parser.pos] == UInt8(ascii: "}") {
+                parser.pos += 1
+            } else {
+                while true {
+                    parser.skipWhitespace()
+                    guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: "\"") else { throw parser.error("expected a member name in double quotes") }
+                    let key = try parser.parseString()
+                    parser.skipWhitespace()
+                    guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: ":") else { throw parser.error("expected ':' after the member name") }
+                    parser.pos += 1
+                    parser.skipWhitespace()
+                    if keep.contains(key) {
+                        members.append(JSONMember(key, try parser.parseValue()))
+                    } else {
+                        try parser.skipValue()
+                    }
+                    parser.skipWhitespace()
+                    guard parser.pos < buffer.count else { throw parser.error("unexpected end of input inside an object") }
+                    if buffer[parser.pos] == UInt8(ascii: ",") { parser.pos += 1; continue }
+                    if buffer[parser.pos] == UInt8(ascii: "}") { parser.pos += 1; break }
+                    throw parser.error("expected ',' or '}' in an object")
+                }
+            }
+            parser.skipWhitespace()
+            if parser.pos < buffer.count { throw parser.error("unexpected text after the JSON value") }
+            return .object(members)
+        }
+    }
+
+    /// Checks the syntax of one value and moves past it without building it.
+    private mutating func skipValue() throws(JSONSyntaxError) {
+        guard pos < bytes.count else { throw error("unexpected end of input, expected a value") }
+        switch bytes[pos] {
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            try enter()
+            defer { depth -= 1 }
+            let isObject = bytes[pos] == UInt8(ascii: "{")
+            let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
+            pos += 1
+            skipWhitespace()
+            if pos < bytes.count && bytes[pos] == close { pos += 1; return }
+            while true {
+                skipWhitespace()
+                if isObject {
+                    guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\"") else { throw error("expected a member name in double quotes") }
+                    try skipString()
+                    skipWhitespace()
+                    guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { throw error("expected ':' after the member name") }
+                    pos += 1
+                    skipWhitespace()
+                }
+                try skipValue()
+                skipWhitespace()
+                guard pos < bytes.count else { throw error("unexpected end of input") }
+                if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
+                if bytes[pos] == close { pos += 1; return }
+                throw error(isObject ? "expected ',' or '}' in an object" : "expected ',' or ']' in an array")
+            }
+        case UInt8(ascii: "\""): try skipString()
+        default: _ = try parseValue()
+        }
+    }
+
+    private mutating func skipString() throws(JSONSyntaxError) {
+        pos += 1
+        while pos < bytes.count {
+            let b = bytes[pos]
+            if b == UInt8(ascii: "\"") { pos += 1; return }
+            if b < 0x20 { throw error("control character inside a string (escape it)") }
+            pos += b == UInt8(ascii: "\\") ? 2 : 1
+        }
+        throw error("unterminated string")
+    }
+
     /// Parses one JSON value from a string.
     public static func parse(_ text: String) throws(JSONSyntaxError) -> JSONValue {
         try parse(Array(text.utf8))

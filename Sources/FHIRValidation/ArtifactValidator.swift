@@ -79,24 +79,20 @@ public final class ArtifactValidator {
             let grouped = Dictionary(grouping: bundleFiles, by: { ($0 as NSString).deletingLastPathComponent })
             steps = grouped.keys.sorted().map { grouped[$0]!.sorted() }
         }
-        // Pass 1: where every identifier is written.
+        // One pass over the bundles in upload order: each bundle is indexed (so references within it resolve),
+        // then checked; conditional references to targets not seen yet wait until the end.
         var transactionCounter: Int32 = 0
         for (s, files) in steps.enumerated() {
             for file in files {
                 guard let bundle = parseJSON(file) else { continue }
+                var checkCounter = transactionCounter
                 indexBundle(bundle, step: Int32(s), transactionCounter: &transactionCounter)
+                checkBundle(bundle, file: file, step: Int32(s), transactionCounter: &checkCounter)
             }
         }
+        resolvePending()
         for file in ndjsonFiles { scanNDJSON(file, checkStructure: steps.isEmpty) }
         if !steps.isEmpty && !ndjsonFiles.isEmpty { compareNDJSONWithBundles() }
-        // Pass 2: structure, limits, references, idempotency.
-        transactionCounter = 0
-        for (s, files) in steps.enumerated() {
-            for file in files {
-                guard let bundle = parseJSON(file, report: false) else { continue }
-                checkBundle(bundle, file: file, step: Int32(s), transactionCounter: &transactionCounter)
-            }
-        }
         if let expected = expectedCounts {
             for type in Set(expected.keys).union(bundleTypeCounts.keys).union(ndjsonTypeCounts.keys).sorted() {
                 let want = expected[type] ?? 0
@@ -229,7 +225,9 @@ public final class ArtifactValidator {
             if end == start { continue }
             let resource: JSONValue
             do {
-                resource = try JSONParser.parse(bytes[start..<end])
+                // With bundles to check, NDJSON lines are only compared with them: build just what that needs.
+                resource = checkStructure ? try JSONParser.parse(bytes[start..<end])
+                    : try JSONParser.parseMembers(bytes[start..<end], keep: ["resourceType", "identifier"])
             } catch {
                 findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource (column \(error.column): \(error.message))"))
                 continue
@@ -409,16 +407,14 @@ public final class ArtifactValidator {
             guard query.hasPrefix("identifier="), let (system, token) = parseToken(String(query.dropFirst("identifier=".count))) else { return }
             let key = type + "|" + system + "|" + token
             if options.knownIdentifiers.contains(key) { return checkTarget(reference, targetType, file) }
-            guard let e = index[hash128(key)], e.count > 0 else {
-                findings.append(Finding(rule: .conditionalUnresolved, file: file, pointer: reference.pointer, message: "no \(type) in the artifacts has identifier \(system)|\(token)"))
-                return
+            let hash = hash128(key)
+            guard let e = index[hash], e.count > 0 else {
+                // Perhaps written by a later bundle: decided once every bundle is indexed.
+                pending.append(PendingReference(hash: hash, description: "\(system)|\(token)", type: type, step: step, transaction: transaction,
+                                                file: file, pointer: reference.pointer))
+                return checkTarget(reference, targetType, file)
             }
-            if e.count > 1 {
-                findings.append(Finding(rule: .conditionalAmbiguous, file: file, pointer: reference.pointer, message: "\(e.count) resources have identifier \(system)|\(token)"))
-            } else if !(e.step < step || (transaction >= 0 && e.transaction == transaction)) {
-                findings.append(Finding(rule: .conditionalLaterStep, file: file, pointer: reference.pointer,
-                                        message: "the \(type) with identifier \(system)|\(token) is written in \(e.step == step ? "the same step, outside this transaction" : "a later step")"))
-            }
+            checkConditional(e, description: "\(system)|\(token)", type: type, step: step, transaction: transaction, file: file, pointer: reference.pointer)
         } else if value.hasPrefix("#") || value.contains("://") {
             return  // contained, or an absolute URL outside these artifacts
         } else {
@@ -427,11 +423,49 @@ public final class ArtifactValidator {
                 let literal = parts[parts.count - 2] + "/" + parts[parts.count - 1]
                 targetType = String(parts[parts.count - 2])
                 if !literalIDs.contains(String(literal)) && !options.knownIdentifiers.contains(String(literal)) {
-                    findings.append(Finding(rule: .literalUnresolved, file: file, pointer: reference.pointer, message: "\(literal) is not among the artifacts nor declared known"))
+                    pendingLiterals.append((String(literal), file, reference.pointer))  // perhaps in a later bundle
                 }
             }
         }
         checkTarget(reference, targetType, file)
+    }
+
+    private struct PendingReference {
+        let hash: UInt128
+        let description: String
+        let type: String
+        let step: Int32
+        let transaction: Int32
+        let file: String
+        let pointer: String
+    }
+
+    private var pending: [PendingReference] = []
+
+    private func checkConditional(_ e: IndexEntry, description: String, type: String, step: Int32, transaction: Int32, file: String, pointer: String) {
+        if e.count > 1 {
+            findings.append(Finding(rule: .conditionalAmbiguous, file: file, pointer: pointer, message: "\(e.count) resources have identifier \(description)"))
+        } else if !(e.step < step || (transaction >= 0 && e.transaction == transaction)) {
+            findings.append(Finding(rule: .conditionalLaterStep, file: file, pointer: pointer,
+                                    message: "the \(type) with identifier \(description) is written in \(e.step == step ? "the same step, outside this transaction" : "a later step")"))
+        }
+    }
+
+    private var pendingLiterals: [(literal: String, file: String, pointer: String)] = []
+
+    private func resolvePending() {
+        for p in pendingLiterals where !literalIDs.contains(p.literal) {
+            findings.append(Finding(rule: .literalUnresolved, file: p.file, pointer: p.pointer, message: "\(p.literal) is not among the artifacts nor declared known"))
+        }
+        pendingLiterals = []
+        for p in pending {
+            guard let e = index[p.hash], e.count > 0 else {
+                findings.append(Finding(rule: .conditionalUnresolved, file: p.file, pointer: p.pointer, message: "no \(p.type) in the artifacts has identifier \(p.description)"))
+                continue
+            }
+            checkConditional(e, description: p.description, type: p.type, step: p.step, transaction: p.transaction, file: p.file, pointer: p.pointer)
+        }
+        pending = []
     }
 
     private func checkTarget(_ reference: FoundReference, _ targetType: String?, _ file: String) {
