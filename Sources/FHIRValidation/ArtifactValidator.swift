@@ -39,7 +39,7 @@ public final class ArtifactValidator {
     private var findings: [Finding] = []
     private var resources = 0
     /// Identifier (hash of `Type|system|value`) → where resources with it are written.
-    private var index: [UInt128: IndexEntry] = [:]
+    private var index = HashedKeyMap<IndexEntry>(empty: IndexEntry())
     /// `Type/id` of resources with an id.
     private var literalIDs: Set<String> = []
 
@@ -150,13 +150,13 @@ public final class ArtifactValidator {
         var listed = Set<String>()
         for (i, artifact) in manifest.artifacts.enumerated() {
             listed.insert(artifact.path)
-            guard let bytes = read(artifact.path) else {
+            guard let digest = FileStreaming.digest(folder + "/" + artifact.path) else {
                 findings.append(Finding(rule: .manifestMissingFile, file: "manifest.json", pointer: "/artifacts/\(i)", message: "\(artifact.path) is listed but missing"))
                 continue
             }
-            if bytes.count != artifact.bytes || sha256Hex(bytes) != artifact.sha256 {
+            if digest.size != artifact.bytes || digest.sha256 != artifact.sha256 {
                 findings.append(Finding(rule: .manifestChecksum, file: artifact.path,
-                                        message: "the file's size or SHA-256 differs from manifest.json (\(bytes.count) bytes, manifest says \(artifact.bytes))"))
+                                        message: "the file's size or SHA-256 differs from manifest.json (\(digest.size) bytes, manifest says \(artifact.bytes))"))
             }
         }
         for file in files where file != "manifest.json" && !listed.contains(file) && !isJournal(file) {
@@ -170,6 +170,9 @@ public final class ArtifactValidator {
         }
         _ = bundled
         expectedCounts = manifest.resourceCounts
+        // Size the identifier index once: about one identifier per resource, at most 3/4 full.
+        let expected = manifest.resourceCounts.values.reduce(0, +)
+        if expected > index.count { index = HashedKeyMap(empty: IndexEntry(), capacity: expected * 2) }
         return manifest
     }
 
@@ -213,28 +216,23 @@ public final class ArtifactValidator {
     }
 
     private func scanNDJSON(_ file: String, checkStructure: Bool) {
-        guard let bytes = read(file) else { return }
-        var line = 0
-        var start = 0
         var counts: [String: Int] = [:]
-        while start < bytes.count {
-            line += 1
-            var end = start
-            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
-            defer { start = end + 1 }
-            if end == start { continue }
+        FileStreaming.forEachLine(folder + "/" + file) { line, bytes in
+            if bytes.isEmpty { return }
             let resource: JSONValue
             do {
                 // With bundles to check, NDJSON lines are only compared with them: build just what that needs.
-                resource = checkStructure ? try JSONParser.parse(bytes[start..<end])
-                    : try JSONParser.parseMembers(bytes[start..<end], keep: ["resourceType", "identifier"])
-            } catch {
+                resource = checkStructure ? try JSONParser.parse(bytes)
+                    : try JSONParser.parseMembers(bytes, keep: ["resourceType", "identifier"])
+            } catch let error as JSONSyntaxError {
                 findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource (column \(error.column): \(error.message))"))
-                continue
+                return
+            } catch {
+                return
             }
             guard let type = resource["resourceType"]?.stringValue else {
                 findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "the line is not a resource (no resourceType)"))
-                continue
+                return
             }
             counts[type, default: 0] += 1
             var seen = Set<String>()
@@ -267,7 +265,7 @@ public final class ArtifactValidator {
 
     private func compareNDJSONWithBundles() {
         var mismatches = 0
-        for (_, e) in index where e.count != e.ndjsonCount { mismatches += 1 }
+        for (_, e) in index.entries where e.count != e.ndjsonCount { mismatches += 1 }
         if mismatches > 0 {
             findings.append(Finding(rule: .ndjsonBundleMismatch, file: "ndjson/", message: "\(mismatches) identifiers appear a different number of times in the NDJSON files and in the bundles"))
         }
