@@ -80,6 +80,11 @@ struct Convert: ParsableCommand {
             Stderr.print(report.text())
             Stderr.print("error: \(ConvertError.invalid(report, keptAt: keptAt))")
             throw ExitCode.failure
+        } catch let ConvertError.mapping(e) {
+            // Compiler-style, so terminals and editors link the mapping file's line and column.
+            progress?.clearLine()
+            Stderr.print(e.description)
+            throw ExitCode.failure
         } catch {
             progress?.clearLine()
             Stderr.print("error: \(error)")
