@@ -17,6 +17,18 @@ BIN="$ROOT/.build/release/fhirbundle"
 PIN=""
 command -v taskset >/dev/null && PIN="taskset -c 0"
 
+patients_only() {  # mapping output: the same mapping with only its patients step and no lookups
+    python3 - "$1" "$2" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+head, steps = text.split("steps:", 1)
+before_lookups, rest = head.split("lookups:", 1)
+maps = "maps:" + rest.split("maps:", 1)[1]
+patients = steps.split("  # Step 2")[0]
+open(sys.argv[2], "w").write(before_lookups + maps + "steps:" + patients)
+PY
+}
+
 measure() {  # label mapping outdir
     local label=$1 mapping=$2 out=$3
     local log="$WORK/$label.time"
@@ -34,27 +46,10 @@ echo "generating $ROWS rows per table in $WORK ..."
 python3 scripts/generate-seed-export.py "$ROWS" "$WORK/csv"
 python3 scripts/generate-seed-export.py "$ROWS" "$WORK/xml" --xml
 ls -la "$WORK/csv" "$WORK/xml" | awk '/\.(csv|xml)$/ {printf "  %s %d MB\n", $9, $5/1000000}'
-# XML streaming alone: the patients step of the XML mapping, without lookups.
-python3 - "$WORK/xml/mapping-xml.yaml" "$WORK/xml/mapping-patients.yaml" <<'PY'
-import sys
-text = open(sys.argv[1]).read()
-head, steps = text.split("steps:", 1)
-before_lookups, rest = head.split("lookups:", 1)
-maps = "maps:" + rest.split("maps:", 1)[1]
-patients = steps.split("  # Step 2")[0]
-open(sys.argv[2], "w").write(before_lookups + maps + "steps:" + patients)
-PY
 
-# Streaming alone: patients only, no lookups, 1 resource per row.
-python3 - "$WORK/csv/mapping.yaml" "$WORK/csv/mapping-patients.yaml" <<'PY'
-import sys
-text = open(sys.argv[1]).read()
-head, steps = text.split("steps:", 1)
-before_lookups, rest = head.split("lookups:", 1)
-maps = "maps:" + rest.split("maps:", 1)[1]
-patients = steps.split("  # Step 2")[0]
-open(sys.argv[2], "w").write(before_lookups + maps + "steps:" + patients)
-PY
+# Streaming alone: the patients step only, without lookups, 1 resource per row.
+patients_only "$WORK/csv/mapping.yaml" "$WORK/csv/mapping-patients.yaml"
+patients_only "$WORK/xml/mapping-xml.yaml" "$WORK/xml/mapping-patients.yaml"
 
 echo "release build, one core ($(nproc) available):"
 measure csv-patients-streaming "$WORK/csv/mapping-patients.yaml" "$WORK/out-csv-patients"
