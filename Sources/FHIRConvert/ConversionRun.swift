@@ -26,7 +26,11 @@ struct ConversionRun {
     private var seenIdentifiers = IdentifierIndex()
     private let compact = JSONWriter()
 
-    init(mapping: CompiledMapping, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder, progress: (any ConvertProgress)?) throws {
+    let isCancelled: @Sendable () -> Bool
+
+    init(mapping: CompiledMapping, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder, progress: (any ConvertProgress)?,
+         isCancelled: @escaping @Sendable () -> Bool) throws {
+        self.isCancelled = isCancelled
         self.mapping = mapping
         self.limits = limits
         self.layout = layout
@@ -199,7 +203,7 @@ struct ConversionRun {
             }
             if rows & 0xFFF == 0 {
                 progress?.advanced(rows: rows, bytes: reader.bytesRead)
-                if Converter.cancellation.load(ordering: .relaxed) { throw ConvertError.cancelled }
+                if isCancelled() { throw ConvertError.cancelled }
             }
         }
         readerRejectCounts[task] = readerRejectCount

@@ -4,7 +4,6 @@ import FHIRModel
 import FHIRSources
 import FHIRValidation
 import Foundation
-import Synchronization
 
 /// What to convert and where to.
 public struct ConvertOptions: Sendable {
@@ -78,15 +77,16 @@ public enum ConvertError: Error, CustomStringConvertible {
 
 /// Runs a conversion: mapping → sources → resources → artifact folder, swapped in atomically at the end.
 public final class Converter {
-    /// Set from a signal handler to stop a run cleanly; checked every few thousand rows.
-    public static let cancellation = Atomic<Bool>(false)
-
     private let options: ConvertOptions
     private weak var progress: (any ConvertProgress)?
+    private let isCancelled: @Sendable () -> Bool
 
-    public init(options: ConvertOptions, progress: (any ConvertProgress)? = nil) {
+    /// `isCancelled` is asked every few thousand rows (the command line answers from its Ctrl-C handler); when it
+    /// says yes, the run stops and the previous output stays.
+    public init(options: ConvertOptions, progress: (any ConvertProgress)? = nil, isCancelled: @escaping @Sendable () -> Bool = { false }) {
         self.options = options
         self.progress = progress
+        self.isCancelled = isCancelled
     }
 
     /// Converts, or throws leaving the previous output untouched.
@@ -114,7 +114,7 @@ public final class Converter {
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
         do {
-            var run = try ConversionRun(mapping: mapping, limits: limits, layout: options.bundleLayout, folder: folder, progress: progress)
+            var run = try ConversionRun(mapping: mapping, limits: limits, layout: options.bundleLayout, folder: folder, progress: progress, isCancelled: isCancelled)
             let manifest = try run.execute(toolVersion: options.toolVersion)
             var validation: ValidationReport?
             if options.validate {

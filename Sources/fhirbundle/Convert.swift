@@ -3,6 +3,7 @@ import FHIRArtifacts
 import FHIRConvert
 import FHIRValidation
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -71,7 +72,7 @@ struct Convert: ParsableCommand {
         installInterruptHandler()
         var options = ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides, bundleLayout: pretty ? .pretty : .entryPerLine)
         options.validate = !noValidate
-        let converter = Converter(options: options, progress: progress)
+        let converter = Converter(options: options, progress: progress, isCancelled: { interrupted.load(ordering: .relaxed) })
         let summary: ConvertSummary
         do {
             summary = try converter.run()
@@ -96,8 +97,11 @@ struct Convert: ParsableCommand {
     }
 }
 
+/// Set by Ctrl-C (SIGINT) or SIGTERM.
+private let interrupted = Atomic<Bool>(false)
+
 /// Ctrl-C stops the run at the next checkpoint; the staging folder is removed and the old output stays.
 private func installInterruptHandler() {
-    signal(SIGINT) { _ in Converter.cancellation.store(true, ordering: .relaxed) }
-    signal(SIGTERM) { _ in Converter.cancellation.store(true, ordering: .relaxed) }
+    signal(SIGINT) { _ in interrupted.store(true, ordering: .relaxed) }
+    signal(SIGTERM) { _ in interrupted.store(true, ordering: .relaxed) }
 }

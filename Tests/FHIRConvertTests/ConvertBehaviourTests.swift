@@ -96,9 +96,8 @@ struct ConvertBehaviourTests {
         var rows = "id,name,dob,sex\n"
         for i in 0..<10_000 { rows += "\(i),N\(i),1980-01-02,F\n" }
         write(rows, to: dir + "/people.csv")
-        Converter.cancellation.store(true, ordering: .relaxed)
-        defer { Converter.cancellation.store(false, ordering: .relaxed) }
-        #expect(throws: ConvertError.self) { try convert(dir + "/mapping.yaml", out: dir + "/out") }
+        let converter = Converter(options: ConvertOptions(mappingPath: dir + "/mapping.yaml", outputPath: dir + "/out"), isCancelled: { true })
+        #expect(throws: ConvertError.self) { try converter.run() }
         #expect(folderContents(dir + "/out") == before)
     }
 
