@@ -296,7 +296,7 @@ public final class ArtifactValidator {
         if isTransaction { transactionCounter += 1 }
         let entries = bundle["entry"]?.arrayValue ?? []
         if isTransaction {
-            let conditional = entries.filter { ($0["request"]?["url"]?.stringValue ?? "").contains("?") }.count
+            let conditional = entries.filter { ($0["request"]?["url"]?.stringValue ?? "").utf8.contains(UInt8(ascii: "?")) }.count
             let updates = entries.filter { ["PUT", "PATCH"].contains($0["request"]?["method"]?.stringValue ?? "") }.count
             if entries.count > options.limits.transactionEntries {
                 findings.append(Finding(rule: .transactionEntries, file: file, pointer: pointer + "/entry", message: "the transaction has \(entries.count) entries, more than \(options.limits.transactionEntries)"))
@@ -413,7 +413,7 @@ public final class ArtifactValidator {
                 return checkTarget(reference, targetType, file)
             }
             checkConditional(e, description: "\(system)|\(token)", type: type, step: step, transaction: transaction, file: file, pointer: reference.pointer)
-        } else if value.hasPrefix("#") || value.contains("://") {
+        } else if value.hasPrefix("#") || value.utf8.firstRange(of: "://".utf8) != nil {
             return  // contained, or an absolute URL outside these artifacts
         } else {
             let parts = value.split(separator: "/")
