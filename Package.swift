@@ -79,6 +79,8 @@ let package = Package(
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRValidationTests", dependencies: ["FHIRValidation", "FHIRModel", "FHIRConvert"], swiftSettings: swiftSettings),
+        // Runs the built executable; depends on it so that `swift test` builds it first.
+        .testTarget(name: "EndToEndTests", dependencies: ["fhirbundle"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRConvertTests",
             dependencies: ["FHIRConvert", "FHIRModel", "FHIRSources", "FHIRArtifacts"],

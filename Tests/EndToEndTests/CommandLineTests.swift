@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+
+/// The built `fhirbundle` executable, run as a user would: exit statuses, output streams, help.
+struct CommandLineTests {
+    private static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// The executable beside the test bundle (.build/debug or .build/release).
+    private static let executable: String = {
+        var dir = Bundle.main.bundleURL
+        if dir.pathExtension == "xctest" { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent("fhirbundle").path
+    }()
+
+    private func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.executable)
+        p.arguments = arguments
+        p.currentDirectoryURL = URL(fileURLWithPath: Self.root)
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func convertAndValidateTheExampleExitZero() throws {
+        let out = NSTemporaryDirectory() + "cli-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let convert = try run(["convert", "fixtures/medplum-example/mapping.yaml", "--out", out])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(convert.stderr.contains("9 resources in 3 bundles from 7 rows, 0 rejected"))
+        #expect(convert.stderr.contains("Validated: 0 errors"))
+        let validate = try run(["validate", out])
+        #expect(validate.status == 0)
+        #expect(validate.stdout.contains("0 errors, 0 warnings in 9 resources"))
+        let json = try run(["validate", out, "--format", "json"])
+        #expect(json.stdout.contains("\"errors\": 0"))
+    }
+
+    @Test func mappingErrorsPrintCompilerStyleAndExitOne() throws {
+        let dir = NSTemporaryDirectory() + "cli-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "id\n1\n".write(toFile: dir + "/a.csv", atomically: true, encoding: .utf8)
+        try """
+            sources: { a: { file: a.csv } }
+            steps:
+              - name: a
+                source: a
+                bundle: batch
+                resource: { resourceType: Patient, identifier: [{ system: "http://x", value: "{{ idd }}" }] }
+            """.write(toFile: dir + "/m.yaml", atomically: true, encoding: .utf8)
+        let r = try run(["convert", dir + "/m.yaml", "--out", dir + "/out"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("m.yaml:6:"))
+        #expect(r.stderr.contains(": error: unknown name 'idd'"))
+    }
+
+    @Test func validateExitsOneOnErrorsAndTwoWhenItCannotRun() throws {
+        let bad = try run(["validate", "fixtures/validation/required-binding"])
+        #expect(bad.status == 1)
+        #expect(bad.stdout.contains("error: required-binding (1)"))
+        #expect(bad.stdout.contains("hint:"))
+        let missing = try run(["validate", "/nonexistent/folder"])
+        #expect(missing.status == 2)
+        let usage = try run(["validate", "out", "--format", "yaml"])
+        #expect(usage.status == 64)
+    }
+
+    @Test func helpExplainsTheCommands() throws {
+        let help = try run(["--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("convert"))
+        #expect(help.stdout.contains("validate"))
+        #expect(try run(["convert", "--help"]).stdout.contains("--out"))
+    }
+}
