@@ -85,9 +85,7 @@ public final class ArtifactValidator {
         for (s, files) in steps.enumerated() {
             for file in files {
                 guard let bundle = parseJSON(file) else { continue }
-                var checkCounter = transactionCounter
-                indexBundle(bundle, step: Int32(s), transactionCounter: &transactionCounter)
-                checkBundle(bundle, file: file, step: Int32(s), transactionCounter: &checkCounter)
+                checkBundle(bundle, file: file, step: Int32(s), transactionCounter: &transactionCounter)
             }
         }
         resolvePending()
@@ -183,36 +181,43 @@ public final class ArtifactValidator {
 
     // MARK: Pass 1
 
-    private func identifierKeys(_ resource: JSONValue, type: String) -> [(UInt128, String)] {
+    /// Hashes of `Type|system|value` for the identifiers of a resource, built in one reused buffer (no String per
+    /// key: every resource passes through here twice).
+    private func identifierHashes(_ resource: JSONValue, type: String) -> [UInt128] {
         guard let identifiers = resource["identifier"]?.arrayValue else { return [] }
-        var out: [(UInt128, String)] = []
+        var out: [UInt128] = []
+        out.reserveCapacity(identifiers.count)
         for identifier in identifiers {
             guard let system = identifier["system"]?.stringValue, let value = identifier["value"]?.stringValue else { continue }
-            let key = type + "|" + system + "|" + value
-            out.append((hash128(key), key))
+            let hash = identifierHash(type: type, system: system, value: value)
+            if !out.contains(hash) { out.append(hash) }
         }
         return out
     }
 
-    private func indexBundle(_ bundle: JSONValue, step: Int32, transactionCounter: inout Int32) {
-        let isTransaction = bundle["type"]?.stringValue == "transaction"
-        let transaction: Int32 = isTransaction ? transactionCounter : -1
-        if isTransaction { transactionCounter += 1 }
-        for entry in bundle["entry"]?.arrayValue ?? [] {
-            guard let resource = entry["resource"] else { continue }
-            guard let type = resource["resourceType"]?.stringValue else { continue }
-            if type == "Bundle", resource["type"]?.stringValue == "transaction" {
-                indexBundle(resource, step: step, transactionCounter: &transactionCounter)
-                continue
-            }
-            if let id = resource["id"]?.stringValue { literalIDs.insert(type + "/" + id) }
-            for (hash, _) in identifierKeys(resource, type: type) {
-                var e = index[hash] ?? IndexEntry()
-                e.count += 1
-                if e.step < 0 || step < e.step { e.step = step; e.transaction = transaction }
-                index[hash] = e
-            }
+    private var keyBuffer: [UInt8] = []
+
+    private func identifierHash(type: String, system: String, value: String) -> UInt128 {
+        keyBuffer.removeAll(keepingCapacity: true)
+        keyBuffer.append(contentsOf: type.utf8)
+        keyBuffer.append(UInt8(ascii: "|"))
+        keyBuffer.append(contentsOf: system.utf8)
+        keyBuffer.append(UInt8(ascii: "|"))
+        keyBuffer.append(contentsOf: value.utf8)
+        return keyBuffer.withUnsafeBufferPointer { FastHash.hash128($0) }
+    }
+
+    /// Records the identifiers of a resource written by `step` (in `transaction`, or -1).
+    private func index(_ resource: JSONValue, type: String, step: Int32, transaction: Int32) -> [UInt128] {
+        if let id = resource["id"]?.stringValue { literalIDs.insert(type + "/" + id) }
+        let hashes = identifierHashes(resource, type: type)
+        for hash in hashes {
+            var e = index[hash] ?? IndexEntry()
+            e.count += 1
+            if e.step < 0 || step < e.step { e.step = step; e.transaction = transaction }
+            index[hash] = e
         }
+        return hashes
     }
 
     private func scanNDJSON(_ file: String, checkStructure: Bool) {
@@ -235,8 +240,7 @@ public final class ArtifactValidator {
                 return
             }
             counts[type, default: 0] += 1
-            var seen = Set<String>()
-            for (hash, key) in identifierKeys(resource, type: type) where seen.insert(key).inserted {
+            for hash in identifierHashes(resource, type: type) {
                 var e = index[hash] ?? IndexEntry()
                 e.ndjsonCount += 1
                 if checkStructure {
@@ -313,7 +317,12 @@ public final class ArtifactValidator {
         }
         // fullUrls of this bundle: unique (bdl-7), and the targets of urn:uuid references inside a transaction.
         var fullUrls: [String: String] = [:]
+        var entryHashes: [[UInt128]] = Array(repeating: [], count: entries.count)
         for (i, entry) in entries.enumerated() {
+            // Index first, so that references within this bundle resolve whatever the entry order.
+            if let resource = entry["resource"], let type = resource["resourceType"]?.stringValue, type != "Bundle" {
+                entryHashes[i] = index(resource, type: type, step: step, transaction: transaction)
+            }
             guard let fullUrl = entry["fullUrl"]?.stringValue else { continue }
             let p = pointer + "/entry/\(i)/fullUrl"
             if fullUrls[fullUrl] != nil {
@@ -369,9 +378,9 @@ public final class ArtifactValidator {
             findings.append(contentsOf: checker.found)
             checker.found.removeAll(keepingCapacity: true)
             checkIdentifiersHaveSystems(resource, file: file, line: nil, pointer: p + "/resource")
-            for (hash, key) in identifierKeys(resource, type: resourceType) where (index[hash]?.count ?? 0) > 1 {
+            for hash in entryHashes[i] where (index[hash]?.count ?? 0) > 1 {
                 findings.append(Finding(rule: .identifierDuplicate, file: file, pointer: p + "/resource/identifier",
-                                        message: "\(index[hash]!.count) resources share identifier \(key)"))
+                                        message: "another \(resourceType) in the artifacts has the same identifier (system|value)"))
             }
             for reference in references {
                 checkReference(reference, file: file, step: step, transaction: transaction, isTransaction: isTransaction, fullUrls: fullUrls)
@@ -398,14 +407,15 @@ public final class ArtifactValidator {
                 return
             }
             targetType = type
-        } else if let q = value.firstIndex(of: "?"), !value[..<q].contains("/") {
+        } else if let q = value.utf8.firstIndex(of: UInt8(ascii: "?")), !value.utf8[..<q].contains(UInt8(ascii: "/")) {
             let type = String(value[..<q])
             targetType = type
             let query = String(value[value.index(after: q)...])
             guard query.hasPrefix("identifier="), let (system, token) = parseToken(String(query.dropFirst("identifier=".count))) else { return }
-            let key = type + "|" + system + "|" + token
-            if options.knownIdentifiers.contains(key) { return checkTarget(reference, targetType, file) }
-            let hash = hash128(key)
+            if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(type + "|" + system + "|" + token) {
+                return checkTarget(reference, targetType, file)
+            }
+            let hash = identifierHash(type: type, system: system, value: token)
             guard let e = index[hash], e.count > 0 else {
                 // Perhaps written by a later bundle: decided once every bundle is indexed.
                 pending.append(PendingReference(hash: hash, description: "\(system)|\(token)", type: type, step: step, transaction: transaction,
