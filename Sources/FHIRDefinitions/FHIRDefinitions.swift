@@ -19,7 +19,7 @@ public struct FHIRDefinitions: Sendable {
         var bindings: [Binding] = []
         var current: (name: String, kind: TypeDefinition.Kind, elements: [ElementDefinition])?
         func close() {
-            if let c = current { types[c.name] = TypeDefinition(name: c.name, kind: c.kind, elements: c.elements) }
+            if let c = current { types[c.name] = TypeDefinition(name: c.name, kind: c.kind, elements: c.elements, primitives: primitives) }
         }
         for line in table.split(separator: "\n", omittingEmptySubsequences: true) {
             let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
@@ -74,28 +74,37 @@ public struct TypeDefinition: Sendable {
     public let name: String
     public let kind: Kind
     public let elements: [ElementDefinition]
-    /// JSON key → (element index, concrete type), including every choice form (`valueQuantity`) and `_x` keys.
-    private let keys: [String: (index: Int, type: String)]
+    /// JSON key → (element index, concrete type, its primitive definition), including every choice form
+    /// (`valueQuantity`) and `_x` keys.
+    private let keys: [String: (index: Int, type: String, primitive: PrimitiveDefinition?)]
 
-    init(name: String, kind: Kind, elements: [ElementDefinition]) {
+    init(name: String, kind: Kind, elements: [ElementDefinition], primitives: [String: PrimitiveDefinition]) {
         self.name = name
         self.kind = kind
         self.elements = elements
-        var keys: [String: (Int, String)] = [:]
+        var keys: [String: (Int, String, PrimitiveDefinition?)] = [:]
         for (i, e) in elements.enumerated() {
             if e.isChoice {
                 let stem = String(e.name.dropLast(3))
                 for t in e.types {
                     let key = stem + t.prefix(1).uppercased() + t.dropFirst()
-                    keys[key] = (i, t)
-                    keys["_" + key] = (i, "Element")
+                    keys[key] = (i, t, primitives[t])
+                    keys["_" + key] = (i, "Element", nil)
                 }
             } else {
-                keys[e.name] = (i, e.types.first ?? "Element")
-                keys["_" + e.name] = (i, "Element")
+                let t = e.types.first ?? "Element"
+                keys[e.name] = (i, t, primitives[t])
+                keys["_" + e.name] = (i, "Element", nil)
             }
         }
         self.keys = keys
+    }
+
+    /// Like `element(forJSONKey:)`, with the primitive definition when the concrete type is a primitive, in one
+    /// lookup (the validator's hot path).
+    public func resolve(jsonKey key: String) -> (element: ElementDefinition, typeName: String, primitive: PrimitiveDefinition?)? {
+        guard let k = keys[key] else { return nil }
+        return (elements[k.index], k.type, k.primitive)
     }
 
     /// The element a JSON property name belongs to, and the concrete type that name implies (`valueQuantity` →

@@ -92,7 +92,7 @@ final class ResourceChecker {
             if isResource && key == "resourceType" { continue }
             context.steps.append(.key(key))
             defer { context.steps.removeLast() }
-            guard let (element, typeName) = type.element(forJSONKey: key) else {
+            guard let (element, typeName, primitive) = type.resolve(jsonKey: key) else {
                 context.add(.unknownElement, "'\(key)' is not an element of \(type.name)")
                 continue
             }
@@ -111,7 +111,7 @@ final class ResourceChecker {
                 }
                 for (i, item) in items.enumerated() {
                     context.steps.append(.index(i))
-                    checkValue(item, element: element, typeName: typeName, context: &context)
+                    checkValue(item, element: element, typeName: typeName, primitive: primitive, context: &context)
                     context.steps.removeLast()
                 }
             } else {
@@ -119,7 +119,7 @@ final class ResourceChecker {
                     context.add(.cardinality, "\(context.path) takes one value, not an array")
                     continue
                 }
-                checkValue(member.value, element: element, typeName: typeName, context: &context)
+                checkValue(member.value, element: element, typeName: typeName, primitive: primitive, context: &context)
             }
         }
         for element in required(type) {
@@ -134,12 +134,12 @@ final class ResourceChecker {
         }
     }
 
-    private func checkValue(_ value: JSONValue, element: ElementDefinition, typeName: String, context: inout Walk) {
+    private func checkValue(_ value: JSONValue, element: ElementDefinition, typeName: String, primitive: PrimitiveDefinition?, context: inout Walk) {
         if case .null = value {
             context.add(.emptyValue, "\(context.path) is null")
             return
         }
-        if let primitive = definitions.primitive(named: typeName) {
+        if let primitive {
             checkPrimitive(value, primitive: primitive, binding: element.requiredBinding, context: &context)
             return
         }
