@@ -20,55 +20,55 @@ public struct JSONParser {
     /// Parses one JSON value that fills `bytes` (surrounding whitespace allowed).
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONSyntaxError) -> JSONValue {
         let array = Array(bytes)
-        return try array.withUnsafeBufferPointer { (buffer) throws(JSONSyntaxError) -> JSONValue in
-            var parser = JSONParser(bytes: buffer)
-            parser.skipWhitespace()
-            let value = try parser.parseValue()
-            parser.skipWhitespace()
-            if parser.pos < buffer.count { throw parser.error("unexpected text after the JSON value") }
-            return value
-        }
+        return try array.withUnsafeBufferPointer { (buffer) throws(JSONSyntaxError) -> JSONValue in try parse(buffer) }
+    }
+
+    /// Parses one JSON value that fills `buffer`, without copying it.
+    public static func parse(_ buffer: UnsafeBufferPointer<UInt8>) throws(JSONSyntaxError) -> JSONValue {
+        var parser = JSONParser(bytes: buffer)
+        parser.skipWhitespace()
+        let value = try parser.parseValue()
+        parser.skipWhitespace()
+        if parser.pos < buffer.count { throw parser.error("unexpected text after the JSON value") }
+        return value
     }
 
     /// Parses a JSON object but builds only the top-level members named in `keep`; the others are checked for syntax
     /// and skipped without building values. For scans that need a few members of large documents (the resource type
     /// and identifiers of NDJSON lines).
-    public static func parseMembers(_ bytes: some Collection<UInt8>, keep: Set<String>) throws(JSONSyntaxError) -> JSONValue {
-        let array = Array(bytes)
-        return try array.withUnsafeBufferPointer { (buffer) throws(JSONSyntaxError) -> JSONValue in
-            var parser = JSONParser(bytes: buffer)
-            parser.skipWhitespace()
-            guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: "{") else { throw parser.error("expected a JSON object") }
+    public static func parseMembers(_ buffer: UnsafeBufferPointer<UInt8>, keep: Set<String>) throws(JSONSyntaxError) -> JSONValue {
+        var parser = JSONParser(bytes: buffer)
+        parser.skipWhitespace()
+        guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: "{") else { throw parser.error("expected a JSON object") }
+        parser.pos += 1
+        var members: [JSONMember] = []
+        parser.skipWhitespace()
+        if parser.pos < buffer.count && buffer[parser.pos] == UInt8(ascii: "}") {
             parser.pos += 1
-            var members: [JSONMember] = []
-            parser.skipWhitespace()
-            if parser.pos < buffer.count && buffer[parser.pos] == UInt8(ascii: "}") {
+        } else {
+            while true {
+                parser.skipWhitespace()
+                guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: "\"") else { throw parser.error("expected a member name in double quotes") }
+                let key = try parser.parseString()
+                parser.skipWhitespace()
+                guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: ":") else { throw parser.error("expected ':' after the member name") }
                 parser.pos += 1
-            } else {
-                while true {
-                    parser.skipWhitespace()
-                    guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: "\"") else { throw parser.error("expected a member name in double quotes") }
-                    let key = try parser.parseString()
-                    parser.skipWhitespace()
-                    guard parser.pos < buffer.count, buffer[parser.pos] == UInt8(ascii: ":") else { throw parser.error("expected ':' after the member name") }
-                    parser.pos += 1
-                    parser.skipWhitespace()
-                    if keep.contains(key) {
-                        members.append(JSONMember(key, try parser.parseValue()))
-                    } else {
-                        try parser.skipValue()
-                    }
-                    parser.skipWhitespace()
-                    guard parser.pos < buffer.count else { throw parser.error("unexpected end of input inside an object") }
-                    if buffer[parser.pos] == UInt8(ascii: ",") { parser.pos += 1; continue }
-                    if buffer[parser.pos] == UInt8(ascii: "}") { parser.pos += 1; break }
-                    throw parser.error("expected ',' or '}' in an object")
+                parser.skipWhitespace()
+                if keep.contains(key) {
+                    members.append(JSONMember(key, try parser.parseValue()))
+                } else {
+                    try parser.skipValue()
                 }
+                parser.skipWhitespace()
+                guard parser.pos < buffer.count else { throw parser.error("unexpected end of input inside an object") }
+                if buffer[parser.pos] == UInt8(ascii: ",") { parser.pos += 1; continue }
+                if buffer[parser.pos] == UInt8(ascii: "}") { parser.pos += 1; break }
+                throw parser.error("expected ',' or '}' in an object")
             }
-            parser.skipWhitespace()
-            if parser.pos < buffer.count { throw parser.error("unexpected text after the JSON value") }
-            return .object(members)
         }
+        parser.skipWhitespace()
+        if parser.pos < buffer.count { throw parser.error("unexpected text after the JSON value") }
+        return .object(members)
     }
 
     /// Checks the syntax of one value and moves past it without building it.

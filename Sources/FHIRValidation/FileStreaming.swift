@@ -27,32 +27,43 @@ enum FileStreaming {
         return (Hex.encode(hasher.finalize()), size)
     }
 
-    /// Calls `body` with each line (1-based number, bytes without the line break); false if the file cannot be read.
+    /// Calls `body` with each line (1-based number, bytes without the line break, valid only during the call);
+    /// false if the file cannot be read.
     @discardableResult
-    static func forEachLine(_ path: String, _ body: (Int, ArraySlice<UInt8>) -> Void) -> Bool {
+    static func forEachLine(_ path: String, _ body: (Int, UnsafeBufferPointer<UInt8>) -> Void) -> Bool {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        var buffer: [UInt8] = []
-        var chunkBuffer = [UInt8](repeating: 0, count: chunk)
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        var filled = 0
         var line = 0
         while true {
-            let n = chunkBuffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if filled == buffer.count { buffer.append(contentsOf: repeatElement(0, count: buffer.count)) }  // a very long line
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
             if n < 0 { if errno == EINTR { continue } else { return false } }
-            if n == 0 { break }
-            buffer.append(contentsOf: chunkBuffer[0..<n])
-            var start = 0
-            while let newline = buffer[start...].firstIndex(of: 0x0A) {
-                line += 1
-                body(line, buffer[start..<newline])
-                start = newline + 1
+            let atEnd = n == 0
+            filled += n
+            let consumed = buffer.withUnsafeBufferPointer { p -> Int in
+                var start = 0
+                while start < filled {
+                    guard let hit = memchr(p.baseAddress! + start, 0x0A, filled - start) else { break }
+                    let end = p.baseAddress!.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+                    line += 1
+                    body(line, UnsafeBufferPointer(rebasing: p[start..<end]))
+                    start = end + 1
+                }
+                if atEnd && start < filled {
+                    line += 1
+                    body(line, UnsafeBufferPointer(rebasing: p[start..<filled]))
+                    start = filled
+                }
+                return start
             }
-            buffer.removeFirst(start)
+            if consumed > 0 {
+                buffer.withUnsafeMutableBytes { p in _ = memmove(p.baseAddress!, p.baseAddress! + consumed, filled - consumed) }
+                filled -= consumed
+            }
+            if atEnd { return true }
         }
-        if !buffer.isEmpty {
-            line += 1
-            body(line, buffer[...])
-        }
-        return true
     }
 }
