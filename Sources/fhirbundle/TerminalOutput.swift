@@ -39,7 +39,8 @@ final class TerminalProgress: ConvertProgress {
     func finished(task: String, rows: Int, rejects: Int) {
         guard enabled else { return }
         let seconds = max(Date().timeIntervalSince(started), 0.001)
-        draw("\(task): \(rows) rows in \(String(format: "%.2f", seconds)) s (\(Int(Double(rows) / seconds)) rows/s)")
+        let unit = task == "validate" ? "resources" : "rows"
+        draw("\(task): \(rows) \(unit) in \(String(format: "%.2f", seconds)) s (\(Int(Double(rows) / seconds)) \(unit)/s)")
         FileHandle.standardError.write(Data("\n".utf8))
     }
 
