@@ -81,7 +81,7 @@ public final class ArtifactFolder {
             defer { close(dir) }
             if file_ops_sync_filesystem(dir) != 0 { throw .posix(staging, "syncing the artifacts to disk") }
         }
-        if fm.fileExists(atPath: target + "/.gitkeep") { fm.createFile(atPath: staging + "/.gitkeep", contents: Data()) }
+        if fm.fileExists(atPath: target + "/.gitkeep") { _ = fm.createFile(atPath: staging + "/.gitkeep", contents: Data()) }
         if fm.fileExists(atPath: target) {
             if file_ops_exchange(staging, target) != 0 {
                 // Filesystems without RENAME_EXCHANGE: move the old folder aside, then move the new one in.

@@ -93,7 +93,7 @@ struct ConversionRun {
                                        reason: "duplicate key in column '\(run.mapping.sources[sourceIndex].fieldNames[lookup.keyColumn])' for lookup '\(lookup.name)'; the first row with this key is used")
                     }
                 }
-                return true
+                return
             }
         }
         return tables
@@ -133,14 +133,14 @@ struct ConversionRun {
                 if resources.isEmpty {
                     try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
                                    reason: "filtered: the $if of every resource of this step is false")
-                    return true
+                    return
                 }
                 let hashes = resources.map { identifierHash($0) }
                 for (i, h) in hashes.enumerated() {
                     if let first = run.seenIdentifiers.line(of: h) {
                         try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources[i].identifierValue,
                                        reason: "duplicate identifier: line \(first) already produced \(resources[i].resourceType) with this identifier; a conditional update would overwrite it")
-                        return true
+                        return
                     }
                 }
                 do {
@@ -150,7 +150,7 @@ struct ConversionRun {
                 } catch let tooLarge as GroupTooLarge {
                     try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources.first?.identifierValue,
                                    reason: tooLarge.message + "; raise the limit or split the group")
-                    return true
+                    return
                 }
                 for h in hashes { run.seenIdentifiers.insert(h, line: record.line) }
                 for resource in resources {
@@ -158,7 +158,7 @@ struct ConversionRun {
                     perMember[resource.member] += 1
                 }
             }
-            return true
+            return
         }
         try assembler.finish()
         rejected = rejectCount - before
@@ -177,7 +177,7 @@ struct ConversionRun {
 
     /// Streams a source, handing records to `handle` and filing the reader's own rejects; records source statistics.
     private mutating func read(sourceIndex: Int, task: String, reportReaderRejects: Bool,
-                               _ handle: (SourceRecord, inout ConversionRun) throws -> Bool) throws {
+                               _ handle: (SourceRecord, inout ConversionRun) throws -> Void) throws {
         let source = mapping.sources[sourceIndex]
         let reader: any RecordReader
         do {
@@ -196,7 +196,7 @@ struct ConversionRun {
             rows += 1
             switch next {
             case .record(let record):
-                _ = try handle(record, &self)
+                try handle(record, &self)
             case .reject(let line, let reason):
                 readerRejectCount += 1
                 if reportReaderRejects { try reject(sourceIndex: sourceIndex, line: line, task: task, key: nil, reason: reason) }

@@ -64,7 +64,6 @@ public final class ArtifactValidator {
             throw ValidationFailure(message: "\(folder): no such folder")
         }
         var ndjsonFiles: [String] = []
-        var bundleFiles: [String] = []
         let all = listFiles()
         for path in all where path.hasSuffix(".ndjson") && path != "rejects.ndjson" { ndjsonFiles.append(path) }
         var steps: [[String]] = []
@@ -75,7 +74,7 @@ public final class ArtifactValidator {
                 steps = []
             }
         } else {
-            bundleFiles = all.filter { $0.hasSuffix(".json") }
+            let bundleFiles = all.filter { $0.hasSuffix(".json") }
             let grouped = Dictionary(grouping: bundleFiles, by: { ($0 as NSString).deletingLastPathComponent })
             steps = grouped.keys.sorted().map { grouped[$0]!.sorted() }
         }
@@ -160,13 +159,11 @@ public final class ArtifactValidator {
         for file in files where file != "manifest.json" && !listed.contains(file) && !isJournal(file) {
             findings.append(Finding(rule: .manifestMissingFile, file: file, message: "the file is not listed in manifest.json"))
         }
-        let bundled = Set(manifest.steps.flatMap(\.bundles))
         for (s, step) in manifest.steps.enumerated() {
             for (b, bundle) in step.bundles.enumerated() where !listed.contains(bundle) {
                 findings.append(Finding(rule: .manifestMissingFile, file: "manifest.json", pointer: "/steps/\(s)/bundles/\(b)", message: "\(bundle) is not among the artifacts"))
             }
         }
-        _ = bundled
         expectedCounts = manifest.resourceCounts
         // Size the identifier index once: about one identifier per resource, at most 3/4 full.
         let expected = manifest.resourceCounts.values.reduce(0, +)
