@@ -60,6 +60,12 @@ let package = Package(
             dependencies: ["FHIRModel", "FHIRDefinitions", "FHIRArtifacts", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
+        // The uploader's engine (plan, journal, retries, outcomes). Never depends on the source readers or libxml2.
+        .target(
+            name: "FHIRUpload",
+            dependencies: ["FHIRModel", "FHIRArtifacts", "FHIRValidation"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "FHIRConvert",
             dependencies: ["FHIRSources", "FHIRMapping", "FHIRArtifacts", "FHIRModel", "FHIRValidation"],
@@ -78,6 +84,7 @@ let package = Package(
         .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRUploadTests", dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRValidation"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRValidationTests", dependencies: ["FHIRValidation", "FHIRModel", "FHIRConvert"], swiftSettings: swiftSettings),
         // Runs the built executable; depends on it so that `swift test` builds it first.
         .testTarget(name: "EndToEndTests", dependencies: ["fhirbundle"], swiftSettings: swiftSettings),

@@ -65,7 +65,7 @@ public final class ArtifactValidator {
         }
         var ndjsonFiles: [String] = []
         let all = listFiles()
-        for path in all where path.hasSuffix(".ndjson") && path != "rejects.ndjson" { ndjsonFiles.append(path) }
+        for path in all where path.hasSuffix(".ndjson") && path != "rejects.ndjson" && !isJournal(path) { ndjsonFiles.append(path) }
         var steps: [[String]] = []
         if all.contains("manifest.json") {
             if let manifest = readManifest(files: all) {

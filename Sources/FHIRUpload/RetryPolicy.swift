@@ -1,0 +1,89 @@
+/// When and how long to wait before resending a request.
+///
+/// Connection errors, timeouts, 408, 429 and 5xx are retried with exponential backoff and full jitter; a server's
+/// `Retry-After` wins, and so does the reset time of Medplum's `RateLimit` header (draft-ietf-httpapi-ratelimit-
+/// headers: `"requests";r=0;t=60`), since Medplum sends no `Retry-After` on 429.
+public struct RetryPolicy: Sendable {
+    public var maxAttempts: Int
+    /// First backoff, in seconds; doubles each attempt up to `maxDelay`.
+    public var baseDelay: Double
+    public var maxDelay: Double
+
+    public init(maxAttempts: Int = 8, baseDelay: Double = 0.5, maxDelay: Double = 60) {
+        self.maxAttempts = maxAttempts
+        self.baseDelay = baseDelay
+        self.maxDelay = maxDelay
+    }
+
+    /// Whether an HTTP status is worth retrying (the request may succeed later unchanged).
+    public static func isRetryable(status: Int) -> Bool {
+        status == 408 || status == 429 || (500...599).contains(status)
+    }
+
+    /// Seconds to wait before attempt `attempt + 1` (attempt counts from 1), or nil when attempts are exhausted.
+    /// `random` gives a value in 0..<1 (injected so tests are deterministic).
+    public func delay(afterAttempt attempt: Int, headers: [(name: String, value: String)] = [],
+                      random: () -> Double = { Double.random(in: 0..<1) }) -> Double? {
+        guard attempt < maxAttempts else { return nil }
+        if let serverDelay = RetryPolicy.serverDelay(headers) { return min(serverDelay, maxDelay * 10) }
+        let exponential = min(maxDelay, baseDelay * Double(1 << min(attempt - 1, 30)))
+        return exponential * random()  // full jitter: spreads concurrent workers apart
+    }
+
+    /// The wait a response asks for: `Retry-After` (seconds), else the largest reset among exhausted `RateLimit`
+    /// policies.
+    public static func serverDelay(_ headers: [(name: String, value: String)]) -> Double? {
+        for (name, value) in headers where name.lowercased() == "retry-after" {
+            if let seconds = Double(value.trimmingSpaces), seconds >= 0 { return seconds }
+        }
+        var wait: Double?
+        for (name, value) in headers where name.lowercased() == "ratelimit" {
+            for policy in RateLimitPolicy.parse(value) where policy.remaining <= 0 {
+                wait = max(wait ?? 0, Double(policy.secondsUntilReset))
+            }
+        }
+        return wait
+    }
+}
+
+/// One policy of a `RateLimit` header: `"requests";r=0;t=60`.
+public struct RateLimitPolicy: Sendable, Equatable {
+    public var name: String
+    public var remaining: Int
+    public var secondsUntilReset: Int
+
+    public init(name: String, remaining: Int, secondsUntilReset: Int) {
+        self.name = name
+        self.remaining = remaining
+        self.secondsUntilReset = secondsUntilReset
+    }
+
+    /// Parses a `RateLimit` field value (a list of policies); malformed items are skipped.
+    public static func parse(_ value: String) -> [RateLimitPolicy] {
+        var out: [RateLimitPolicy] = []
+        for item in value.split(separator: ",") {
+            let parts = item.split(separator: ";").map { String($0).trimmingSpaces }
+            guard let first = parts.first, !first.isEmpty else { continue }
+            let name = first.hasPrefix("\"") && first.hasSuffix("\"") && first.count >= 2 ? String(first.dropFirst().dropLast()) : first
+            var remaining: Int?
+            var reset = 0
+            for p in parts.dropFirst() {
+                let kv = p.split(separator: "=", maxSplits: 1).map(String.init)
+                guard kv.count == 2, let n = Int(kv[1]) else { continue }
+                if kv[0] == "r" { remaining = n }
+                if kv[0] == "t" { reset = n }
+            }
+            if let remaining { out.append(RateLimitPolicy(name: name, remaining: remaining, secondsUntilReset: reset)) }
+        }
+        return out
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first == " " || s.first == "\t" { s.removeFirst() }
+        while s.last == " " || s.last == "\t" { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,112 @@
+import FHIRModel
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The uploader's memory across runs: an append-only, fsync'd NDJSON file in the artifact folder
+/// (`upload/journal.ndjson`) recording each request's entry outcomes.
+///
+/// A rerun skips entries that succeeded, so killing the uploader at any moment loses at most the requests in
+/// flight, and those are safe to resend: every write is a conditional update. A torn last line (a kill during a
+/// write) is ignored. Credentials and resource contents are never written here.
+public final class UploadJournal {
+    public static let relativePath = "upload/journal.ndjson"
+
+    public let path: String
+    private var fd: Int32
+    /// Request id → indexes of entries that succeeded.
+    private var succeeded: [String: Set<Int>] = [:]
+    /// Request id → entries that failed permanently, with their outcome.
+    private var failed: [String: [Int: EntryOutcome]] = [:]
+
+    /// Opens (or creates) the journal of the artifact folder `folder` and reads what earlier runs recorded.
+    public init(folder: String) throws {
+        let dir = folder + "/upload"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        path = folder + "/" + UploadJournal.relativePath
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        if fd < 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
+        if let data = FileManager.default.contents(atPath: path) {
+            for line in data.split(separator: 0x0A) {
+                guard let record = try? JSONParser.parse(Array(line)) else { continue }  // a torn last line
+                apply(record)
+            }
+            // End a torn last line, so the next record starts on a line of its own.
+            if let last = data.last, last != 0x0A {
+                var newline: UInt8 = 0x0A
+                _ = write(fd, &newline, 1)
+            }
+        }
+    }
+
+    deinit {
+        close(fd)
+    }
+
+    /// Forgets every earlier run (`--restart`): safe, because a replay of conditional updates changes nothing.
+    public func restart() throws {
+        if ftruncate(fd, 0) != 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
+        succeeded = [:]
+        failed = [:]
+    }
+
+    /// Indexes of the entries of `request` that an earlier run already wrote.
+    public func succeededEntries(of request: String) -> Set<Int> {
+        succeeded[request] ?? []
+    }
+
+    /// Entries of `request` that failed permanently in the last run that tried them.
+    public func failedEntries(of request: String) -> [Int: EntryOutcome] {
+        failed[request] ?? [:]
+    }
+
+    /// Appends the outcomes of one attempt at `request` and syncs them to disk before returning.
+    public func record(request: String, outcomes: [(index: Int, outcome: EntryOutcome)]) throws {
+        let record = JSONValue.object([
+            JSONMember("request", .string(request)),
+            JSONMember("entries", .array(outcomes.map { item in
+                var m = [JSONMember("index", .number(String(item.index))), JSONMember("status", .number(String(item.outcome.status)))]
+                if let location = item.outcome.location { m.append(JSONMember("location", .string(location))) }
+                if !item.outcome.issues.isEmpty { m.append(JSONMember("issues", .array(item.outcome.issues.map { .string($0) }))) }
+                return .object(m)
+            })),
+        ])
+        var bytes = JSONWriter().bytes(record)
+        bytes.append(0x0A)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        guard written == bytes.count, fsync(fd) == 0 else {
+            throw UploadError.journal(path: path, message: String(cString: strerror(errno)))
+        }
+        apply(record)
+    }
+
+    private func apply(_ record: JSONValue) {
+        guard let request = record["request"]?.stringValue else { return }
+        for entry in record["entries"]?.arrayValue ?? [] {
+            guard case .number(let i)? = entry["index"], let index = Int(i), case .number(let s)? = entry["status"], let status = Int(s) else { continue }
+            let outcome = EntryOutcome(status: status, location: entry["location"]?.stringValue,
+                                       issues: entry["issues"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+            if outcome.succeeded {
+                succeeded[request, default: []].insert(index)
+                failed[request]?[index] = nil
+            } else if !outcome.isRetryable {
+                failed[request, default: [:]][index] = outcome
+            }
+        }
+    }
+}
+
+/// Why an upload cannot go on.
+public enum UploadError: Error, CustomStringConvertible {
+    case journal(path: String, message: String)
+    case plan(file: String, message: String)
+
+    public var description: String {
+        switch self {
+        case .journal(let path, let message): return "\(path): the journal cannot be written: \(message)"
+        case .plan(let file, let message): return "\(file): \(message)"
+        }
+    }
+}
