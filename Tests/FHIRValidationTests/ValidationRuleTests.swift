@@ -47,6 +47,13 @@ struct ValidationRuleTests {
         #expect(covered.isDisjoint(with: untested))
     }
 
+    @Test func foreignSyntheaStyleTransactionHasNoErrorButIsNotReplaySafe() throws {
+        let report = try ArtifactValidator(folder: root + "/fixtures/foreign/synthea-style").run()
+        #expect(report.errors == 0, "\(report.findings)")
+        #expect(report.resources == 3)
+        #expect(report.findings.map(\.rule) == ["not-idempotent", "not-idempotent", "not-idempotent"])
+    }
+
     @Test func findingsPointAtTheJSONLocation() throws {
         let report = try ArtifactValidator(folder: root + "/fixtures/validation/primitive-format").run()
         let f = try #require(report.findings.first { $0.rule == "primitive-format" })
