@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fhirbundle", targets: ["fhirbundle"]),
+        .executable(name: "fhirupload", targets: ["fhirupload"]),
         .library(name: "FHIRConvert", targets: ["FHIRConvert"]),
     ],
     dependencies: [
@@ -20,6 +21,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         // SHA-256 for the manifest checksums and SHA-1 for name-based UUIDs (RFC 9562 v5).
         .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+        // HTTP for the uploader only (its first build takes minutes; nothing else links it).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        // ByteBuffer, for reading AsyncHTTPClient's response bodies.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
     ],
     targets: [
         // MARK: C glue for libxml2 (only FHIRSources sees it)
@@ -63,7 +68,8 @@ let package = Package(
         // The uploader's engine (plan, journal, retries, outcomes). Never depends on the source readers or libxml2.
         .target(
             name: "FHIRUpload",
-            dependencies: ["FHIRModel", "FHIRArtifacts", "FHIRValidation"],
+            dependencies: ["FHIRModel", "FHIRArtifacts", "FHIRValidation", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -79,12 +85,23 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .executableTarget(
+            name: "fhirupload",
+            dependencies: ["FHIRUpload", "FHIRArtifacts", "FHIRModel", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Tests
         .testTarget(name: "FHIRSourcesTests", dependencies: ["FHIRSources"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
-        .testTarget(name: "FHIRUploadTests", dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRValidation"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FHIRUploadTests",
+            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRValidation",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "FHIRValidationTests", dependencies: ["FHIRValidation", "FHIRModel", "FHIRConvert"], swiftSettings: swiftSettings),
         // Runs the built executable; depends on it so that `swift test` builds it first.
         .testTarget(name: "EndToEndTests", dependencies: ["fhirbundle"], swiftSettings: swiftSettings),

@@ -11,10 +11,11 @@ import Glibc
 /// A rerun skips entries that succeeded, so killing the uploader at any moment loses at most the requests in
 /// flight, and those are safe to resend: every write is a conditional update. A torn last line (a kill during a
 /// write) is ignored. Credentials and resource contents are never written here.
-public final class UploadJournal {
+public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
     public static let relativePath = "upload/journal.ndjson"
 
     public let path: String
+    private let lock = NSLock()
     private var fd: Int32
     /// Request id → indexes of entries that succeeded.
     private var succeeded: [String: Set<Int>] = [:]
@@ -47,6 +48,8 @@ public final class UploadJournal {
 
     /// Forgets every earlier run (`--restart`): safe, because a replay of conditional updates changes nothing.
     public func restart() throws {
+        lock.lock()
+        defer { lock.unlock() }
         if ftruncate(fd, 0) != 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
         succeeded = [:]
         failed = [:]
@@ -54,12 +57,16 @@ public final class UploadJournal {
 
     /// Indexes of the entries of `request` that an earlier run already wrote.
     public func succeededEntries(of request: String) -> Set<Int> {
-        succeeded[request] ?? []
+        lock.lock()
+        defer { lock.unlock() }
+        return succeeded[request] ?? []
     }
 
     /// Entries of `request` that failed permanently in the last run that tried them.
     public func failedEntries(of request: String) -> [Int: EntryOutcome] {
-        failed[request] ?? [:]
+        lock.lock()
+        defer { lock.unlock() }
+        return failed[request] ?? [:]
     }
 
     /// Appends the outcomes of one attempt at `request` and syncs them to disk before returning.
@@ -75,6 +82,8 @@ public final class UploadJournal {
         ])
         var bytes = JSONWriter().bytes(record)
         bytes.append(0x0A)
+        lock.lock()
+        defer { lock.unlock() }
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
         guard written == bytes.count, fsync(fd) == 0 else {
             throw UploadError.journal(path: path, message: String(cString: strerror(errno)))

@@ -1,0 +1,270 @@
+import AsyncHTTPClient
+import FHIRArtifacts
+import FHIRModel
+import FHIRValidation
+import Foundation
+import NIOCore
+
+/// What to upload where, and how.
+public struct UploadOptions: Sendable {
+    /// FHIR base URL, e.g. `https://api.medplum.com/fhir/R4`.
+    public var server: String
+    public var concurrency = 4
+    /// Send each inner transaction of a batch-of-transactions on its own (for servers without nested bundles).
+    public var splitTransactions = false
+    /// Forget the journal and replay everything (safe: every write is a conditional update).
+    public var restart = false
+    /// Upload even when offline validation finds errors.
+    public var force = false
+    /// A bearer token; never printed or journaled.
+    public var bearerToken: String?
+    public var retry = RetryPolicy()
+    /// Seconds to wait for one response.
+    public var timeout: Int64 = 120
+
+    public init(server: String) {
+        self.server = server
+    }
+}
+
+/// Counts of one upload, per resource type.
+public struct UploadReport: Sendable {
+    public var created: [String: Int] = [:]
+    public var updated: [String: Int] = [:]
+    public var failed: [String: Int] = [:]
+    /// Entries an earlier run already wrote, skipped now.
+    public var skipped = 0
+    public var requests = 0
+    public var seconds = 0.0
+
+    public var failures: Int { failed.values.reduce(0, +) }
+    public var written: Int { created.values.reduce(0, +) + updated.values.reduce(0, +) }
+}
+
+/// Why an upload did not start.
+public enum UploadRefusal: Error, CustomStringConvertible {
+    case invalid(ValidationReport)
+    case manifest(String)
+    case insecureServer(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let r): return "the artifacts have \(r.errors) validation errors (run `fhirbundle validate` for details); nothing was sent (--force uploads anyway)"
+        case .manifest(let m): return m
+        case .insecureServer(let url): return "\(url) is plain http:// to a host that is not this machine; use https:// or --allow-insecure-http"
+        }
+    }
+}
+
+/// Replays an artifact folder against a FHIR server: steps in order, bundles of a step concurrently (never two
+/// writing the same identifier at once), retried with backoff, recorded in a journal so that a rerun resumes.
+public final class Uploader: @unchecked Sendable {
+    private let folder: String
+    private let options: UploadOptions
+    private let lock = NSLock()
+    private var report = UploadReport()
+    private var failuresFile: FileHandle?
+
+    public init(folder: String, options: UploadOptions) {
+        self.folder = folder
+        self.options = options
+    }
+
+    /// Validates, plans and uploads; returns the report. Throws `UploadRefusal` before sending anything.
+    public func run(log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> UploadReport {
+        let started = Date()
+        let validation = try ArtifactValidator(folder: folder).run()
+        if validation.errors > 0 && !options.force { throw UploadRefusal.invalid(validation) }
+        let manifest = try readManifest()
+        let plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions)
+        let journal = try UploadJournal(folder: folder)
+        if options.restart { try journal.restart() }
+        FileManager.default.createFile(atPath: folder + "/upload/failures.ndjson", contents: Data())
+        failuresFile = FileHandle(forWritingAtPath: folder + "/upload/failures.ndjson")
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            for step in plan.steps {
+                log("step \(step.name): \(step.requests.count) requests")
+                try await runStep(step.requests, client: client, journal: journal)
+            }
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try await client.shutdown()
+        try? failuresFile?.close()
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    private func readManifest() throws -> Manifest {
+        guard let data = FileManager.default.contents(atPath: folder + "/manifest.json") else {
+            throw UploadRefusal.manifest("\(folder)/manifest.json is missing: fhirupload takes a folder written by fhirbundle convert")
+        }
+        do {
+            return try Manifest(json: JSONParser.parse(Array(data)))
+        } catch {
+            throw UploadRefusal.manifest("\(folder)/manifest.json cannot be read: \(error)")
+        }
+    }
+
+    /// Runs a step's requests, at most `concurrency` at once and never two that write the same identifier.
+    private func runStep(_ requests: [UploadRequest], client: HTTPClient, journal: UploadJournal) async throws {
+        var pending = requests[...]
+        var waiting: [UploadRequest] = []
+        var inFlight: [Int: Set<UInt128>] = [:]
+        var nextID = 0
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            func startable() -> UploadRequest? {
+                let busy = inFlight.values.reduce(into: Set<UInt128>()) { $0.formUnion($1) }
+                if let i = waiting.firstIndex(where: { busy.isDisjoint(with: $0.writes) }) { return waiting.remove(at: i) }
+                while let r = pending.popFirst() {
+                    if busy.isDisjoint(with: r.writes) { return r }
+                    waiting.append(r)
+                }
+                return nil
+            }
+            while true {
+                while inFlight.count < max(1, options.concurrency), let r = startable() {
+                    let id = nextID
+                    nextID += 1
+                    inFlight[id] = Set(r.writes)
+                    group.addTask { [self] in
+                        try await self.send(r, client: client, journal: journal)
+                        return id
+                    }
+                }
+                guard let done = try await group.next() else { break }
+                inFlight[done] = nil
+            }
+        }
+    }
+
+    /// Sends one request until every entry has succeeded or failed for good.
+    private func send(_ request: UploadRequest, client: HTTPClient, journal: UploadJournal) async throws {
+        guard let bundle = try? JSONParser.parse(request.body), let entries = bundle["entry"]?.arrayValue else { return }
+        let isTransaction = bundle["type"]?.stringValue == "transaction"
+        var remaining = Array(entries.indices).filter { !journal.succeededEntries(of: request.id).contains($0) }
+        addSkipped(entries.count - remaining.count)
+        var attempt = 0
+        while !remaining.isEmpty {
+            attempt += 1
+            // A batch resends only what is left; a transaction is all or nothing.
+            let body: [UInt8]
+            if isTransaction || remaining.count == entries.count {
+                body = request.body
+            } else {
+                var subset = bundle
+                if case .object(var members) = subset, let i = members.firstIndex(where: { $0.key == "entry" }) {
+                    members[i].value = .array(remaining.map { entries[$0] })
+                    subset = .object(members)
+                }
+                body = JSONWriter().bytes(subset)
+            }
+            let result = await post(body, client: client)
+            var outcomes: [(index: Int, outcome: EntryOutcome)] = []
+            var headers: [(name: String, value: String)] = []
+            switch result {
+            case .failure:
+                outcomes = []  // connection error or timeout: nothing known, retry everything left
+            case .success(let response):
+                headers = response.headers
+                if let parsed = response.outcomes, parsed.count == remaining.count {
+                    outcomes = zip(remaining, parsed).map { ($0, $1) }
+                } else if !RetryPolicy.isRetryable(status: response.status) {
+                    // The whole request was refused (e.g. a transaction): every entry fails with the server's outcome.
+                    let outcome = EntryOutcome(status: response.status, location: nil, issues: response.issues)
+                    outcomes = remaining.map { ($0, outcome) }
+                }
+            }
+            if !outcomes.isEmpty { try journal.record(request: request.id, outcomes: outcomes) }
+            let retryable = Set(outcomes.filter { $0.outcome.isRetryable }.map(\.index))
+            let permanent = outcomes.filter { !$0.outcome.succeeded && !$0.outcome.isRetryable }
+            tally(outcomes.filter { $0.outcome.succeeded }, entries: entries)
+            for failure in permanent { recordFailure(request: request, index: failure.index, outcome: failure.outcome, entries: entries) }
+            remaining = outcomes.isEmpty ? remaining : remaining.filter { retryable.contains($0) }
+            if remaining.isEmpty { break }
+            guard let delay = options.retry.delay(afterAttempt: attempt, headers: headers) else {
+                for i in remaining {
+                    recordFailure(request: request, index: i, outcome: EntryOutcome(status: 0, location: nil, issues: ["gave up after \(attempt) attempts"]), entries: entries)
+                }
+                break
+            }
+            try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
+        }
+        addRequest()
+    }
+
+    private struct Response {
+        var status: Int
+        var headers: [(name: String, value: String)]
+        var outcomes: [EntryOutcome]?
+        var issues: [String]
+    }
+
+    private func post(_ body: [UInt8], client: HTTPClient) async -> Result<Response, any Error> {
+        do {
+            var request = HTTPClientRequest(url: options.server)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/fhir+json")
+            request.headers.add(name: "Accept", value: "application/fhir+json")
+            if let token = options.bearerToken { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            request.body = .bytes(body)
+            let response = try await client.execute(request, timeout: .seconds(options.timeout))
+            let buffer = try await response.body.collect(upTo: 64 << 20)
+            let json = try? JSONParser.parse(Array(buffer.readableBytesView))
+            return .success(Response(
+                status: Int(response.status.code),
+                headers: response.headers.map { ($0.name, $0.value) },
+                outcomes: json.flatMap { EntryOutcome.parse(responseBundle: $0) },
+                issues: EntryOutcome.operationOutcomeIssues(json)))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private func tally(_ successes: [(index: Int, outcome: EntryOutcome)], entries: [JSONValue]) {
+        lock.lock()
+        defer { lock.unlock() }
+        for s in successes {
+            for type in resourceTypes(entries[s.index]) {
+                if s.outcome.status == 201 { report.created[type, default: 0] += 1 } else { report.updated[type, default: 0] += 1 }
+            }
+        }
+    }
+
+    /// The resource type(s) an entry writes (an inner transaction writes several).
+    private func resourceTypes(_ entry: JSONValue) -> [String] {
+        if entry["request"]?["url"]?.stringValue == "/" {
+            return (entry["resource"]?["entry"]?.arrayValue ?? []).compactMap { $0["resource"]?["resourceType"]?.stringValue }
+        }
+        return [entry["resource"]?["resourceType"]?.stringValue ?? "?"]
+    }
+
+    private func recordFailure(request: UploadRequest, index: Int, outcome: EntryOutcome, entries: [JSONValue]) {
+        lock.lock()
+        defer { lock.unlock() }
+        for type in resourceTypes(entries[index]) { report.failed[type, default: 0] += 1 }
+        let record = JSONValue.object([
+            JSONMember("request", .string(request.id)), JSONMember("entry", .number(String(index))),
+            JSONMember("url", .string(entries[index]["request"]?["url"]?.stringValue ?? "")),
+            JSONMember("status", .number(String(outcome.status))),
+            JSONMember("issues", .array(outcome.issues.map { .string($0) })),
+        ])
+        var bytes = JSONWriter().bytes(record)
+        bytes.append(0x0A)
+        failuresFile?.write(Data(bytes))
+    }
+
+    private func addSkipped(_ n: Int) {
+        lock.lock()
+        report.skipped += n
+        lock.unlock()
+    }
+
+    private func addRequest() {
+        lock.lock()
+        report.requests += 1
+        lock.unlock()
+    }
+}

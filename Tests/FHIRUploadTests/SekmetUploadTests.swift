@@ -1,0 +1,139 @@
+import AsyncHTTPClient
+import FHIRConvert
+import FHIRModel
+import NIOCore
+import FHIRUpload
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real, independently written FHIR R4 server on loopback: PyPI's sekmet-fhir (SQLite). `.ci/run` installs it
+/// and sets SEKMET_BIN; without it these tests are skipped with that reason.
+final class SekmetServer {
+    let base: String
+    private let process: Process
+    private let dataDir: String
+
+    /// Starts the server and waits (at most 30 s) until it answers.
+    static func start(executable: String) async throws -> SekmetServer {
+        let server = try SekmetServer(executable: executable)
+        for _ in 0..<300 {
+            if (try? await server.search("metadata")) != nil { return server }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        server.stop()
+        throw SekmetUnavailable()
+    }
+
+    private init(executable: String) throws {
+        let port = Int.random(in: 20000...40000)
+        dataDir = NSTemporaryDirectory() + "sekmet-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        let settings = dataDir + "/settings.yaml"
+        try """
+            base_url: http://127.0.0.1:\(port)/fhir
+            host: 127.0.0.1
+            port: \(port)
+            data_dir: \(dataDir)/data
+            simulator:
+              enabled: false
+            """.write(toFile: settings, atomically: true, encoding: .utf8)
+        base = "http://127.0.0.1:\(port)/fhir"
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["serve", "-c", settings, "--host", "127.0.0.1", "--port", String(port)]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    struct SekmetUnavailable: Error {}
+
+    /// Stops the server: SIGTERM, then SIGKILL after 2 s (its graceful shutdown waits for idle keep-alive
+    /// connections, which a test's HTTP client may hold).
+    func stop() {
+        process.terminate()
+        for _ in 0..<20 where process.isRunning { Thread.sleep(forTimeInterval: 0.1) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: dataDir)
+    }
+
+    /// GET `base/path`, parsed (AsyncHTTPClient: Foundation's blocking loads stall Swift's cooperative threads).
+    func search(_ path: String) async throws -> JSONValue {
+        var request = HTTPClientRequest(url: base + "/" + path)
+        request.headers.add(name: "Connection", value: "close")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 16 << 20)
+        return try JSONParser.parse(Array(body.readableBytesView))
+    }
+
+    /// How many resources match `Type?identifier=system|value`.
+    func count(_ type: String, system: String, value: String) async throws -> Int {
+        let query = "identifier=" + (system + "|" + value).addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        guard case .number(let n)? = try await search("\(type)?\(query)")["total"] else { return -1 }
+        return Int(n) ?? -1
+    }
+}
+
+struct SekmetUploadTests {
+    private static let sekmet = ProcessInfo.processInfo.environment["SEKMET_BIN"]
+    private static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    @Test(.enabled(if: sekmet != nil, "set SEKMET_BIN to a sekmet executable (pip install sekmet-fhir==0.1.1; .ci/run does)"))
+    func uploadTwiceThenRestartLeavesExactlyOneOfEachResource() async throws {
+        let server = try await SekmetServer.start(executable: Self.sekmet!)
+        defer { server.stop() }
+        let folder = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        _ = try Converter(options: ConvertOptions(mappingPath: Self.root + "/fixtures/medplum-example/mapping.yaml", outputPath: folder)).run()
+        var options = UploadOptions(server: server.base)
+        options.splitTransactions = true  // sekmet takes no nested bundles
+        options.retry = RetryPolicy(maxAttempts: 3, baseDelay: 0.05, maxDelay: 0.2)
+
+        let first = try await Uploader(folder: folder, options: options).run()
+        #expect(first.created["Patient"] == 2)
+        #expect(first.created["Condition"] == 3)
+        // sekmet has no `identifier` search parameter for ClinicalImpression, so the encounter transactions are
+        // refused as a whole: reported with the server's OperationOutcome, and the upload goes on.
+        #expect(first.failed["Encounter"] == 2 && first.failed["ClinicalImpression"] == 2)
+        let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+        #expect(failures.contains("Unknown search parameter 'identifier' for ClinicalImpression"))
+
+        let second = try await Uploader(folder: folder, options: options).run()
+        #expect(second.skipped == 5)
+        #expect(second.written == 0)
+
+        options.restart = true
+        let third = try await Uploader(folder: folder, options: options).run()
+        #expect(third.updated["Patient"] == 2 && third.updated["Condition"] == 3)
+        for id in ["P001", "P002"] {
+            #expect(try await server.count("Patient", system: "http://your-source-system.com/patientId", value: id) == 1)
+        }
+        for id in ["PC001", "PC002", "PC003"] {
+            #expect(try await server.count("Condition", system: "http://your-source-system.com/patientConditionId", value: id) == 1)
+        }
+    }
+
+    @Test func anAlteredFolderIsRefusedBeforeAnythingIsSent() async throws {
+        let folder = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        _ = try Converter(options: ConvertOptions(mappingPath: Self.root + "/fixtures/medplum-example/mapping.yaml", outputPath: folder)).run()
+        let path = folder + "/bundles/01-patients/0001.json"
+        try (try String(contentsOfFile: path, encoding: .utf8)).replacingOccurrences(of: "Doe", with: "Roe").write(toFile: path, atomically: true, encoding: .utf8)
+        // Nothing listens here: a refusal must come before any connection.
+        do {
+            _ = try await Uploader(folder: folder, options: UploadOptions(server: "http://127.0.0.1:9")).run()
+            Issue.record("expected a refusal")
+        } catch let UploadRefusal.invalid(report) {
+            #expect(report.findings.contains { $0.rule == "manifest-checksum" && $0.file == "bundles/01-patients/0001.json" })
+        }
+    }
+}
