@@ -70,6 +70,19 @@ public final class Uploader: @unchecked Sendable {
         self.options = options
     }
 
+    /// Validates and plans without sending anything (`--dry-run`): what would be sent, step by step, and how much
+    /// an earlier run already wrote.
+    public func dryRun() throws -> (plan: UploadPlan, alreadyWritten: Int, validation: ValidationReport) {
+        let validation = try ArtifactValidator(folder: folder).run()
+        let plan = try UploadPlan.make(folder: folder, manifest: try readManifest(), splitTransactions: options.splitTransactions)
+        var written = 0
+        if FileManager.default.fileExists(atPath: folder + "/" + UploadJournal.relativePath) && !options.restart {
+            let journal = try UploadJournal(folder: folder)
+            for step in plan.steps { for r in step.requests { written += journal.succeededEntries(of: r.id).count } }
+        }
+        return (plan, written, validation)
+    }
+
     /// Validates, plans and uploads; returns the report. Throws `UploadRefusal` before sending anything.
     public func run(log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> UploadReport {
         let started = Date()

@@ -39,6 +39,9 @@ struct FHIRUploadCommand: AsyncParsableCommand {
     @Flag(help: "Upload even when the offline validation finds errors.")
     var force = false
 
+    @Flag(help: "Print the plan (steps, requests, entries) and what an earlier run already wrote; send nothing.")
+    var dryRun = false
+
     @Option(help: ArgumentHelp("An environment variable holding a bearer token.", valueName: "name"))
     var tokenEnv: String?
 
@@ -76,6 +79,17 @@ struct FHIRUploadCommand: AsyncParsableCommand {
                 throw ValidationError("cannot read a token from \(tokenFile)")
             }
             options.bearerToken = token
+        }
+        if dryRun {
+            let (plan, written, validation) = try Uploader(folder: folder, options: options).dryRun()
+            var lines = ["Plan for \(server) (nothing sent): validation \(validation.errors) errors, \(validation.warnings) warnings."]
+            for step in plan.steps {
+                lines.append("  \(step.name): \(step.requests.count) requests, \(step.requests.reduce(0) { $0 + $1.entryCount }) entries")
+            }
+            lines.append("\(written) entries were already written by an earlier run\(restart ? " (--restart sends them again)" : "").")
+            print(lines.joined(separator: "\n"))
+            if validation.errors > 0 && !force { throw ExitCode.failure }
+            return
         }
         let report: UploadReport
         do {

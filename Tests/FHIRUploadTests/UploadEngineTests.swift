@@ -129,3 +129,18 @@ struct UploadPlanTests {
         #expect(Set(nested.steps[0].requests[0].writes).isDisjoint(with: Set(nested.steps[1].requests[0].writes)))
     }
 }
+
+struct DryRunTests {
+    @Test func dryRunPlansAndCountsWhatAnEarlierRunWroteWithoutSending() throws {
+        let (folder, _) = try seedArtifacts()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try UploadJournal(folder: folder).record(request: "bundles/01-patients/0001.json", outcomes: [
+            (0, EntryOutcome(status: 201, location: nil, issues: [])), (1, EntryOutcome(status: 200, location: nil, issues: [])),
+        ])
+        // Nothing listens on port 9: a dry run must not connect.
+        let (plan, written, validation) = try Uploader(folder: folder, options: UploadOptions(server: "http://127.0.0.1:9")).dryRun()
+        #expect(plan.steps.map { $0.requests.count } == [1, 1, 1])
+        #expect(written == 2)
+        #expect(validation.errors == 0)
+    }
+}
