@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "FHIRUpload",
             dependencies: ["FHIRModel", "FHIRArtifacts", "FHIRValidation", .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                           .product(name: "NIOCore", package: "swift-nio")],
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -92,13 +92,23 @@ let package = Package(
         ),
 
         // MARK: Tests
+        // A FHIR server that behaves as Medplum documents and injects faults, for the uploader's tests and benchmark.
+        .target(
+            name: "FHIRTestServer",
+            dependencies: ["FHIRModel", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio")],
+            path: "Tests/FHIRTestServer",
+            swiftSettings: swiftSettings
+        ),
+        // The same server as a process (`scripts/benchmark-upload.sh` runs the uploader against it).
+        .executableTarget(name: "fhir-test-server", dependencies: ["FHIRTestServer"], path: "Tests/fhir-test-server", swiftSettings: swiftSettings),
         .testTarget(name: "FHIRSourcesTests", dependencies: ["FHIRSources"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRUploadTests",
-            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRValidation",
+            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRValidation", "FHIRTestServer", "fhirupload",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),

@@ -59,3 +59,59 @@ public enum ConditionalURL {
         out.append(hex[Int(b & 0xF)])
     }
 }
+
+extension ConditionalURL {
+    /// The type and the `system|value` of `Type?identifier=system|value` (percent-decoded and unescaped), or nil
+    /// when the URL is not a single-identifier search. The inverse of `identifier(type:system:value:)`.
+    public static func parseIdentifier(_ url: String) -> (type: String, system: String, value: String)? {
+        guard let q = url.firstIndex(of: "?") else { return nil }
+        let type = String(url[..<q])
+        let query = url[url.index(after: q)...]
+        guard query.hasPrefix("identifier="), !query.contains("&") else { return nil }
+        guard let decoded = String(query.dropFirst("identifier=".count)).removingPercentEncodingKeepingInvalid else { return nil }
+        var parts = [""]
+        var escaped = false
+        for c in decoded {
+            if escaped {
+                parts[parts.count - 1].append(c)
+                escaped = false
+            } else if c == "\\" {
+                escaped = true
+            } else if c == "|" && parts.count == 1 {
+                parts.append("")
+            } else if c == "," {
+                return nil  // an OR list, not one identifier
+            } else {
+                parts[parts.count - 1].append(c)
+            }
+        }
+        guard parts.count == 2, !type.isEmpty else { return nil }
+        return (type, parts[0], parts[1])
+    }
+}
+
+extension String {
+    /// Percent-decoding that fails (nil) only on invalid UTF-8, as Foundation's does.
+    fileprivate var removingPercentEncodingKeepingInvalid: String? {
+        var out: [UInt8] = []
+        var bytes = Array(utf8)[...]
+        while let b = bytes.popFirst() {
+            if b == UInt8(ascii: "%"), bytes.count >= 2, let h = hexValue(bytes[bytes.startIndex]), let l = hexValue(bytes[bytes.startIndex + 1]) {
+                out.append(h << 4 | l)
+                bytes = bytes.dropFirst(2)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+}
+
+private func hexValue(_ b: UInt8) -> UInt8? {
+    switch b {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
+    default: return nil
+    }
+}

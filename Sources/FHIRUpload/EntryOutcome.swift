@@ -8,11 +8,14 @@ public struct EntryOutcome: Sendable, Equatable {
     public var location: String?
     /// The diagnostics of `response.outcome` (an OperationOutcome), one line per issue.
     public var issues: [String]
+    /// For a nested transaction: the status of each of its entries, from the inner transaction-response.
+    public var innerStatuses: [Int] = []
 
-    public init(status: Int, location: String?, issues: [String]) {
+    public init(status: Int, location: String?, issues: [String], innerStatuses: [Int] = []) {
         self.status = status
         self.location = location
         self.issues = issues
+        self.innerStatuses = innerStatuses
     }
 
     public var succeeded: Bool { (200...299).contains(status) }
@@ -26,11 +29,18 @@ public struct EntryOutcome: Sendable, Equatable {
               let type = json["type"]?.stringValue, type == "batch-response" || type == "transaction-response" else { return nil }
         return (json["entry"]?.arrayValue ?? []).map { entry in
             let response = entry["response"]
-            let statusText = response?["status"]?.stringValue ?? ""
-            let status = Int(statusText.prefix { $0.isNumber }) ?? 0
-            return EntryOutcome(status: status, location: response?["location"]?.stringValue,
-                                issues: operationOutcomeIssues(response?["outcome"]))
+            var inner: [Int] = []
+            if entry["resource"]?["type"]?.stringValue == "transaction-response" {
+                inner = (entry["resource"]?["entry"]?.arrayValue ?? []).map { status($0["response"]) }
+            }
+            return EntryOutcome(status: status(response), location: response?["location"]?.stringValue,
+                                issues: operationOutcomeIssues(response?["outcome"]), innerStatuses: inner)
         }
+    }
+
+    /// "201 Created" → 201.
+    private static func status(_ response: JSONValue?) -> Int {
+        Int((response?["status"]?.stringValue ?? "").prefix { $0.isNumber }) ?? 0
     }
 
     /// `severity code: diagnostics (expression)` for each issue of an OperationOutcome.

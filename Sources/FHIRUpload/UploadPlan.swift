@@ -11,6 +11,8 @@ public struct UploadRequest: Sendable {
     /// The body to POST to the server's base URL.
     public let body: [UInt8]
     public let entryCount: Int
+    /// Resources it writes (the entries of nested transactions counted one by one).
+    public let resourceCount: Int
     /// Hashes of the conditional URLs this request writes: two requests that write the same identifier must not be
     /// in flight together (servers can create duplicates when two conditional updates race).
     public let writes: [UInt128]
@@ -44,13 +46,14 @@ public struct UploadPlan: Sendable {
                         body.append(0x0A)
                         let innerEntries = inner["entry"]?.arrayValue ?? []
                         requests.append(UploadRequest(id: "\(file)#\(k)", file: file, body: body, entryCount: innerEntries.count,
-                                                      writes: writes(innerEntries)))
+                                                      resourceCount: innerEntries.count, writes: writes(innerEntries)))
                     }
                 } else {
                     let all = entries.flatMap { entry -> [JSONValue] in
                         entry["request"]?["url"]?.stringValue == "/" ? (entry["resource"]?["entry"]?.arrayValue ?? []) : [entry]
                     }
-                    requests.append(UploadRequest(id: file, file: file, body: bytes, entryCount: entries.count, writes: writes(all)))
+                    requests.append(UploadRequest(id: file, file: file, body: bytes, entryCount: entries.count,
+                                                  resourceCount: all.count, writes: writes(all)))
                 }
             }
             steps.append((step.name, requests))

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import FHIRArtifacts
 import FHIRModel
 import FHIRValidation
@@ -16,8 +15,8 @@ public struct UploadOptions: Sendable {
     public var restart = false
     /// Upload even when offline validation finds errors.
     public var force = false
-    /// A bearer token; never printed or journaled.
-    public var bearerToken: String?
+    /// Bearer token or OAuth2 client credentials; never printed or journaled.
+    public var credentials = Credentials.none
     public var retry = RetryPolicy()
     /// Seconds to wait for one response.
     public var timeout: Int64 = 120
@@ -41,14 +40,32 @@ public struct UploadReport: Sendable {
     public var written: Int { created.values.reduce(0, +) + updated.values.reduce(0, +) }
 }
 
+/// Where an upload stands, for a progress line.
+public struct UploadProgress: Sendable {
+    public var step: String
+    /// 1-based number of the step, and how many there are.
+    public var stepNumber: Int
+    public var stepCount: Int
+    /// Resources of the whole plan settled so far (written, failed, or written by an earlier run), and in all.
+    public var resourcesDone: Int
+    public var resourcesTotal: Int
+    public var failed: Int
+    public var seconds: Double
+}
+
 /// Why an upload did not start.
 public enum UploadRefusal: Error, CustomStringConvertible {
+    /// Files differ from the manifest (altered or damaged): never uploaded, not even with `--force`.
+    case altered([Finding])
     case invalid(ValidationReport)
     case manifest(String)
     case insecureServer(String)
 
     public var description: String {
         switch self {
+        case .altered(let findings):
+            let files = findings.prefix(5).map { "\($0.file): \($0.message)" }.joined(separator: "; ")
+            return "the folder does not match its manifest (\(files)\(findings.count > 5 ? "; …" : "")); recopy or regenerate it. Nothing was sent."
         case .invalid(let r): return "the artifacts have \(r.errors) validation errors (run `fhirbundle validate` for details); nothing was sent (--force uploads anyway)"
         case .manifest(let m): return m
         case .insecureServer(let url): return "\(url) is plain http:// to a host that is not this machine; use https:// or --allow-insecure-http"
@@ -83,10 +100,14 @@ public final class Uploader: @unchecked Sendable {
         return (plan, written, validation)
     }
 
-    /// Validates, plans and uploads; returns the report. Throws `UploadRefusal` before sending anything.
-    public func run(log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> UploadReport {
+    /// Validates, plans and uploads; returns the report. Throws `UploadRefusal` before sending anything, and
+    /// `ConnectionFailure` when the server refuses the credentials (what was written stays in the journal).
+    public func run(log: @escaping @Sendable (String) -> Void = { _ in },
+                    progress: @escaping @Sendable (UploadProgress) -> Void = { _ in }) async throws -> UploadReport {
         let started = Date()
         let validation = try ArtifactValidator(folder: folder).run()
+        let altered = validation.findings.filter { Self.integrityRules.contains($0.rule) }
+        if !altered.isEmpty { throw UploadRefusal.altered(altered) }
         if validation.errors > 0 && !options.force { throw UploadRefusal.invalid(validation) }
         let manifest = try readManifest()
         let plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions)
@@ -94,21 +115,29 @@ public final class Uploader: @unchecked Sendable {
         if options.restart { try journal.restart() }
         FileManager.default.createFile(atPath: folder + "/upload/failures.ndjson", contents: Data())
         failuresFile = FileHandle(forWritingAtPath: folder + "/upload/failures.ndjson")
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        defer { try? failuresFile?.close() }
+        let client = FHIRClient(base: options.server, credentials: options.credentials, timeout: options.timeout)
+        let total = plan.steps.reduce(0) { $0 + $1.requests.reduce(0) { $0 + $1.resourceCount } }
         do {
-            for step in plan.steps {
+            for (number, step) in plan.steps.enumerated() {
                 log("step \(step.name): \(step.requests.count) requests")
-                try await runStep(step.requests, client: client, journal: journal)
+                try await runStep(step.requests, client: client, journal: journal) { [self] in
+                    let (done, failed) = lock.withLock { (report.written + report.failures + report.skipped, report.failures) }
+                    progress(UploadProgress(step: step.name, stepNumber: number + 1, stepCount: plan.steps.count, resourcesDone: done,
+                                            resourcesTotal: total, failed: failed, seconds: Date().timeIntervalSince(started)))
+                }
             }
         } catch {
-            try? await client.shutdown()
+            await client.shutdown()
             throw error
         }
-        try await client.shutdown()
-        try? failuresFile?.close()
+        await client.shutdown()
         report.seconds = Date().timeIntervalSince(started)
         return report
     }
+
+    /// Findings that mean the folder is not what `convert` wrote.
+    static let integrityRules: Set<String> = [Rule.manifestChecksum.id, Rule.manifestMissingFile.id, Rule.manifestInvalid.id, Rule.manifestCounts.id]
 
     private func readManifest() throws -> Manifest {
         guard let data = FileManager.default.contents(atPath: folder + "/manifest.json") else {
@@ -122,7 +151,8 @@ public final class Uploader: @unchecked Sendable {
     }
 
     /// Runs a step's requests, at most `concurrency` at once and never two that write the same identifier.
-    private func runStep(_ requests: [UploadRequest], client: HTTPClient, journal: UploadJournal) async throws {
+    private func runStep(_ requests: [UploadRequest], client: FHIRClient, journal: UploadJournal,
+                         finished: @escaping @Sendable () -> Void) async throws {
         var pending = requests[...]
         var waiting: [UploadRequest] = []
         var inFlight: [Int: Set<UInt128>] = [:]
@@ -149,16 +179,19 @@ public final class Uploader: @unchecked Sendable {
                 }
                 guard let done = try await group.next() else { break }
                 inFlight[done] = nil
+                finished()
             }
         }
     }
 
     /// Sends one request until every entry has succeeded or failed for good.
-    private func send(_ request: UploadRequest, client: HTTPClient, journal: UploadJournal) async throws {
+    private func send(_ request: UploadRequest, client: FHIRClient, journal: UploadJournal) async throws {
         guard let bundle = try? JSONParser.parse(request.body), let entries = bundle["entry"]?.arrayValue else { return }
         let isTransaction = bundle["type"]?.stringValue == "transaction"
-        var remaining = Array(entries.indices).filter { !journal.succeededEntries(of: request.id).contains($0) }
-        addSkipped(entries.count - remaining.count)
+        let alreadyWritten = journal.succeededEntries(of: request.id)
+        let remainingAtStart = Array(entries.indices).filter { !alreadyWritten.contains($0) }
+        addSkipped(alreadyWritten.filter { $0 < entries.count }.reduce(0) { $0 + resourceTypes(entries[$1]).count })
+        var remaining = remainingAtStart
         var attempt = 0
         while !remaining.isEmpty {
             attempt += 1
@@ -175,6 +208,7 @@ public final class Uploader: @unchecked Sendable {
                 body = JSONWriter().bytes(subset)
             }
             let result = await post(body, client: client)
+            if case .failure(let error as ConnectionFailure) = result { throw error }
             var outcomes: [(index: Int, outcome: EntryOutcome)] = []
             var headers: [(name: String, value: String)] = []
             switch result {
@@ -215,22 +249,13 @@ public final class Uploader: @unchecked Sendable {
         var issues: [String]
     }
 
-    private func post(_ body: [UInt8], client: HTTPClient) async -> Result<Response, any Error> {
+    private func post(_ body: [UInt8], client: FHIRClient) async -> Result<Response, any Error> {
         do {
-            var request = HTTPClientRequest(url: options.server)
-            request.method = .POST
-            request.headers.add(name: "Content-Type", value: "application/fhir+json")
-            request.headers.add(name: "Accept", value: "application/fhir+json")
-            if let token = options.bearerToken { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-            request.body = .bytes(body)
-            let response = try await client.execute(request, timeout: .seconds(options.timeout))
-            let buffer = try await response.body.collect(upTo: 64 << 20)
-            let json = try? JSONParser.parse(Array(buffer.readableBytesView))
-            return .success(Response(
-                status: Int(response.status.code),
-                headers: response.headers.map { ($0.name, $0.value) },
-                outcomes: json.flatMap { EntryOutcome.parse(responseBundle: $0) },
-                issues: EntryOutcome.operationOutcomeIssues(json)))
+            let response = try await client.send(method: .POST, url: client.base, body: body)
+            let json = response.json
+            return .success(Response(status: response.status, headers: response.headers,
+                                     outcomes: json.flatMap { EntryOutcome.parse(responseBundle: $0) },
+                                     issues: EntryOutcome.operationOutcomeIssues(json)))
         } catch {
             return .failure(error)
         }
@@ -240,8 +265,11 @@ public final class Uploader: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         for s in successes {
-            for type in resourceTypes(entries[s.index]) {
-                if s.outcome.status == 201 { report.created[type, default: 0] += 1 } else { report.updated[type, default: 0] += 1 }
+            let types = resourceTypes(entries[s.index])
+            // A nested transaction reports each inner entry's status in its transaction-response.
+            let statuses = s.outcome.innerStatuses.count == types.count ? s.outcome.innerStatuses : Array(repeating: s.outcome.status, count: types.count)
+            for (type, status) in zip(types, statuses) {
+                if status == 201 { report.created[type, default: 0] += 1 } else { report.updated[type, default: 0] += 1 }
             }
         }
     }

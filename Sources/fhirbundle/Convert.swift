@@ -13,12 +13,12 @@ struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert source exports into FHIR artifacts, as a mapping file describes.",
         discussion: """
-            The mapping is checked before any row is read; an error names the mapping file's line and column.
-            Rows that cannot be converted are written to rejects.ndjson with file, line and reason; the run goes on.
-            The output folder is replaced only when the run completes, so an interrupted run leaves the previous
+            The mapping is checked before any row is read; an error names the mapping file's line and column. \
+            Rows that cannot be converted are written to rejects.ndjson with file, line and reason; the run goes on. \
+            The output folder is replaced only when the run completes, so an interrupted run leaves the previous \
             artifacts as they were.
 
-            Exit status: 0 when the artifacts were written (see the summary for rejects), 1 when the run failed,
+            Exit status: 0 when the artifacts were written (see the summary for rejects), 1 when the run failed, \
             64 for a usage error.
             """
     )

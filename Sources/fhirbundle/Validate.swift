@@ -7,12 +7,12 @@ struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check an artifact folder offline before anything is uploaded.",
         discussion: """
-            Checks JSON syntax, bundle structure, size limits, references (urn:uuid, conditional and literal),
-            identifier uniqueness, replay safety (conditional updates), the manifest's checksums and counts, and
-            FHIR R4 structure (elements, cardinality, primitive formats, required codes). Works on folders written by
+            Checks JSON syntax, bundle structure, size limits, references (urn:uuid, conditional and literal), \
+            identifier uniqueness, replay safety (conditional updates), the manifest's checksums and counts, and \
+            FHIR R4 structure (elements, cardinality, primitive formats, required codes). Works on folders written by \
             `convert` and on any folder of Bundle JSON and NDJSON files.
 
-            Exit status: 0 when there is no error (warnings allowed), 1 when there are errors, 2 when validation
+            Exit status: 0 when there is no error (warnings allowed), 1 when there are errors, 2 when validation \
             could not run (unreadable folder, bad arguments).
             """
     )

@@ -1,0 +1,382 @@
+import FHIRModel
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A fault the test server injects into one bundle request (a POST to the base).
+public enum Fault: Sendable, Equatable {
+    /// Close the connection before doing anything (a network drop).
+    case dropConnection
+    /// Apply the bundle, then close the connection without answering: the client cannot know it was written.
+    case dropAfterApplying
+    /// Answer the whole request with this status (500, 503, 429, ...) and an OperationOutcome, writing nothing.
+    case status(Int, retryAfter: Int? = nil)
+    /// Medplum's rate limit inside a batch: entries from `index` on get 429 and are not written, with a
+    /// `RateLimit` header (`"requests";r=0;t=resetSeconds`) and no Retry-After.
+    case rateLimitFromEntry(Int, resetSeconds: Int = 1)
+    /// These entries of a batch fail with `status` (retryable or not); the others are written.
+    case failEntries([Int], status: Int)
+    /// Answer normally after a delay.
+    case slow(seconds: Double)
+    /// The server dies: every connection closes, nothing listens for `downFor` seconds, then it comes back with
+    /// its data (what was committed before the crash).
+    case crash(downFor: Double)
+}
+
+/// A small FHIR R4 server for the uploader's tests, on 127.0.0.1, that behaves as Medplum documents (see
+/// `FHIRService`), can require OAuth2 client-credentials tokens, and injects faults on demand.
+public final class FHIRTestServer: @unchecked Sendable {  // mutable state behind `lock`
+    /// The port it listens on (fixed at start, kept across a simulated crash).
+    public private(set) var port = 0
+    /// The FHIR base URL, e.g. `http://127.0.0.1:PORT/fhir/R4`.
+    public var baseURL: String { "http://127.0.0.1:\(port)/fhir/R4" }
+    public var tokenURL: String { "http://127.0.0.1:\(port)/oauth2/token" }
+
+    private let group: MultiThreadedEventLoopGroup
+    private let lock = NSLock()
+    private let store = ResourceStore()
+    private let limits: ServerLimits
+    private var channel: (any Channel)?
+    private var connections: [ObjectIdentifier: any Channel] = [:]
+    private var faults: [Fault] = []
+    private var chaos: (rate: Double, generator: SeededGenerator, kinds: [Fault])?
+    private var stats = Statistics()
+    /// OAuth2: accepted client id and secret; nil when the server needs no token.
+    private var client: (id: String, secret: String)?
+    private var tokenLifetime = 3600
+    private var tokens: [String: Date] = [:]
+
+    /// What the server saw.
+    public struct Statistics: Sendable {
+        /// Bundle requests (POST to the base) received, faults included.
+        public var bundleRequests = 0
+        public var tokenRequests = 0
+        public var unauthorized = 0
+        public var faultsInjected = 0
+    }
+
+    /// Starts a server on a free port of 127.0.0.1.
+    public static func start(limits: ServerLimits = ServerLimits(), threads: Int = 2) async throws -> FHIRTestServer {
+        let server = FHIRTestServer(group: MultiThreadedEventLoopGroup(numberOfThreads: threads), limits: limits)
+        server.port = try await server.bind(port: 0)
+        return server
+    }
+
+    private init(group: MultiThreadedEventLoopGroup, limits: ServerLimits) {
+        self.group = group
+        self.limits = limits
+    }
+
+    @discardableResult
+    private func bind(port: Int) async throws -> Int {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(HTTPHandler(server: self))
+                }
+            }
+        let channel = try await bootstrap.bind(host: "127.0.0.1", port: port).get()
+        lock.withLock { self.channel = channel }
+        return channel.localAddress?.port ?? port
+    }
+
+    /// Stops listening and closes every connection.
+    public func shutdown() async throws {
+        let (listener, open) = lock.withLock { () -> ((any Channel)?, [any Channel]) in
+            defer { channel = nil; connections = [:] }
+            return (channel, Array(connections.values))
+        }
+        try? await listener?.close()
+        for c in open { try? await c.close() }
+        try await group.shutdownGracefully()
+    }
+
+    // MARK: Configuration (tests)
+
+    /// Queues faults for the next bundle requests, one each, in order.
+    public func inject(_ faults: [Fault]) {
+        lock.withLock { self.faults.append(contentsOf: faults) }
+    }
+
+    /// From now on, each bundle request without a queued fault gets one of `kinds` with probability `rate`
+    /// (seeded, so a failing run can be reproduced).
+    public func chaos(rate: Double, seed: UInt64, kinds: [Fault]) {
+        lock.withLock { chaos = (rate, SeededGenerator(seed: seed), kinds) }
+    }
+
+    /// Requires `Authorization: Bearer` tokens issued by `/oauth2/token` to this client, valid for `lifetime` s.
+    public func requireClientCredentials(id: String, secret: String, tokenLifetime: Int = 3600) {
+        lock.withLock {
+            self.client = (id, secret)
+            self.tokenLifetime = tokenLifetime
+        }
+    }
+
+    /// Invalidates every token issued so far (the next request with one gets 401).
+    public func revokeTokens() {
+        lock.withLock { tokens = [:] }
+    }
+
+    public var statistics: Statistics {
+        return lock.withLock { stats }
+    }
+
+    // MARK: Inspection (tests)
+
+    /// Every stored resource of `type`.
+    public func resources(ofType type: String) -> [JSONValue] {
+        return lock.withLock { (store.resources[type] ?? [:]).keys.sorted().map { store.resources[type]![$0]! } }
+    }
+
+    public var resourceCounts: [String: Int] {
+        return lock.withLock { store.resources.mapValues(\.count).filter { $0.value > 0 } }
+    }
+
+    /// `system|value` identifiers that more than one resource of a type carries ("Type system|value" → count).
+    public func duplicatedIdentifiers() -> [String: Int] {
+        return lock.withLock {
+            var seen: [String: Int] = [:]
+            for (type, byID) in store.resources {
+                for resource in byID.values {
+                    for identifier in ResourceStore.identifiers(of: resource) { seen["\(type) \(identifier.system)|\(identifier.value)", default: 0] += 1 }
+                }
+            }
+            return seen.filter { $0.value > 1 }
+        }
+    }
+
+    /// Stores a resource directly, bypassing conditional updates (to plant a duplicate).
+    public func insertDirectly(_ resource: JSONValue) {
+        lock.withLock {
+            let type = resource["resourceType"]?.stringValue ?? "Basic"
+            store.write(type: type, id: store.newID(), resource: resource)
+        }
+    }
+
+    /// Deletes every resource of `type` carrying `system|value`.
+    public func delete(type: String, system: String, value: String) {
+        lock.withLock {
+            for id in store.search(type: type, identifierParameters: [[SearchToken(system: system, value: value)]]) {
+                store.remove(type: type, id: id)
+            }
+        }
+    }
+
+    // MARK: Request handling
+
+    fileprivate enum Action {
+        case respond(status: Int, headers: [(String, String)], body: [UInt8], delay: Double)
+        case drop
+        case crash(downFor: Double)
+    }
+
+    fileprivate func connectionOpened(_ channel: any Channel) {
+        lock.withLock { connections[ObjectIdentifier(channel)] = channel }
+    }
+
+    fileprivate func connectionClosed(_ channel: any Channel) {
+        lock.withLock { connections[ObjectIdentifier(channel)] = nil }
+    }
+
+    fileprivate func handle(method: String, uri: String, headers: HTTPHeaders, body: [UInt8]) -> Action {
+        let (path, rawQuery) = Self.split(uri)
+        if path == "/oauth2/token" && method == "POST" { return token(headers: headers, body: body) }
+        guard path == "/fhir/R4" || path.hasPrefix("/fhir/R4/") else {
+            return reply(FHIRService(store: store, limits: limits, baseURL: "").failure(404, "not-found", "No FHIR endpoint at \(path)"))
+        }
+        let relative = String(path.dropFirst("/fhir/R4".count).drop(while: { $0 == "/" }))
+        let request = ServiceRequest(method: method, path: relative, query: FHIRService.decodeQuery(rawQuery), body: body)
+        return lock.withLock { () -> Action in
+            let service = FHIRService(store: store, limits: limits, baseURL: "http://127.0.0.1:\(port)/fhir/R4")
+            if client != nil && relative != "metadata" {
+                let auth = headers.first(name: "Authorization") ?? ""
+                let token = auth.hasPrefix("Bearer ") ? String(auth.dropFirst(7)) : ""
+                guard let expiry = tokens[token], expiry > Date() else {
+                    stats.unauthorized += 1
+                    var response = service.failure(401, "login", "Unauthorized")
+                    response.headers.append(("WWW-Authenticate", "Bearer"))
+                    return reply(response)
+                }
+            }
+            guard method == "POST" && relative.isEmpty else { return reply(service.handle(request)) }
+            stats.bundleRequests += 1
+            var fault = faults.isEmpty ? nil : faults.removeFirst()
+            if fault == nil, var c = chaos {
+                if Double.random(in: 0..<1, using: &c.generator) < c.rate { fault = c.kinds.randomElement(using: &c.generator) }
+                chaos = c
+            }
+            if fault != nil { stats.faultsInjected += 1 }
+            switch fault {
+            case nil:
+                return reply(service.handle(request))
+            case .dropConnection:
+                return .drop
+            case .dropAfterApplying:
+                _ = service.handle(request)
+                return .drop
+            case .status(let status, let retryAfter)?:
+                var response = service.failure(status, status == 429 ? "throttled" : "transient", "Injected \(status)")
+                if let retryAfter { response.headers.append(("Retry-After", String(retryAfter))) }
+                return reply(response)
+            case .rateLimitFromEntry(let first, let reset)?:
+                let count = (try? JSONParser.parse(body))?["entry"]?.arrayValue?.count ?? 0
+                var response = service.handle(request, entryFaults: Dictionary(uniqueKeysWithValues: (first..<max(first, count)).map { ($0, 429) }))
+                response.headers.append(("RateLimit", "\"requests\";r=0;t=\(reset)"))
+                return reply(response)
+            case .failEntries(let indexes, let status)?:
+                return reply(service.handle(request, entryFaults: Dictionary(uniqueKeysWithValues: indexes.map { ($0, status) })))
+            case .slow(let seconds)?:
+                if case .respond(let s, let h, let b, _) = reply(service.handle(request)) { return .respond(status: s, headers: h, body: b, delay: seconds) }
+                return .drop
+            case .crash(let downFor)?:
+                return .crash(downFor: downFor)
+            }
+        }
+    }
+
+    /// `POST /oauth2/token` with `grant_type=client_credentials` and the client's id and secret, in the form body
+    /// or as HTTP Basic (both are accepted by Medplum).
+    private func token(headers: HTTPHeaders, body: [UInt8]) -> Action {
+        let form = Dictionary(FHIRService.decodeQuery(String(decoding: body, as: UTF8.self).replacingOccurrences(of: "+", with: "%20")),
+                              uniquingKeysWith: { a, _ in a })
+        var id = form["client_id"]
+        var secret = form["client_secret"]
+        if let basic = headers.first(name: "Authorization"), basic.hasPrefix("Basic "),
+           let decoded = Data(base64Encoded: String(basic.dropFirst(6))).map({ String(decoding: $0, as: UTF8.self) }),
+           let colon = decoded.firstIndex(of: ":") {
+            id = String(decoded[..<colon])
+            secret = String(decoded[decoded.index(after: colon)...])
+        }
+        return lock.withLock {
+            stats.tokenRequests += 1
+            guard form["grant_type"] == "client_credentials", let client, id == client.id, secret == client.secret else {
+                let error = JSONValue.object([JSONMember("error", .string("invalid_client")),
+                                              JSONMember("error_description", .string("Invalid client or secret"))])
+                return .respond(status: 400, headers: [("Content-Type", "application/json")], body: JSONWriter().bytes(error), delay: 0)
+            }
+            let token = UUID().uuidString
+            tokens[token] = Date().addingTimeInterval(Double(tokenLifetime))
+            let response = JSONValue.object([
+                JSONMember("access_token", .string(token)), JSONMember("token_type", .string("Bearer")),
+                JSONMember("expires_in", .number(String(tokenLifetime))),
+            ])
+            return .respond(status: 200, headers: [("Content-Type", "application/json")], body: JSONWriter().bytes(response), delay: 0)
+        }
+    }
+
+    private func reply(_ response: ServiceResponse) -> Action {
+        var headers = response.headers
+        var body: [UInt8] = []
+        if let json = response.body {
+            headers.append(("Content-Type", "application/fhir+json"))
+            body = JSONWriter().bytes(json)
+        }
+        return .respond(status: response.status, headers: headers, body: body, delay: 0)
+    }
+
+    /// Closes everything, stays down for `downFor` seconds, then listens again on the same port.
+    fileprivate func crash(downFor: Double) {
+        let (listener, open) = lock.withLock { () -> ((any Channel)?, [any Channel]) in
+            defer { channel = nil; connections = [:] }
+            return (channel, Array(connections.values))
+        }
+        listener?.close(promise: nil)
+        for c in open { c.close(promise: nil) }
+        Task {
+            try await Task.sleep(nanoseconds: UInt64(downFor * 1_000_000_000))
+            for _ in 0..<50 {
+                if (try? await self.bind(port: self.port)) != nil { return }
+                try await Task.sleep(nanoseconds: 100_000_000)
+            }
+        }
+    }
+
+    private static func split(_ uri: String) -> (path: String, query: String) {
+        guard let q = uri.firstIndex(of: "?") else { return (uri, "") }
+        return (String(uri[..<q]), String(uri[uri.index(after: q)...]))
+    }
+}
+
+/// Reads whole requests and hands them to the server; writes its answer (possibly late, or not at all).
+private final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let server: FHIRTestServer
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+
+    init(server: FHIRTestServer) {
+        self.server = server
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        server.connectionOpened(context.channel)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        server.connectionClosed(context.channel)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = []
+        case .body(let buffer):
+            body.append(contentsOf: buffer.readableBytesView)
+        case .end:
+            guard let head else { return }
+            let action = server.handle(method: head.method.rawValue, uri: head.uri, headers: head.headers, body: body)
+            body = []
+            switch action {
+            case .drop:
+                context.close(promise: nil)
+            case .crash(let downFor):
+                server.crash(downFor: downFor)
+            case .respond(let status, let headers, let bytes, let delay):
+                let keepAlive = head.isKeepAlive
+                let write = { [self] (context: ChannelHandlerContext) in
+                    var h = HTTPHeaders(headers)
+                    h.add(name: "Content-Length", value: String(bytes.count))
+                    if !keepAlive { h.add(name: "Connection", value: "close") }
+                    context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: status), headers: h))), promise: nil)
+                    var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+                    buffer.writeBytes(bytes)
+                    context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                    let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+                    if !keepAlive { done.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
+                }
+                if delay > 0 {
+                    context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay * 1000))) { write(context) }
+                } else {
+                    write(context)
+                }
+            }
+        }
+    }
+}
+
+/// A small deterministic random generator (SplitMix64) for reproducible chaos.
+struct SeededGenerator: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) {
+        state = seed
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
