@@ -16,6 +16,8 @@ struct ServiceResponse {
     var status: Int
     var headers: [(String, String)] = []
     var body: JSONValue?
+    /// For a bundle request: how many entries it held.
+    var bundleEntries: Int?
 }
 
 /// Limits the test server enforces, Medplum's by default.
@@ -55,15 +57,18 @@ struct FHIRService {
         case ("POST", ""):
             guard let bundle = try? JSONParser.parse(request.body) else { return failure(400, "invalid", "The body is not JSON") }
             guard bundle["resourceType"]?.stringValue == "Bundle" else { return failure(400, "invalid", "POST to the base takes a Bundle") }
+            var response: ServiceResponse
             switch bundle["type"]?.stringValue {
-            case "batch": return batch(bundle, entryFaults: entryFaults)
+            case "batch": response = batch(bundle, entryFaults: entryFaults)
             case "transaction":
                 switch transaction(bundle) {
-                case .success(let response): return ServiceResponse(status: 200, body: response)
-                case .failure(let error): return failure(error.status, error.code, error.message)
+                case .success(let r): response = ServiceResponse(status: 200, body: r)
+                case .failure(let error): response = failure(error.status, error.code, error.message)
                 }
-            default: return failure(400, "invalid", "Bundle.type must be batch or transaction")
+            default: response = failure(400, "invalid", "Bundle.type must be batch or transaction")
             }
+            response.bundleEntries = bundle["entry"]?.arrayValue?.count ?? 0
+            return response
         case ("GET", let path) where !path.contains("/"):
             return search(type: path, query: request.query)
         case ("PUT", let path) where !path.contains("/"):

@@ -6,6 +6,8 @@ import NIOPosix
 
 /// A fault the test server injects into one bundle request (a POST to the base).
 public enum Fault: Sendable, Equatable {
+    /// No fault: answer normally (to aim a later fault at a later request).
+    case pass
     /// Close the connection before doing anything (a network drop).
     case dropConnection
     /// Apply the bundle, then close the connection without answering: the client cannot know it was written.
@@ -19,6 +21,8 @@ public enum Fault: Sendable, Equatable {
     case failEntries([Int], status: Int)
     /// Answer normally after a delay.
     case slow(seconds: Double)
+    /// Every token issued so far expires now, and this request gets 401 (a token expiring server-side early).
+    case expireTokens
     /// The server dies: every connection closes, nothing listens for `downFor` seconds, then it comes back with
     /// its data (what was committed before the crash).
     case crash(downFor: Double)
@@ -54,6 +58,8 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         public var tokenRequests = 0
         public var unauthorized = 0
         public var faultsInjected = 0
+        /// Entries of each bundle request answered, in arrival order (the first 10,000).
+        public var bundleEntryCounts: [Int] = []
     }
 
     /// Starts a server on a free port of 127.0.0.1.
@@ -210,9 +216,9 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
                 if Double.random(in: 0..<1, using: &c.generator) < c.rate { fault = c.kinds.randomElement(using: &c.generator) }
                 chaos = c
             }
-            if fault != nil { stats.faultsInjected += 1 }
+            if fault != nil && fault != .pass { stats.faultsInjected += 1 }
             switch fault {
-            case nil:
+            case nil, .pass?:
                 return reply(service.handle(request))
             case .dropConnection:
                 return .drop
@@ -235,6 +241,12 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
                 return .drop
             case .crash(let downFor)?:
                 return .crash(downFor: downFor)
+            case .expireTokens?:
+                tokens = [:]
+                stats.unauthorized += 1
+                var response = service.failure(401, "login", "Token expired")
+                response.headers.append(("WWW-Authenticate", "Bearer"))
+                return reply(response)
             }
         }
     }
@@ -270,6 +282,7 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
     }
 
     private func reply(_ response: ServiceResponse) -> Action {
+        if let n = response.bundleEntries, stats.bundleEntryCounts.count < 10_000 { stats.bundleEntryCounts.append(n) }
         var headers = response.headers
         var body: [UInt8] = []
         if let json = response.body {

@@ -1,0 +1,230 @@
+import FHIRConvert
+import FHIRModel
+import FHIRTestServer
+@testable import FHIRUpload
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Artifact folders for the upload tests, converted once and copied per test (each test gets its own journal).
+enum UploadFixtures {
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    private static let seed = convert("medplum-example/mapping.yaml", batchSize: nil)
+    /// The Synthea mapping's output in bundles of 100 entries: about 26,000 resources in some 270 requests.
+    private static let synthea = convert("synthea/mapping.yaml", batchSize: 100)
+
+    private static func convert(_ mapping: String, batchSize: Int?) -> String {
+        let dir = NSTemporaryDirectory() + "upload-fixture-\(UUID().uuidString)"
+        var options = ConvertOptions(mappingPath: root + "/fixtures/" + mapping, outputPath: dir)
+        if let batchSize { options.limitOverrides["batchEntries"] = batchSize }
+        _ = try! Converter(options: options).run()
+        return dir
+    }
+
+    /// A fresh copy of the seed example's artifacts (Medplum's three steps, 9 resources).
+    static func seedCopy() throws -> String { try copy(seed) }
+    static func syntheaCopy() throws -> String { try copy(synthea) }
+
+    private static func copy(_ folder: String) throws -> String {
+        let dir = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"
+        try FileManager.default.copyItem(atPath: folder, toPath: dir)
+        return dir
+    }
+
+    /// The resource counts the manifest promises.
+    static func expectedCounts(_ folder: String) throws -> [String: Int] {
+        let manifest = try JSONParser.parse(Array(FileManager.default.contents(atPath: folder + "/manifest.json")!))
+        var counts: [String: Int] = [:]
+        for member in manifest["resourceCounts"]?.objectMembers ?? [] {
+            if case .number(let n) = member.value { counts[member.key] = Int(n) }
+        }
+        return counts
+    }
+
+    /// Fast retries, so fault tests take seconds.
+    static func options(_ server: FHIRTestServer) -> UploadOptions {
+        var options = UploadOptions(server: server.baseURL)
+        options.retry = RetryPolicy(maxAttempts: 10, baseDelay: 0.05, maxDelay: 0.5)
+        options.timeout = 10
+        return options
+    }
+}
+
+/// The server holds exactly what the folder promises: the counts per type, no identifier twice, and
+/// `fhirupload verify` agrees.
+private func expectExactlyTheArtifacts(_ folder: String, on server: FHIRTestServer, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    #expect(server.resourceCounts == (try UploadFixtures.expectedCounts(folder)), sourceLocation: sourceLocation)
+    #expect(server.duplicatedIdentifiers().isEmpty, sourceLocation: sourceLocation)
+    let verify = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()
+    #expect(verify.isClean && verify.expected > 0, "missing \(verify.missing.count), duplicated \(verify.duplicated.count)", sourceLocation: sourceLocation)
+}
+
+@Suite(.serialized)
+struct FHIRTestServerUploadTests {
+    @Test func theSeedUploadsWithNestedTransactionsAndConditionalReferencesResolved() async throws {
+        let server = try await FHIRTestServer.start()
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        try await server.shutdown()
+        #expect(report.created == ["Patient": 2, "Condition": 3, "Encounter": 2, "ClinicalImpression": 2])
+        #expect(report.failures == 0 && report.requests == 3)
+        // Conditional references (Condition.subject) and urn:uuid references (ClinicalImpression.encounter) became ids.
+        let patientIDs = Set(server.resources(ofType: "Patient").compactMap { $0["id"]?.stringValue })
+        for condition in server.resources(ofType: "Condition") {
+            let reference = try #require(condition["subject"]?["reference"]?.stringValue)
+            #expect(patientIDs.contains(String(reference.dropFirst("Patient/".count))))
+        }
+        let encounterIDs = Set(server.resources(ofType: "Encounter").compactMap { $0["id"]?.stringValue })
+        for note in server.resources(ofType: "ClinicalImpression") {
+            #expect(encounterIDs.contains(String((note["encounter"]?["reference"]?.stringValue ?? "").dropFirst("Encounter/".count))))
+        }
+    }
+
+    @Test func uploadingTwiceSkipsAndRestartingUpdatesWithoutDuplicates() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var options = UploadFixtures.options(server)
+        _ = try await Uploader(folder: folder, options: options).run()
+        let second = try await Uploader(folder: folder, options: options).run()
+        #expect(second.skipped == 9 && second.written == 0 && server.statistics.bundleRequests == 3)
+        options.restart = true
+        let third = try await Uploader(folder: folder, options: options).run()
+        #expect(third.updated == ["Patient": 2, "Condition": 3, "Encounter": 2, "ClinicalImpression": 2])
+        try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    @Test(arguments: [
+        [Fault.dropConnection, .dropConnection],
+        [Fault.status(500), .status(503)],
+        [Fault.dropAfterApplying],
+        [Fault.status(429, retryAfter: nil)],
+    ])
+    func transientFaultsAreRetriedUntilEverythingIsWritten(faults: [Fault]) async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        server.inject(faults)
+        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        #expect(report.failures == 0 && report.written == 9)
+        #expect(server.statistics.bundleRequests == 3 + faults.count)
+        try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    @Test func retryAfterIsHonoured() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        server.inject([.status(429, retryAfter: 1)])
+        let started = Date()
+        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        #expect(Date().timeIntervalSince(started) >= 1)
+        #expect(report.failures == 0)
+    }
+
+    @Test func medplumsRateLimitInABatchResendsOnlyTheThrottledEntriesAfterTheReset() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        server.inject([.rateLimitFromEntry(1, resetSeconds: 1)])  // the Patient batch: entry 0 written, entry 1 throttled
+        let started = Date()
+        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        #expect(Date().timeIntervalSince(started) >= 1)  // waited for the RateLimit reset (no Retry-After sent)
+        #expect(report.failures == 0 && report.created["Patient"] == 2)
+        #expect(server.statistics.bundleEntryCounts.prefix(2) == [2, 1])  // the resend carried only the throttled entry
+        try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    @Test func aPermanentEntryFailureIsReportedWithItsOperationOutcomeAndTheRestGoesOn() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        server.inject([.failEntries([0], status: 400)])  // Patient P001
+        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        // What refers to P001 fails in turn (its conditional reference matches nothing): two Conditions and one
+        // Encounter transaction. The other patient's resources are written.
+        #expect(report.failed == ["Patient": 1, "Condition": 2, "Encounter": 1, "ClinicalImpression": 1])
+        #expect(report.written == 4)
+        let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+        #expect(failures.contains("\"status\":400") && failures.contains("Injected failure 400"))
+        #expect(failures.contains("The conditional reference Patient?… matches 0 resources"))
+        let verify = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()
+        #expect(verify.missing.map(\.type) == ["ClinicalImpression", "Condition", "Condition", "Encounter", "Patient"])
+        // A rerun sends the failed entries again, and only them.
+        let rerun = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        #expect(rerun.written == 5 && rerun.skipped == 4 && rerun.failures == 0)
+        try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    @Test func aSlowResponseTimesOutAndTheResendUpdatesInsteadOfDuplicating() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        server.inject([.slow(seconds: 2)])
+        var options = UploadFixtures.options(server)
+        options.timeout = 1
+        let report = try await Uploader(folder: folder, options: options).run()
+        #expect(report.failures == 0)
+        #expect(report.updated["Patient"] == 2)  // the slow request had written them; the resend matched them
+        try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    @Test func aServerCrashMidUploadIsWaitedOut() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        // The second request (the Condition batch) finds the server dying; it is back a second later.
+        server.inject([.pass, .crash(downFor: 1)])
+        let first = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        #expect(first.failures == 0)
+        try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    @Test func nestedTransactionsBeyondTheServersCapAreRefusedAsAWhole() async throws {
+        var limits = ServerLimits()
+        limits.conditionalTransactionEntries = 1
+        let server = try await FHIRTestServer.start(limits: limits)
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        #expect(report.failed == ["Encounter": 2, "ClinicalImpression": 2])
+        #expect(server.resourceCounts["Encounter"] == nil)  // all or nothing
+        let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+        #expect(failures.contains("conditional operations may hold 1 entries"))
+    }
+
+    @Test func verifyReportsWhatIsMissingAndWhatIsDuplicated() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let before = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()
+        #expect(before.missing.count == 9 && before.expected == 9)
+        _ = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        server.delete(type: "Patient", system: "http://your-source-system.com/patientId", value: "P002")
+        server.insertDirectly(.object([JSONMember("resourceType", .string("Condition")), JSONMember("identifier", .array([.object([
+            JSONMember("system", .string("http://your-source-system.com/patientConditionId")), JSONMember("value", .string("PC001")),
+        ])]))]))
+        let after = try await Verifier(folder: folder, options: UploadFixtures.options(server), batchSize: 2).run()
+        #expect(after.missing == [ExpectedIdentifier(type: "Patient", system: "http://your-source-system.com/patientId", value: "P002")])
+        #expect(after.duplicated.map(\.identifier.value) == ["PC001"] && after.duplicated.first?.count == 2)
+        #expect(after.searches >= 5)  // batches of two identifiers
+    }
+}
