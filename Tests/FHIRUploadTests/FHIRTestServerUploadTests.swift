@@ -60,7 +60,7 @@ enum UploadFixtures {
 
 /// The server holds exactly what the folder promises: the counts per type, no identifier twice, and
 /// `fhirupload verify` agrees.
-private func expectExactlyTheArtifacts(_ folder: String, on server: FHIRTestServer, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+func expectExactlyTheArtifacts(_ folder: String, on server: FHIRTestServer, sourceLocation: SourceLocation = #_sourceLocation) async throws {
     #expect(server.resourceCounts == (try UploadFixtures.expectedCounts(folder)), sourceLocation: sourceLocation)
     #expect(server.duplicatedIdentifiers().isEmpty, sourceLocation: sourceLocation)
     let verify = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()

@@ -1,0 +1,70 @@
+import FHIRTestServer
+import FHIRUpload
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Synthea mapping's output (about 26,000 resources in some 270 bundle requests) uploaded through faults and
+/// kills: the server must end up holding exactly the artifacts, nothing missing and nothing twice.
+@Suite(.serialized)
+struct ResilienceTests {
+    /// The built `fhirupload` beside the test bundle.
+    private static let executable: String = {
+        var dir = Bundle.main.bundleURL
+        if dir.pathExtension == "xctest" { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent("fhirupload").path
+    }()
+
+    @Test func anUploadThroughRandomFaultsEndsWithExactlyTheArtifacts() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.syntheaCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        server.chaos(rate: 0.3, seed: 20261125, kinds: [
+            .dropConnection, .dropAfterApplying, .status(500), .status(503), .status(429, retryAfter: 0),
+            .rateLimitFromEntry(40, resetSeconds: 0), .failEntries([3, 7, 50], status: 503), .slow(seconds: 0.05),
+        ])
+        var options = UploadFixtures.options(server)
+        options.concurrency = 8
+        let report = try await Uploader(folder: folder, options: options).run()
+        #expect(report.failures == 0)
+        #expect(report.written == (try UploadFixtures.expectedCounts(folder)).values.reduce(0, +))
+        #expect(server.statistics.faultsInjected > 50)
+        try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    @Test(arguments: [3, 60, 180])
+    func killingTheUploaderMidRunAndRerunningLosesAndDuplicatesNothing(afterRequests: Int) async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.syntheaCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        // Every answer comes late, so the kill lands while bundles are written but not yet acknowledged.
+        server.chaos(rate: 1, seed: 1, kinds: [.slow(seconds: 0.03)])
+        let first = try start(folder: folder, server: server)
+        while server.statistics.bundleRequests < afterRequests && first.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        #expect(first.terminationReason == .uncaughtSignal)
+        let journal = try String(contentsOfFile: folder + "/upload/journal.ndjson", encoding: .utf8)
+        #expect(!journal.isEmpty)
+
+        let second = try start(folder: folder, server: server)
+        second.waitUntilExit()
+        #expect(second.terminationStatus == 0)
+        try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    private func start(folder: String, server: FHIRTestServer) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = [folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+}
