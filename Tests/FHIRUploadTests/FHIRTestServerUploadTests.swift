@@ -49,6 +49,19 @@ enum UploadFixtures {
         return counts
     }
 
+    /// Starts the built `fhirupload` (beside the test bundle) with `arguments`, output discarded.
+    static func startUploader(_ arguments: [String]) throws -> Process {
+        var dir = Bundle.main.bundleURL
+        if dir.pathExtension == "xctest" { dir.deleteLastPathComponent() }
+        let process = Process()
+        process.executableURL = dir.appendingPathComponent("fhirupload")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
     /// Fast retries, so fault tests take seconds.
     static func options(_ server: FHIRTestServer) -> UploadOptions {
         var options = UploadOptions(server: server.baseURL)

@@ -11,13 +11,6 @@ import Glibc
 /// kills: the server must end up holding exactly the artifacts, nothing missing and nothing twice.
 @Suite(.serialized)
 struct ResilienceTests {
-    /// The built `fhirupload` beside the test bundle.
-    private static let executable: String = {
-        var dir = Bundle.main.bundleURL
-        if dir.pathExtension == "xctest" { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent("fhirupload").path
-    }()
-
     @Test func anUploadThroughRandomFaultsEndsWithExactlyTheArtifacts() async throws {
         let server = try await FHIRTestServer.start()
         defer { Task { try await server.shutdown() } }
@@ -44,7 +37,7 @@ struct ResilienceTests {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         // Every answer comes late, so the kill lands while bundles are written but not yet acknowledged.
         server.chaos(rate: 1, seed: 1, kinds: [.slow(seconds: 0.03)])
-        let first = try start(folder: folder, server: server)
+        let first = try UploadFixtures.startUploader([folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"])
         while server.statistics.bundleRequests < afterRequests && first.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
@@ -52,19 +45,9 @@ struct ResilienceTests {
         let journal = try String(contentsOfFile: folder + "/upload/journal.ndjson", encoding: .utf8)
         #expect(!journal.isEmpty)
 
-        let second = try start(folder: folder, server: server)
+        let second = try UploadFixtures.startUploader([folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"])
         second.waitUntilExit()
         #expect(second.terminationStatus == 0)
         try await expectExactlyTheArtifacts(folder, on: server)
-    }
-
-    private func start(folder: String, server: FHIRTestServer) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = [folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
     }
 }
