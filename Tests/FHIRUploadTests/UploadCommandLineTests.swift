@@ -1,0 +1,86 @@
+import FHIRTestServer
+import Foundation
+import Testing
+
+/// The built `fhirupload`, run as a user would: exit statuses, messages, credentials kept out of the output.
+@Suite(.serialized)
+struct UploadCommandLineTests {
+    private func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+        var dir = Bundle.main.bundleURL
+        if dir.pathExtension == "xctest" { dir.deleteLastPathComponent() }
+        let p = Process()
+        p.executableURL = dir.appendingPathComponent("fhirupload")
+        p.arguments = arguments
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func uploadThenVerifyWithClientCredentialsExitZeroAndNeverShowTheSecret() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        server.requireClientCredentials(id: "migrator", secret: "cli-secret-4711")
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let auth = ["--client-id", "migrator", "--client-secret-env", "MIGRATION_SECRET", "--token-url", server.tokenURL]
+        let upload = try run([folder, "--server", server.baseURL] + auth, environment: ["MIGRATION_SECRET": "cli-secret-4711"])
+        #expect(upload.status == 0, "\(upload.stderr)")
+        #expect(upload.stderr.contains("9 written, 0 failed"))
+        #expect(upload.stderr.contains("Patient: 2 created, 0 updated, 0 failed"))
+        let verify = try run(["verify", folder, "--server", server.baseURL] + auth, environment: ["MIGRATION_SECRET": "cli-secret-4711"])
+        #expect(verify.status == 0, "\(verify.stderr)")
+        #expect(verify.stdout.contains("Verified 9 identifiers") && verify.stdout.contains("0 missing, 0 duplicated"))
+        for text in [upload.stdout, upload.stderr, verify.stdout, verify.stderr] { #expect(!text.contains("cli-secret-4711")) }
+    }
+
+    @Test func verifyExitsOneAndNamesWhatIsMissing() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        #expect(try run([folder, "--server", server.baseURL]).status == 0)
+        server.delete(type: "Patient", system: "http://your-source-system.com/patientId", value: "P001")
+        let verify = try run(["verify", folder, "--server", server.baseURL])
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains("1 missing, 0 duplicated"))
+        #expect(verify.stdout.contains("missing: Patient?identifier=http://your-source-system.com/patientId|P001"))
+    }
+
+    @Test func failedEntriesMakeTheExitStatusOne() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        server.inject([.failEntries([1], status: 422)])
+        let upload = try run([folder, "--server", server.baseURL])
+        #expect(upload.status == 1)
+        #expect(upload.stderr.contains("upload/failures.ndjson"))
+    }
+
+    @Test(arguments: [
+        (["out", "--server", "http://fhir.example.org/fhir/R4"], "plain http:// to another machine"),
+        (["out", "--server", "ftp://x"], "--server must be an http(s) URL"),
+        (["out", "--server", "https://x.org/fhir", "--client-id", "a"], "--client-secret-env or --client-secret-file"),
+        (["out", "--server", "https://x.org/fhir", "--token-env", "A", "--client-id", "b", "--client-secret-env", "S"], "give one of"),
+        (["out", "--server", "https://x.org/fhir", "--concurrency", "0"], "--concurrency must be at least 1"),
+    ])
+    func badArgumentsExplainThemselvesAndExit64(arguments: [String], message: String) throws {
+        let result = try run(arguments)
+        #expect(result.status == 64)
+        #expect(result.stderr.contains(message), "\(result.stderr)")
+    }
+
+    @Test func helpDescribesBothSubcommands() throws {
+        let help = try run(["--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("upload (default)") && help.stdout.contains("verify"))
+        let upload = try run(["upload", "--help"])
+        #expect(upload.stdout.contains("--client-id") && upload.stdout.contains("--split-transactions") && upload.stdout.contains("--dry-run"))
+    }
+}
