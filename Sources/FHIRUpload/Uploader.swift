@@ -118,10 +118,11 @@ public final class Uploader: @unchecked Sendable {
         defer { try? failuresFile?.close() }
         let client = FHIRClient(base: options.server, credentials: options.credentials, timeout: options.timeout)
         let total = plan.steps.reduce(0) { $0 + $1.requests.reduce(0) { $0 + $1.resourceCount } }
+        let bodies = RequestBodies(folder: folder, plan: plan)
         do {
             for (number, step) in plan.steps.enumerated() {
                 log("step \(step.name): \(step.requests.count) requests")
-                try await runStep(step.requests, client: client, journal: journal) { [self] in
+                try await runStep(step.requests, client: client, journal: journal, bodies: bodies) { [self] in
                     let (done, failed) = lock.withLock { (report.written + report.failures + report.skipped, report.failures) }
                     progress(UploadProgress(step: step.name, stepNumber: number + 1, stepCount: plan.steps.count, resourcesDone: done,
                                             resourcesTotal: total, failed: failed, seconds: Date().timeIntervalSince(started)))
@@ -151,7 +152,7 @@ public final class Uploader: @unchecked Sendable {
     }
 
     /// Runs a step's requests, at most `concurrency` at once and never two that write the same identifier.
-    private func runStep(_ requests: [UploadRequest], client: FHIRClient, journal: UploadJournal,
+    private func runStep(_ requests: [UploadRequest], client: FHIRClient, journal: UploadJournal, bodies: RequestBodies,
                          finished: @escaping @Sendable () -> Void) async throws {
         var pending = requests[...]
         var waiting: [UploadRequest] = []
@@ -173,7 +174,8 @@ public final class Uploader: @unchecked Sendable {
                     nextID += 1
                     inFlight[id] = Set(r.writes)
                     group.addTask { [self] in
-                        try await self.send(r, client: client, journal: journal)
+                        defer { bodies.finished(r) }
+                        try await self.send(r, body: bodies.body(of: r), client: client, journal: journal)
                         return id
                     }
                 }
@@ -185,8 +187,8 @@ public final class Uploader: @unchecked Sendable {
     }
 
     /// Sends one request until every entry has succeeded or failed for good.
-    private func send(_ request: UploadRequest, client: FHIRClient, journal: UploadJournal) async throws {
-        guard let bundle = try? JSONParser.parse(request.body), let entries = bundle["entry"]?.arrayValue else { return }
+    private func send(_ request: UploadRequest, body requestBody: [UInt8], client: FHIRClient, journal: UploadJournal) async throws {
+        guard let bundle = try? JSONParser.parse(requestBody), let entries = bundle["entry"]?.arrayValue else { return }
         let isTransaction = bundle["type"]?.stringValue == "transaction"
         let alreadyWritten = journal.succeededEntries(of: request.id)
         let remainingAtStart = Array(entries.indices).filter { !alreadyWritten.contains($0) }
@@ -198,7 +200,7 @@ public final class Uploader: @unchecked Sendable {
             // A batch resends only what is left; a transaction is all or nothing.
             let body: [UInt8]
             if isTransaction || remaining.count == entries.count {
-                body = request.body
+                body = requestBody
             } else {
                 var subset = bundle
                 if case .object(var members) = subset, let i = members.firstIndex(where: { $0.key == "entry" }) {
