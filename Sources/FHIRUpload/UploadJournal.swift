@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-/// The uploader's memory across runs: an append-only, fsync'd NDJSON file in the artifact folder
+/// The uploader's memory across runs: an append-only, fsync'd (group commit, see `record`) NDJSON file in the artifact folder
 /// (`upload/journal.ndjson`) recording each request's entry outcomes.
 ///
 /// A rerun skips entries that succeeded, so killing the uploader at any moment loses at most the requests in
@@ -43,6 +43,7 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
     }
 
     deinit {
+        if unsynced { fsync(fd) }
         close(fd)
     }
 
@@ -69,7 +70,29 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
         return failed[request] ?? [:]
     }
 
-    /// Appends the outcomes of one attempt at `request` and syncs them to disk before returning.
+    /// Longest time a record stays unsynced. A group commit: one fsync covers every record since the last one.
+    static let syncInterval = 0.05
+    private var lastSync = Date()
+    private var unsynced = false
+
+    /// Forces every record to disk (the uploader calls it at the end of each step and of the run).
+    public func sync() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        try syncLocked()
+    }
+
+    private func syncLocked() throws {
+        guard unsynced else { return }
+        if fsync(fd) != 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
+        unsynced = false
+        lastSync = Date()
+    }
+
+    /// Appends the outcomes of one attempt at `request`. The record is written at once, so a killed process loses
+    /// nothing; it is fsync'd together with the records around it (at most `syncInterval` after the previous fsync,
+    /// and at the end of each step), so a power failure loses at most the last few records: their entries are then
+    /// sent again, which is harmless since every write is a conditional update.
     public func record(request: String, outcomes: [(index: Int, outcome: EntryOutcome)]) throws {
         let record = JSONValue.object([
             JSONMember("request", .string(request)),
@@ -85,9 +108,9 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
         lock.lock()
         defer { lock.unlock() }
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
-        guard written == bytes.count, fsync(fd) == 0 else {
-            throw UploadError.journal(path: path, message: String(cString: strerror(errno)))
-        }
+        guard written == bytes.count else { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
+        unsynced = true
+        if Date().timeIntervalSince(lastSync) >= Self.syncInterval { try syncLocked() }
         apply(record)
     }
 

@@ -127,8 +127,10 @@ public final class Uploader: @unchecked Sendable {
                     progress(UploadProgress(step: step.name, stepNumber: number + 1, stepCount: plan.steps.count, resourcesDone: done,
                                             resourcesTotal: total, failed: failed, seconds: Date().timeIntervalSince(started)))
                 }
+                try journal.sync()
             }
         } catch {
+            try? journal.sync()
             await client.shutdown()
             throw error
         }
