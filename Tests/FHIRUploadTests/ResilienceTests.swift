@@ -22,6 +22,7 @@ struct ResilienceTests {
         ])
         var options = UploadFixtures.options(server)
         options.concurrency = 8
+        options.retry.maxAttempts = 25  // 0.3^24: no request runs out of attempts by bad luck
         let report = try await Uploader(folder: folder, options: options).run()
         #expect(report.failures == 0)
         #expect(report.written == (try UploadFixtures.expectedCounts(folder)).values.reduce(0, +))
