@@ -83,12 +83,20 @@ public final class ArtifactValidator {
         var transactionCounter: Int32 = 0
         for (s, files) in steps.enumerated() {
             for file in files {
-                guard let bundle = parseJSON(file) else { continue }
-                checkBundle(bundle, file: file, step: Int32(s), transactionCounter: &transactionCounter)
+                guard let (bundle, size) = parseJSON(file) else { continue }
+                checkBundle(bundle, file: file, size: size, step: Int32(s), transactionCounter: &transactionCounter)
             }
         }
         resolvePending()
         for file in ndjsonFiles { scanNDJSON(file, checkStructure: steps.isEmpty) }
+        // Listed files that the passes above did not read (rejects.ndjson, or files they could not use).
+        for (path, listed) in unverified.sorted(by: { $0.key < $1.key }) {
+            guard let digest = FileStreaming.digest(folder + "/" + path) else {
+                findings.append(Finding(rule: .manifestMissingFile, file: "manifest.json", pointer: "/artifacts/\(listed.index)", message: "\(path) is listed but missing"))
+                continue
+            }
+            checkDigest(path, sha256: digest.sha256, size: digest.size)
+        }
         if !steps.isEmpty && !ndjsonFiles.isEmpty { compareNDJSONWithBundles() }
         if let expected = expectedCounts {
             for type in Set(expected.keys).union(bundleTypeCounts.keys).union(ndjsonTypeCounts.keys).sorted() {
@@ -123,10 +131,13 @@ public final class ArtifactValidator {
         FileManager.default.contents(atPath: folder + "/" + file).map { Array($0) }
     }
 
-    private func parseJSON(_ file: String, report: Bool = true) -> JSONValue? {
+    /// Reads and parses a JSON file, checking it against the manifest's checksum on the way (each file is read
+    /// once); returns the value and the file's size.
+    private func parseJSON(_ file: String, report: Bool = true) -> (JSONValue, Int)? {
         guard let bytes = read(file) else { return nil }
+        if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: bytes)), size: bytes.count) }
         do {
-            return try JSONParser.parse(bytes)
+            return (try JSONParser.parse(bytes), bytes.count)
         } catch {
             if report {
                 findings.append(Finding(rule: .jsonSyntax, file: file, line: error.line, message: "invalid JSON at column \(error.column): \(error.message)"))
@@ -136,7 +147,7 @@ public final class ArtifactValidator {
     }
 
     private func readManifest(files: [String]) -> Manifest? {
-        guard let json = parseJSON("manifest.json") else { return nil }
+        guard let (json, _) = parseJSON("manifest.json") else { return nil }
         let manifest: Manifest
         do {
             manifest = try Manifest(json: json)
@@ -147,14 +158,8 @@ public final class ArtifactValidator {
         var listed = Set<String>()
         for (i, artifact) in manifest.artifacts.enumerated() {
             listed.insert(artifact.path)
-            guard let digest = FileStreaming.digest(folder + "/" + artifact.path) else {
-                findings.append(Finding(rule: .manifestMissingFile, file: "manifest.json", pointer: "/artifacts/\(i)", message: "\(artifact.path) is listed but missing"))
-                continue
-            }
-            if digest.size != artifact.bytes || digest.sha256 != artifact.sha256 {
-                findings.append(Finding(rule: .manifestChecksum, file: artifact.path,
-                                        message: "the file's size or SHA-256 differs from manifest.json (\(digest.size) bytes, manifest says \(artifact.bytes))"))
-            }
+            // Checked when the passes read the file (or at the end, for files they do not read).
+            unverified[artifact.path] = (i, artifact.bytes, artifact.sha256)
         }
         for file in files where file != "manifest.json" && !listed.contains(file) && !isJournal(file) {
             findings.append(Finding(rule: .manifestMissingFile, file: file, message: "the file is not listed in manifest.json"))
@@ -172,6 +177,16 @@ public final class ArtifactValidator {
     }
 
     private var expectedCounts: [String: Int]?
+    /// Manifest artifacts whose checksum has not been compared yet: path → (index in the manifest, size, sha256).
+    private var unverified: [String: (index: Int, bytes: Int, sha256: String)] = [:]
+
+    private func checkDigest(_ path: String, sha256: String, size: Int) {
+        guard let listed = unverified.removeValue(forKey: path) else { return }
+        if size != listed.bytes || sha256 != listed.sha256 {
+            findings.append(Finding(rule: .manifestChecksum, file: path,
+                                    message: "the file's size or SHA-256 differs from manifest.json (\(size) bytes, manifest says \(listed.bytes))"))
+        }
+    }
 
     /// Files the uploader keeps in the folder (its journal), which the manifest does not list.
     private func isJournal(_ file: String) -> Bool { file.hasPrefix("upload/") }
@@ -219,7 +234,8 @@ public final class ArtifactValidator {
 
     private func scanNDJSON(_ file: String, checkStructure: Bool) {
         var counts: [String: Int] = [:]
-        FileStreaming.forEachLine(folder + "/" + file) { line, bytes in
+        let verify = unverified[file] != nil
+        let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify) { line, bytes in
             if bytes.isEmpty { return }
             let resource: JSONValue
             do {
@@ -259,6 +275,7 @@ public final class ArtifactValidator {
             }
         }
         for (type, n) in counts { ndjsonTypeCounts[type, default: 0] += n }
+        if verify, let digest { checkDigest(file, sha256: digest.sha256, size: digest.size) }
     }
 
     private var ndjsonTypeCounts: [String: Int] = [:]
@@ -274,12 +291,11 @@ public final class ArtifactValidator {
 
     // MARK: Pass 2
 
-    private func checkBundle(_ bundle: JSONValue, file: String, step: Int32, transactionCounter: inout Int32) {
+    private func checkBundle(_ bundle: JSONValue, file: String, size: Int, step: Int32, transactionCounter: inout Int32) {
         guard bundle["resourceType"]?.stringValue == "Bundle" else {
             findings.append(Finding(rule: .bundleType, file: file, pointer: "/resourceType", message: "the file is not a Bundle"))
             return
         }
-        let size = read(file)?.count ?? 0
         if size > options.limits.bundleBytes {
             findings.append(Finding(rule: .bundleBytes, file: file, message: "the bundle is \(size) bytes, more than \(options.limits.bundleBytes)"))
         }

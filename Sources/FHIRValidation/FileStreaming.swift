@@ -27,21 +27,25 @@ enum FileStreaming {
         return (Hex.encode(hasher.finalize()), size)
     }
 
-    /// Calls `body` with each line (1-based number, bytes without the line break, valid only during the call);
-    /// false if the file cannot be read.
+    /// Calls `body` with each line (1-based number, bytes without the line break, valid only during the call).
+    /// Returns the file's size and, with `digest`, its SHA-256 (computed on the same read); nil if it cannot be read.
     @discardableResult
-    static func forEachLine(_ path: String, _ body: (Int, UnsafeBufferPointer<UInt8>) -> Void) -> Bool {
+    static func forEachLine(_ path: String, digest: Bool = false, _ body: (Int, UnsafeBufferPointer<UInt8>) -> Void) -> (sha256: String, size: Int)? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
+        var hasher = SHA256()
+        var size = 0
         var buffer = [UInt8](repeating: 0, count: chunk)
         var filled = 0
         var line = 0
         while true {
             if filled == buffer.count { buffer.append(contentsOf: repeatElement(0, count: buffer.count)) }  // a very long line
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
-            if n < 0 { if errno == EINTR { continue } else { return false } }
+            if n < 0 { if errno == EINTR { continue } else { return nil } }
             let atEnd = n == 0
+            if digest && n > 0 { buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[filled..<filled + n])) } }
+            size += n
             filled += n
             let consumed = buffer.withUnsafeBufferPointer { p -> Int in
                 var start = 0
@@ -63,7 +67,7 @@ enum FileStreaming {
                 buffer.withUnsafeMutableBytes { p in _ = memmove(p.baseAddress!, p.baseAddress! + consumed, filled - consumed) }
                 filled -= consumed
             }
-            if atEnd { return true }
+            if atEnd { return (digest ? Hex.encode(hasher.finalize()) : "", size) }
         }
     }
 }
