@@ -190,7 +190,10 @@ public final class Uploader: @unchecked Sendable {
 
     /// Sends one request until every entry has succeeded or failed for good.
     private func send(_ request: UploadRequest, body requestBody: [UInt8], client: FHIRClient, journal: UploadJournal) async throws {
-        guard let bundle = try? JSONParser.parse(requestBody), let entries = bundle["entry"]?.arrayValue else { return }
+        guard let bundle = try? JSONParser.parse(requestBody), let entries = bundle["entry"]?.arrayValue else {
+            // The plan parsed it, so the file changed since: stop rather than skip it silently.
+            throw UploadError.plan(file: request.file, message: "the bundle can no longer be read as a Bundle with entries")
+        }
         let isTransaction = bundle["type"]?.stringValue == "transaction"
         let alreadyWritten = journal.succeededEntries(of: request.id)
         let remainingAtStart = Array(entries.indices).filter { !alreadyWritten.contains($0) }
