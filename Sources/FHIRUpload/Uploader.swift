@@ -200,6 +200,7 @@ public final class Uploader: @unchecked Sendable {
         addSkipped(alreadyWritten.filter { $0 < entries.count }.reduce(0) { $0 + resourceTypes(entries[$1]).count })
         var remaining = remainingAtStart
         var attempt = 0
+        var lastProblem = ""
         while !remaining.isEmpty {
             attempt += 1
             // A batch resends only what is left; a transaction is all or nothing.
@@ -219,13 +220,20 @@ public final class Uploader: @unchecked Sendable {
             var outcomes: [(index: Int, outcome: EntryOutcome)] = []
             var headers: [(name: String, value: String)] = []
             switch result {
-            case .failure:
-                outcomes = []  // connection error or timeout: nothing known, retry everything left
+            case .failure(let error):
+                // Connection error or timeout: nothing known, retry everything left.
+                lastProblem = "no answer (\(error))"
             case .success(let response):
                 headers = response.headers
                 if let parsed = response.outcomes, parsed.count == remaining.count {
                     outcomes = zip(remaining, parsed).map { ($0, $1) }
-                } else if !RetryPolicy.isRetryable(status: response.status) {
+                    if let failed = parsed.first(where: { $0.isRetryable }) { lastProblem = "the entry's status was \(failed.status)" }
+                } else if (200...299).contains(response.status) {
+                    // Success without the response bundle (a proxy's page, a truncated body): nothing known, retry.
+                    lastProblem = "HTTP \(response.status) without a \(isTransaction ? "transaction" : "batch")-response bundle of \(remaining.count) entries"
+                } else if RetryPolicy.isRetryable(status: response.status) {
+                    lastProblem = "HTTP \(response.status)" + response.issues.map { "; " + $0 }.joined()
+                } else {
                     // The whole request was refused (e.g. a transaction): every entry fails with the server's outcome.
                     let outcome = EntryOutcome(status: response.status, location: nil, issues: response.issues)
                     outcomes = remaining.map { ($0, outcome) }
@@ -240,7 +248,7 @@ public final class Uploader: @unchecked Sendable {
             if remaining.isEmpty { break }
             guard let delay = options.retry.delay(afterAttempt: attempt, headers: headers) else {
                 for i in remaining {
-                    recordFailure(request: request, index: i, outcome: EntryOutcome(status: 0, location: nil, issues: ["gave up after \(attempt) attempts"]), entries: entries)
+                    recordFailure(request: request, index: i, outcome: EntryOutcome(status: 0, location: nil, issues: ["gave up after \(attempt) attempts; last: \(lastProblem)"]), entries: entries)
                 }
                 break
             }

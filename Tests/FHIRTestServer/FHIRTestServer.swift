@@ -19,6 +19,8 @@ public enum Fault: Sendable, Equatable {
     case rateLimitFromEntry(Int, resetSeconds: Int = 1)
     /// These entries of a batch fail with `status` (retryable or not); the others are written.
     case failEntries([Int], status: Int)
+    /// Answer 200 with a page that is not FHIR (a misconfigured proxy), writing nothing.
+    case notFHIR
     /// Answer normally after a delay.
     case slow(seconds: Double)
     /// Every token issued so far expires now, and this request gets 401 (a token expiring server-side early).
@@ -241,6 +243,8 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
                 return .drop
             case .crash(let downFor)?:
                 return .crash(downFor: downFor)
+            case .notFHIR?:
+                return .respond(status: 200, headers: [("Content-Type", "text/html")], body: Array("<html><body>Welcome</body></html>".utf8), delay: 0)
             case .expireTokens?:
                 tokens = [:]
                 stats.unauthorized += 1

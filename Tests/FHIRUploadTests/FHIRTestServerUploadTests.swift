@@ -122,6 +122,7 @@ struct FHIRTestServerUploadTests {
         [Fault.status(500), .status(503)],
         [Fault.dropAfterApplying],
         [Fault.status(429, retryAfter: nil)],
+        [Fault.notFHIR],
     ])
     func transientFaultsAreRetriedUntilEverythingIsWritten(faults: [Fault]) async throws {
         let server = try await FHIRTestServer.start()
@@ -133,6 +134,21 @@ struct FHIRTestServerUploadTests {
         #expect(report.failures == 0 && report.written == 9)
         #expect(server.statistics.bundleRequests == 3 + faults.count)
         try await expectExactlyTheArtifacts(folder, on: server)
+    }
+
+    @Test func entriesThatNeverSucceedAreReportedWithTheLastProblem() async throws {
+        let server = try await FHIRTestServer.start()
+        defer { Task { try await server.shutdown() } }
+        let folder = try UploadFixtures.seedCopy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        server.inject([.notFHIR, .notFHIR, .notFHIR])
+        var options = UploadFixtures.options(server)
+        options.retry.maxAttempts = 3
+        let report = try await Uploader(folder: folder, options: options).run()
+        #expect(report.failed["Patient"] == 2)  // two entries that were never written
+        let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+        #expect(failures.contains("gave up after 3 attempts; last: HTTP 200 without a batch-response bundle of 2 entries"))
+        #expect(server.resourceCounts["Patient"] == nil)
     }
 
     @Test func retryAfterIsHonoured() async throws {
