@@ -91,6 +91,8 @@ final class FHIRClient: Sendable {
         request.headers.add(name: "Accept", value: "application/fhir+json")
         if let body {
             request.headers.add(name: "Content-Type", value: "application/fhir+json")
+            // Only the response statuses are needed, not the resources echoed back (less to send and to parse).
+            request.headers.add(name: "Prefer", value: "return=minimal")
             request.body = .bytes(body)
         }
         var used: String?
