@@ -2,18 +2,18 @@
 # Times `fhirupload` (release build) against local FHIR servers, at concurrency 1, 4 and 16, and measures the
 # uploader's own CPU per resource.
 #
-# usage: scripts/benchmark-upload.sh [ROWS] [SEKMET_ROWS]     (defaults 20000 and 1000)
+# usage: scripts/benchmark-upload.sh [ROWS]     (default 20000)
 #
 # It generates ROWS rows per table of the seed-shaped export (scripts/generate-seed-export.py: 4 resources per row
 # in three steps, the last a batch of Encounter+ClinicalImpression transactions), converts them, and uploads the
 # folder to the project's FHIR test server (Tests/fhir-test-server: Medplum's semantics, in memory, its own
-# process), once per concurrency, each time into a fresh server. With SEKMET_BIN set it does the same against
-# sekmet-fhir (SQLite, much slower, so SEKMET_ROWS rows and --split-transactions; its ClinicalImpression
-# transactions are refused, see the README, and not counted). Figures: wall time, resources written per second, the uploader's CPU (user+sys, which
-# includes its offline validation of the folder), CPU ms per resource and % of one core per 1,000 resources/s.
+# process), once per concurrency, each time into a fresh server. With SEKMET_BIN set it uploads the Synthea
+# mapping's output (fixtures/synthea, about 26,000 resources in batches) to sekmet-fhir (SQLite, much slower), a
+# fresh server per concurrency. Figures: wall time, resources written per second, the uploader's CPU (user+sys,
+# including its offline validation of the folder, which is also shown alone), CPU ms per resource and % of one
+# core per 1,000 resources/s, peak memory.
 set -euo pipefail
 ROWS=${1:-20000}
-SEKMET_ROWS=${2:-1000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/fhirupload-bench.XXXXXX)}
 cd "$ROOT"
@@ -62,18 +62,26 @@ upload_to_sekmet() {  # folder concurrency
     local pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/fhir/metadata" >/dev/null && break; sleep 0.2; done
     rm -rf "$1/upload"
-    /usr/bin/time -v "$BIN/fhirupload" "$1" --server "http://127.0.0.1:$port/fhir" --concurrency "$2" --split-transactions --quiet \
-        2>"$WORK/upload.time" >/dev/null || true  # sekmet refuses the ClinicalImpression transactions (exit 1)
+    /usr/bin/time -v "$BIN/fhirupload" "$1" --server "http://127.0.0.1:$port/fhir" --concurrency "$2" --quiet \
+        2>"$WORK/upload.time" >/dev/null || { tail -20 "$WORK/upload.time"; exit 1; }
     kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
     report sekmet "$1" "$2" "$WORK/upload.time"
+}
+
+validation_alone() {  # folder
+    /usr/bin/time -f "%e %U %S" "$BIN/fhirbundle" validate "$1" 2>"$WORK/validate.time" >/dev/null
+    awk '{printf "  (of which the offline validation alone: %.2f s CPU)\n", $2 + $3}' "$WORK/validate.time"
 }
 
 echo "generating and converting $ROWS rows per table in $WORK ..."
 prepare "$ROWS" "$WORK/out"
 echo "release build, $(nproc) cores; the server runs in its own process:"
 for c in 1 4 16; do upload_to_test_server "$WORK/out" "$c"; done
+validation_alone "$WORK/out"
 if [ -n "${SEKMET_BIN:-}" ]; then
-    prepare "$SEKMET_ROWS" "$WORK/out-sekmet"
-    for c in 1 4 16; do upload_to_sekmet "$WORK/out-sekmet" "$c"; done
+    "$BIN/fhirbundle" convert fixtures/synthea/mapping.yaml --out "$WORK/out-synthea" --quiet
+    for c in 1 4 16; do upload_to_sekmet "$WORK/out-synthea" "$c"; done
+    validation_alone "$WORK/out-synthea"
 fi
 [ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
