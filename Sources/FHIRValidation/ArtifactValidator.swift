@@ -170,9 +170,10 @@ public final class ArtifactValidator {
             }
         }
         expectedCounts = manifest.resourceCounts
-        // Size the identifier index once: about one identifier per resource, at most 3/4 full.
+        // Size the identifier index once: about one identifier per resource, at most 70% full (rounded up to a
+        // power of two, so 35-70%). It is the validator's only per-resource memory: 32 bytes a slot.
         let expected = manifest.resourceCounts.values.reduce(0, +)
-        if expected > index.count { index = HashedKeyMap(empty: IndexEntry(), capacity: expected * 2) }
+        if expected > index.count { index = HashedKeyMap(empty: IndexEntry(), capacity: expected * 10 / 7 + 16) }
         return manifest
     }
 
