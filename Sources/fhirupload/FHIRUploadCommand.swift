@@ -114,7 +114,8 @@ struct Upload: AsyncParsableCommand {
             server's OperationOutcome, in DIR/upload/failures.ndjson.
 
             Examples:
-              fhirupload out --server https://api.medplum.com/fhir/R4 --client-id ID --client-secret-env MEDPLUM_SECRET
+              fhirupload out --server https://api.medplum.com/fhir/R4 \\
+                  --client-id ID --client-secret-env MEDPLUM_SECRET
               fhirupload out --server http://127.0.0.1:8103/fhir --split-transactions
             """
     )
@@ -198,7 +199,8 @@ struct Verify: AsyncParsableCommand {
             update on them now fails with 412). Sends no writes.
 
             Example:
-              fhirupload verify out --server https://api.medplum.com/fhir/R4 --client-id ID --client-secret-env MEDPLUM_SECRET
+              fhirupload verify out --server https://api.medplum.com/fhir/R4 \\
+                  --client-id ID --client-secret-env MEDPLUM_SECRET
             """
     )
 
