@@ -23,12 +23,20 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
     private var failed: [String: [Int: EntryOutcome]] = [:]
 
     /// Opens (or creates) the journal of the artifact folder `folder` and reads what earlier runs recorded.
-    public init(folder: String) throws {
+    /// `exclusive` (an upload) locks it, so that two uploaders never work on one folder at once (they would race
+    /// on the same identifiers); the lock goes with the process, however it ends.
+    public init(folder: String, exclusive: Bool = true) throws {
         let dir = folder + "/upload"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         path = folder + "/" + UploadJournal.relativePath
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         if fd < 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
+        if exclusive && flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let busy = errno == EWOULDBLOCK
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw busy ? UploadError.busy(folder: folder) : UploadError.journal(path: path, message: reason)
+        }
         if let data = FileManager.default.contents(atPath: path) {
             for line in data.split(separator: 0x0A) {
                 guard let record = try? JSONParser.parse(Array(line)) else { continue }  // a torn last line
@@ -134,9 +142,11 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
 public enum UploadError: Error, CustomStringConvertible {
     case journal(path: String, message: String)
     case plan(file: String, message: String)
+    case busy(folder: String)
 
     public var description: String {
         switch self {
+        case .busy(let folder): return "another fhirupload is uploading \(folder) right now; wait for it to end (two at once would race on the same identifiers)"
         case .journal(let path, let message): return "\(path): the journal cannot be written: \(message)"
         case .plan(let file, let message): return "\(file): \(message)"
         }

@@ -94,7 +94,7 @@ public final class Uploader: @unchecked Sendable {
         let plan = try UploadPlan.make(folder: folder, manifest: try readManifest(), splitTransactions: options.splitTransactions)
         var written = 0
         if FileManager.default.fileExists(atPath: folder + "/" + UploadJournal.relativePath) && !options.restart {
-            let journal = try UploadJournal(folder: folder)
+            let journal = try UploadJournal(folder: folder, exclusive: false)
             for step in plan.steps { for r in step.requests { written += journal.succeededEntries(of: r.id).count } }
         }
         return (plan, written, validation)

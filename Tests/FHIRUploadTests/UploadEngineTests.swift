@@ -79,7 +79,7 @@ struct UploadJournalTests {
         let reopened = try UploadJournal(folder: folder)
         #expect(reopened.succeededEntries(of: "bundles/01-patients/0001.json") == [0])
         try reopened.record(request: "bundles/01-patients/0001.json", outcomes: [(1, EntryOutcome(status: 200, location: nil, issues: []))])
-        #expect(try UploadJournal(folder: folder).succeededEntries(of: "bundles/01-patients/0001.json") == [0, 1])
+        #expect(try UploadJournal(folder: folder, exclusive: false).succeededEntries(of: "bundles/01-patients/0001.json") == [0, 1])
     }
 
     @Test func aTornLastLineIsIgnoredAndLaterRecordsStillCount() throws {
@@ -91,7 +91,7 @@ struct UploadJournalTests {
         let journal = try UploadJournal(folder: folder)
         #expect(journal.succeededEntries(of: "a") == [0])
         try journal.record(request: "b", outcomes: [(0, EntryOutcome(status: 201, location: nil, issues: []))])
-        #expect(try UploadJournal(folder: folder).succeededEntries(of: "b") == [0])
+        #expect(try UploadJournal(folder: folder, exclusive: false).succeededEntries(of: "b") == [0])
     }
 
     @Test func permanentFailuresAreKeptWithTheirOutcomeAndRestartForgetsEverything() throws {
@@ -101,7 +101,19 @@ struct UploadJournalTests {
         try journal.record(request: "x", outcomes: [(2, EntryOutcome(status: 400, location: nil, issues: ["error invalid: bad"]))])
         #expect(journal.failedEntries(of: "x")[2]?.issues == ["error invalid: bad"])
         try journal.restart()
-        #expect(try UploadJournal(folder: folder).failedEntries(of: "x").isEmpty)
+        #expect(try UploadJournal(folder: folder, exclusive: false).failedEntries(of: "x").isEmpty)
+    }
+
+    @Test func aSecondUploaderOnTheSameFolderIsRefusedUntilTheFirstEnds() throws {
+        let (folder, _) = try seedArtifacts()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        do {
+            let first = try UploadJournal(folder: folder)
+            #expect(throws: UploadError.self) { _ = try UploadJournal(folder: folder) }
+            #expect(try UploadJournal(folder: folder, exclusive: false).succeededEntries(of: "x").isEmpty)  // a dry run may read
+            _ = first
+        }
+        _ = try UploadJournal(folder: folder)  // the first has ended
     }
 
     @Test func theJournalDoesNotDisturbValidation() throws {
