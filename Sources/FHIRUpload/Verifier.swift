@@ -54,86 +54,111 @@ public final class Verifier: Sendable {
         self.batchSize = batchSize
     }
 
-    /// The identifiers the folder's bundles write, from their conditional-update URLs, and the count of entries
-    /// that are not conditional updates by one identifier.
-    public func expectedIdentifiers() throws -> (identifiers: [ExpectedIdentifier], unverifiable: Int) {
+    /// Reads the manifest (its steps name the bundles to read).
+    private func readManifest() throws -> Manifest {
         guard let data = FileManager.default.contents(atPath: folder + "/manifest.json") else {
             throw UploadRefusal.manifest("\(folder)/manifest.json is missing: verify takes a folder written by fhirbundle convert")
         }
-        let manifest: Manifest
-        do { manifest = try Manifest(json: JSONParser.parse(Array(data))) } catch {
+        do { return try Manifest(json: JSONParser.parse(Array(data))) } catch {
             throw UploadRefusal.manifest("\(folder)/manifest.json cannot be read: \(error)")
         }
-        var identifiers = Set<ExpectedIdentifier>()
-        var unverifiable = 0
-        for step in manifest.steps {
-            for file in step.bundles {
-                guard let bytes = FileManager.default.contents(atPath: folder + "/" + file), let bundle = try? JSONParser.parse(Array(bytes)) else {
-                    throw UploadError.plan(file: file, message: "the bundle is missing or not JSON")
-                }
-                for entry in bundle["entry"]?.arrayValue ?? [] {
-                    let inner = entry["request"]?["url"]?.stringValue == "/" ? (entry["resource"]?["entry"]?.arrayValue ?? []) : [entry]
-                    for e in inner {
-                        if e["request"]?["method"]?.stringValue == "PUT", let url = e["request"]?["url"]?.stringValue,
-                           let parsed = ConditionalURL.parseIdentifier(url) {
-                            identifiers.insert(ExpectedIdentifier(type: parsed.type, system: parsed.system, value: parsed.value))
-                        } else {
-                            unverifiable += 1
-                        }
-                    }
-                }
-            }
-        }
-        return (identifiers.sorted(), unverifiable)
     }
 
-    public func run(progress: @escaping @Sendable (_ done: Int, _ total: Int) -> Void = { _, _ in }) async throws -> VerifyReport {
-        let started = Date()
-        let (identifiers, unverifiable) = try expectedIdentifiers()
-        var batches: [[ExpectedIdentifier]] = []
-        for (_, group) in Dictionary(grouping: identifiers, by: \.type).sorted(by: { $0.key < $1.key }) {
-            var i = 0
-            while i < group.count {
-                batches.append(Array(group[i..<min(group.count, i + batchSize)]))
-                i += batchSize
+    /// The identifiers one bundle file writes (from its conditional-update URLs), and how many of its entries are
+    /// not conditional updates by one identifier.
+    private func identifiers(inBundle file: String) throws -> (identifiers: [ExpectedIdentifier], unverifiable: Int) {
+        guard let bytes = FileManager.default.contents(atPath: folder + "/" + file), let bundle = try? JSONParser.parse(Array(bytes)) else {
+            throw UploadError.plan(file: file, message: "the bundle is missing or not JSON")
+        }
+        var identifiers: [ExpectedIdentifier] = []
+        var unverifiable = 0
+        for entry in bundle["entry"]?.arrayValue ?? [] {
+            let inner = entry["request"]?["url"]?.stringValue == "/" ? (entry["resource"]?["entry"]?.arrayValue ?? []) : [entry]
+            for e in inner {
+                if e["request"]?["method"]?.stringValue == "PUT", let url = e["request"]?["url"]?.stringValue,
+                   let parsed = ConditionalURL.parseIdentifier(url) {
+                    identifiers.append(ExpectedIdentifier(type: parsed.type, system: parsed.system, value: parsed.value))
+                } else {
+                    unverifiable += 1
+                }
             }
         }
+        return (identifiers, unverifiable)
+    }
+
+    /// Streams: bundles are read one at a time and their identifiers searched in batches as they fill, so memory
+    /// does not grow with the folder (only the missing and duplicated are kept). `progress` gets the identifiers
+    /// checked so far and the manifest's resource count.
+    public func run(progress: @escaping @Sendable (_ done: Int, _ total: Int) -> Void = { _, _ in }) async throws -> VerifyReport {
+        let started = Date()
+        let manifest = try readManifest()
+        let total = manifest.resourceCounts.values.reduce(0, +)
         let client = FHIRClient(base: options.server, credentials: options.credentials, timeout: options.timeout)
-        var counts: [ExpectedIdentifier: Int] = [:]
-        var searches = 0
+        var report = VerifyReport()
         do {
-            try await withThrowingTaskGroup(of: ([ExpectedIdentifier: Int], Int).self) { group in
-                var next = 0
-                var done = 0
-                while next < min(batches.count, options.concurrency) {
-                    let batch = batches[next]
-                    group.addTask { try await self.count(batch, client: client) }
-                    next += 1
+            try await withThrowingTaskGroup(of: BatchResult.self) { group in
+                var open: [String: [ExpectedIdentifier]] = [:]  // type → identifiers waiting for a full batch
+                var inFlight = 0
+                var checked = 0
+                func absorb(_ result: BatchResult) {
+                    report.missing += result.missing
+                    report.duplicated += result.duplicated
+                    report.searches += result.searches
+                    checked += result.checked
+                    inFlight -= 1
+                    progress(checked, total)
                 }
-                while let (found, requests) = try await group.next() {
-                    counts.merge(found, uniquingKeysWith: +)
-                    searches += requests
-                    done += 1
-                    progress(done, batches.count)
-                    if next < batches.count {
-                        let batch = batches[next]
-                        group.addTask { try await self.count(batch, client: client) }
-                        next += 1
+                var files = manifest.steps.flatMap(\.bundles)[...]
+                while true {
+                    var ready: [[ExpectedIdentifier]] = []
+                    if let file = files.popFirst() {
+                        let (identifiers, unverifiable) = try self.identifiers(inBundle: file)
+                        report.unverifiable += unverifiable
+                        report.expected += identifiers.count
+                        for identifier in identifiers {
+                            open[identifier.type, default: []].append(identifier)
+                            if open[identifier.type]!.count == batchSize { ready.append(open.removeValue(forKey: identifier.type)!) }
+                        }
+                    } else {
+                        ready = open.keys.sorted().map { open[$0]! }
+                        open = [:]
                     }
+                    for batch in ready {
+                        if inFlight >= options.concurrency, let result = try await group.next() { absorb(result) }
+                        group.addTask { try await self.check(batch, client: client) }
+                        inFlight += 1
+                    }
+                    if files.isEmpty && open.isEmpty { break }
                 }
+                while let result = try await group.next() { absorb(result) }
             }
         } catch {
             await client.shutdown()
             throw error
         }
         await client.shutdown()
-        var report = VerifyReport(expected: identifiers.count, unverifiable: unverifiable, searches: searches)
-        for identifier in identifiers {
-            let n = counts[identifier] ?? 0
-            if n == 0 { report.missing.append(identifier) } else if n > 1 { report.duplicated.append((identifier, n)) }
-        }
+        report.missing.sort()
+        report.duplicated.sort { $0.identifier < $1.identifier }
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    private struct BatchResult: Sendable {
+        var missing: [ExpectedIdentifier] = []
+        var duplicated: [(identifier: ExpectedIdentifier, count: Int)] = []
+        var searches = 0
+        var checked = 0
+    }
+
+    /// Searches one batch and keeps only what is wrong with it.
+    private func check(_ batch: [ExpectedIdentifier], client: FHIRClient) async throws -> BatchResult {
+        let (counts, searches) = try await count(batch, client: client)
+        var result = BatchResult(searches: searches, checked: batch.count)
+        for identifier in batch {
+            let n = counts[identifier] ?? 0
+            if n == 0 { result.missing.append(identifier) } else if n > 1 { result.duplicated.append((identifier, n)) }
+        }
+        return result
     }
 
     /// How many resources carry each identifier of `batch` (one type), following the search's next links.

@@ -231,7 +231,7 @@ struct Verify: AsyncParsableCommand {
         let report: VerifyReport
         do {
             report = try await Verifier(folder: folder, options: options, batchSize: batchSize).run { done, total in
-                line.draw("verify: \(done)/\(total) searches")
+                line.draw("verify: \(done)/\(total) identifiers checked")
             }
             line.finish()
         } catch {
