@@ -220,7 +220,9 @@ struct FHIRTestServerUploadTests {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         // The second request (the Condition batch) finds the server dying; it is back a second later.
         server.inject([.pass, .crash(downFor: 1)])
-        let first = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+        var options = UploadFixtures.options(server)
+        options.retry.maxAttempts = 40  // backoff with full jitter must outlast the second of downtime, always
+        let first = try await Uploader(folder: folder, options: options).run()
         #expect(first.failures == 0)
         try await expectExactlyTheArtifacts(folder, on: server)
     }

@@ -29,7 +29,7 @@ final class SekmetServer {
     }
 
     private init(executable: String) throws {
-        let port = Int.random(in: 20000...40000)
+        let port = Self.freePort()
         dataDir = NSTemporaryDirectory() + "sekmet-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         let settings = dataDir + "/settings.yaml"
@@ -51,6 +51,21 @@ final class SekmetServer {
     }
 
     struct SekmetUnavailable: Error {}
+
+    /// A port nothing listens on now: bind port 0, read what the kernel chose, let it go.
+    private static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        return bound ? Int(UInt16(bigEndian: address.sin_port)) : Int.random(in: 20000...30000)
+    }
 
     /// Stops the server: SIGTERM, then SIGKILL after 2 s (its graceful shutdown waits for idle keep-alive
     /// connections, which a test's HTTP client may hold).
