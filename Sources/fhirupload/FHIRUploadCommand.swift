@@ -165,18 +165,11 @@ struct Upload: AsyncParsableCommand {
             if validation.errors > 0 && !force { throw ExitCode.failure }
             return
         }
-        let line = ProgressLine(enabled: !quiet && isatty(2) == 1)
-        let report: UploadReport
-        do {
-            report = try await Uploader(folder: folder, options: options).run(progress: { p in
+        let report = try await ProgressLine.run(quiet: quiet) { line in
+            try await Uploader(folder: folder, options: options).run(progress: { p in
                 let rate = Int(Double(p.resourcesDone) / max(p.seconds, 0.001))
                 line.draw("\(p.step) (step \(p.stepNumber)/\(p.stepCount)): \(p.resourcesDone)/\(p.resourcesTotal) resources, \(rate)/s, \(p.failed) failed")
             })
-            line.finish()
-        } catch {
-            line.finish()
-            Stderr.print("error: \(error)")
-            throw ExitCode.failure
         }
         let rate = Double(report.written) / max(report.seconds, 0.001)
         var lines = ["Uploaded in \(String(format: "%.2f", report.seconds)) s (\(Int(rate)) resources/s): \(report.written) written, \(report.failures) failed, \(report.skipped) already written by an earlier run (\(report.requests) requests)."]
@@ -227,17 +220,10 @@ struct Verify: AsyncParsableCommand {
         var options = UploadOptions(server: connection.server)
         options.concurrency = concurrency
         options.credentials = try connection.credentials()
-        let line = ProgressLine(enabled: !quiet && isatty(2) == 1)
-        let report: VerifyReport
-        do {
-            report = try await Verifier(folder: folder, options: options, batchSize: batchSize).run { done, total in
+        let report = try await ProgressLine.run(quiet: quiet) { line in
+            try await Verifier(folder: folder, options: options, batchSize: batchSize).run { done, total in
                 line.draw("verify: \(done)/\(total) identifiers checked")
             }
-            line.finish()
-        } catch {
-            line.finish()
-            Stderr.print("error: \(error)")
-            throw ExitCode.failure
         }
         var lines = ["Verified \(report.expected) identifiers with \(report.searches) searches in \(String(format: "%.2f", report.seconds)) s: \(report.missing.count) missing, \(report.duplicated.count) duplicated."]
         if report.unverifiable > 0 { lines.append("\(report.unverifiable) entries are not conditional updates by one identifier and were not checked.") }
@@ -267,6 +253,21 @@ final class ProgressLine: @unchecked Sendable {  // state behind `lock`
 
     init(enabled: Bool) {
         self.enabled = enabled
+    }
+
+    /// Runs `work` with a progress line (on a terminal, unless `quiet`); an error ends the line, is printed, and
+    /// exits with status 1.
+    static func run<T>(quiet: Bool, _ work: (ProgressLine) async throws -> T) async throws -> T {
+        let line = ProgressLine(enabled: !quiet && isatty(2) == 1)
+        do {
+            let result = try await work(line)
+            line.finish()
+            return result
+        } catch {
+            line.finish()
+            Stderr.print("error: \(error)")
+            throw ExitCode.failure
+        }
     }
 
     func draw(_ text: String) {

@@ -9,53 +9,47 @@ struct AuthenticationTests {
     private static let secret = "s3cr3t-client-value"
 
     @Test func clientCredentialsFetchOneTokenAndRenewItWhenTheServerRefusesIt() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        server.requireClientCredentials(id: "migrator", secret: Self.secret)
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        var options = UploadFixtures.options(server)
-        options.credentials = .clientCredentials(tokenURL: server.tokenURL, clientID: "migrator", clientSecret: Self.secret)
-        options.concurrency = 1
-        server.inject([.pass, .expireTokens])  // the second request finds its token expired
-        let report = try await Uploader(folder: folder, options: options).run()
-        #expect(report.failures == 0 && report.written == 9)
-        #expect(server.statistics.tokenRequests == 2 && server.statistics.unauthorized == 1)
-        // Secrets stay out of everything the run wrote.
-        for file in ["upload/journal.ndjson", "upload/failures.ndjson"] {
-            let text = try String(contentsOfFile: folder + "/" + file, encoding: .utf8)
-            #expect(!text.contains(Self.secret) && !text.contains("Bearer"))
+        try await UploadFixtures.withServer { server, folder in
+            server.requireClientCredentials(id: "migrator", secret: Self.secret)
+            var options = UploadFixtures.options(server)
+            options.credentials = .clientCredentials(tokenURL: server.tokenURL, clientID: "migrator", clientSecret: Self.secret)
+            options.concurrency = 1
+            server.inject([.pass, .expireTokens])  // the second request finds its token expired
+            let report = try await Uploader(folder: folder, options: options).run()
+            #expect(report.failures == 0 && report.written == 9)
+            #expect(server.statistics.tokenRequests == 2 && server.statistics.unauthorized == 1)
+            // Secrets stay out of everything the run wrote.
+            for file in ["upload/journal.ndjson", "upload/failures.ndjson"] {
+                let text = try String(contentsOfFile: folder + "/" + file, encoding: .utf8)
+                #expect(!text.contains(Self.secret) && !text.contains("Bearer"))
+            }
         }
     }
 
     @Test func aWrongSecretStopsBeforeAnyBundleIsSentWithoutPrintingTheSecret() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        server.requireClientCredentials(id: "migrator", secret: Self.secret)
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        var options = UploadFixtures.options(server)
-        options.credentials = .clientCredentials(tokenURL: server.tokenURL, clientID: "migrator", clientSecret: "wrong-secret-value")
-        do {
-            _ = try await Uploader(folder: folder, options: options).run()
-            Issue.record("expected the token endpoint to refuse")
-        } catch let failure as ConnectionFailure {
-            #expect(failure.description.contains("invalid_client"))
-            #expect(!failure.description.contains("wrong-secret-value"))
+        try await UploadFixtures.withServer { server, folder in
+            server.requireClientCredentials(id: "migrator", secret: Self.secret)
+            var options = UploadFixtures.options(server)
+            options.credentials = .clientCredentials(tokenURL: server.tokenURL, clientID: "migrator", clientSecret: "wrong-secret-value")
+            do {
+                _ = try await Uploader(folder: folder, options: options).run()
+                Issue.record("expected the token endpoint to refuse")
+            } catch let failure as ConnectionFailure {
+                #expect(failure.description.contains("invalid_client"))
+                #expect(!failure.description.contains("wrong-secret-value"))
+            }
+            #expect(server.statistics.bundleRequests == 0)
         }
-        #expect(server.statistics.bundleRequests == 0)
     }
 
     @Test func aBearerTokenTheServerRefusesStopsTheUpload() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        server.requireClientCredentials(id: "migrator", secret: Self.secret)
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        var options = UploadFixtures.options(server)
-        options.credentials = .bearer("not-a-valid-token")
-        await #expect(throws: ConnectionFailure.self) { _ = try await Uploader(folder: folder, options: options).run() }
-        #expect(server.statistics.unauthorized == 1)
+        try await UploadFixtures.withServer { server, folder in
+            server.requireClientCredentials(id: "migrator", secret: Self.secret)
+            var options = UploadFixtures.options(server)
+            options.credentials = .bearer("not-a-valid-token")
+            await #expect(throws: ConnectionFailure.self) { _ = try await Uploader(folder: folder, options: options).run() }
+            #expect(server.statistics.unauthorized == 1)
+        }
     }
 
     @Test(arguments: [

@@ -49,6 +49,27 @@ enum UploadFixtures {
         return counts
     }
 
+    /// Runs `body` with a fresh test server and a fresh copy of an artifact folder (the seed example unless
+    /// `folder` says otherwise), then shuts the server down and removes the copy.
+    static func withServer(limits: ServerLimits = ServerLimits(), folder copy: () throws -> String = seedCopy,
+                           _ body: (FHIRTestServer, String) async throws -> Void) async throws {
+        let server = try await FHIRTestServer.start(limits: limits)
+        let folder: String
+        do { folder = try copy() } catch {
+            try? await server.shutdown()
+            throw error
+        }
+        do {
+            try await body(server, folder)
+        } catch {
+            try? await server.shutdown()
+            try? FileManager.default.removeItem(atPath: folder)
+            throw error
+        }
+        try? await server.shutdown()
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
     /// Starts the built `fhirupload` (beside the test bundle) with `arguments`, output discarded.
     static func startUploader(_ arguments: [String]) throws -> Process {
         var dir = Bundle.main.bundleURL
@@ -83,38 +104,34 @@ func expectExactlyTheArtifacts(_ folder: String, on server: FHIRTestServer, sour
 @Suite(.serialized)
 struct FHIRTestServerUploadTests {
     @Test func theSeedUploadsWithNestedTransactionsAndConditionalReferencesResolved() async throws {
-        let server = try await FHIRTestServer.start()
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
-        try await server.shutdown()
-        #expect(report.created == ["Patient": 2, "Condition": 3, "Encounter": 2, "ClinicalImpression": 2])
-        #expect(report.failures == 0 && report.requests == 3)
-        // Conditional references (Condition.subject) and urn:uuid references (ClinicalImpression.encounter) became ids.
-        let patientIDs = Set(server.resources(ofType: "Patient").compactMap { $0["id"]?.stringValue })
-        for condition in server.resources(ofType: "Condition") {
-            let reference = try #require(condition["subject"]?["reference"]?.stringValue)
-            #expect(patientIDs.contains(String(reference.dropFirst("Patient/".count))))
-        }
-        let encounterIDs = Set(server.resources(ofType: "Encounter").compactMap { $0["id"]?.stringValue })
-        for note in server.resources(ofType: "ClinicalImpression") {
-            #expect(encounterIDs.contains(String((note["encounter"]?["reference"]?.stringValue ?? "").dropFirst("Encounter/".count))))
+        try await UploadFixtures.withServer { server, folder in
+            let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+            #expect(report.created == ["Patient": 2, "Condition": 3, "Encounter": 2, "ClinicalImpression": 2])
+            #expect(report.failures == 0 && report.requests == 3)
+            // Conditional references (Condition.subject) and urn:uuid references (ClinicalImpression.encounter) became ids.
+            let patientIDs = Set(server.resources(ofType: "Patient").compactMap { $0["id"]?.stringValue })
+            for condition in server.resources(ofType: "Condition") {
+                let reference = try #require(condition["subject"]?["reference"]?.stringValue)
+                #expect(patientIDs.contains(String(reference.dropFirst("Patient/".count))))
+            }
+            let encounterIDs = Set(server.resources(ofType: "Encounter").compactMap { $0["id"]?.stringValue })
+            for note in server.resources(ofType: "ClinicalImpression") {
+                #expect(encounterIDs.contains(String((note["encounter"]?["reference"]?.stringValue ?? "").dropFirst("Encounter/".count))))
+            }
         }
     }
 
     @Test func uploadingTwiceSkipsAndRestartingUpdatesWithoutDuplicates() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        var options = UploadFixtures.options(server)
-        _ = try await Uploader(folder: folder, options: options).run()
-        let second = try await Uploader(folder: folder, options: options).run()
-        #expect(second.skipped == 9 && second.written == 0 && server.statistics.bundleRequests == 3)
-        options.restart = true
-        let third = try await Uploader(folder: folder, options: options).run()
-        #expect(third.updated == ["Patient": 2, "Condition": 3, "Encounter": 2, "ClinicalImpression": 2])
-        try await expectExactlyTheArtifacts(folder, on: server)
+        try await UploadFixtures.withServer { server, folder in
+            var options = UploadFixtures.options(server)
+            _ = try await Uploader(folder: folder, options: options).run()
+            let second = try await Uploader(folder: folder, options: options).run()
+            #expect(second.skipped == 9 && second.written == 0 && server.statistics.bundleRequests == 3)
+            options.restart = true
+            let third = try await Uploader(folder: folder, options: options).run()
+            #expect(third.updated == ["Patient": 2, "Condition": 3, "Encounter": 2, "ClinicalImpression": 2])
+            try await expectExactlyTheArtifacts(folder, on: server)
+        }
     }
 
     @Test(arguments: [
@@ -125,137 +142,119 @@ struct FHIRTestServerUploadTests {
         [Fault.notFHIR],
     ])
     func transientFaultsAreRetriedUntilEverythingIsWritten(faults: [Fault]) async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        server.inject(faults)
-        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
-        #expect(report.failures == 0 && report.written == 9)
-        #expect(server.statistics.bundleRequests == 3 + faults.count)
-        try await expectExactlyTheArtifacts(folder, on: server)
+        try await UploadFixtures.withServer { server, folder in
+            server.inject(faults)
+            let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+            #expect(report.failures == 0 && report.written == 9)
+            #expect(server.statistics.bundleRequests == 3 + faults.count)
+            try await expectExactlyTheArtifacts(folder, on: server)
+        }
     }
 
     @Test func entriesThatNeverSucceedAreReportedWithTheLastProblem() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        server.inject([.notFHIR, .notFHIR, .notFHIR])
-        var options = UploadFixtures.options(server)
-        options.retry.maxAttempts = 3
-        let report = try await Uploader(folder: folder, options: options).run()
-        #expect(report.failed["Patient"] == 2)  // two entries that were never written
-        let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
-        #expect(failures.contains("gave up after 3 attempts; last: HTTP 200 without a batch-response bundle of 2 entries"))
-        #expect(server.resourceCounts["Patient"] == nil)
+        try await UploadFixtures.withServer { server, folder in
+            server.inject([.notFHIR, .notFHIR, .notFHIR])
+            var options = UploadFixtures.options(server)
+            options.retry.maxAttempts = 3
+            let report = try await Uploader(folder: folder, options: options).run()
+            #expect(report.failed["Patient"] == 2)  // two entries that were never written
+            let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+            #expect(failures.contains("gave up after 3 attempts; last: HTTP 200 without a batch-response bundle of 2 entries"))
+            #expect(server.resourceCounts["Patient"] == nil)
+        }
     }
 
     @Test func retryAfterIsHonoured() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        server.inject([.status(429, retryAfter: 1)])
-        let started = Date()
-        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
-        #expect(Date().timeIntervalSince(started) >= 1)
-        #expect(report.failures == 0)
+        try await UploadFixtures.withServer { server, folder in
+            server.inject([.status(429, retryAfter: 1)])
+            let started = Date()
+            let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+            #expect(Date().timeIntervalSince(started) >= 1)
+            #expect(report.failures == 0)
+        }
     }
 
     @Test func medplumsRateLimitInABatchResendsOnlyTheThrottledEntriesAfterTheReset() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        server.inject([.rateLimitFromEntry(1, resetSeconds: 1)])  // the Patient batch: entry 0 written, entry 1 throttled
-        let started = Date()
-        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
-        #expect(Date().timeIntervalSince(started) >= 1)  // waited for the RateLimit reset (no Retry-After sent)
-        #expect(report.failures == 0 && report.created["Patient"] == 2)
-        #expect(server.statistics.bundleEntryCounts.prefix(2) == [2, 1])  // the resend carried only the throttled entry
-        try await expectExactlyTheArtifacts(folder, on: server)
+        try await UploadFixtures.withServer { server, folder in
+            server.inject([.rateLimitFromEntry(1, resetSeconds: 1)])  // the Patient batch: entry 0 written, entry 1 throttled
+            let started = Date()
+            let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+            #expect(Date().timeIntervalSince(started) >= 1)  // waited for the RateLimit reset (no Retry-After sent)
+            #expect(report.failures == 0 && report.created["Patient"] == 2)
+            #expect(server.statistics.bundleEntryCounts.prefix(2) == [2, 1])  // the resend carried only the throttled entry
+            try await expectExactlyTheArtifacts(folder, on: server)
+        }
     }
 
     @Test func aPermanentEntryFailureIsReportedWithItsOperationOutcomeAndTheRestGoesOn() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        server.inject([.failEntries([0], status: 400)])  // Patient P001
-        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
-        // What refers to P001 fails in turn (its conditional reference matches nothing): two Conditions and one
-        // Encounter transaction. The other patient's resources are written.
-        #expect(report.failed == ["Patient": 1, "Condition": 2, "Encounter": 1, "ClinicalImpression": 1])
-        #expect(report.written == 4)
-        let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
-        #expect(failures.contains("\"status\":400") && failures.contains("Injected failure 400"))
-        #expect(failures.contains("The conditional reference Patient?… matches 0 resources"))
-        let verify = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()
-        #expect(verify.missing.map(\.type) == ["ClinicalImpression", "Condition", "Condition", "Encounter", "Patient"])
-        // A rerun sends the failed entries again, and only them.
-        let rerun = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
-        #expect(rerun.written == 5 && rerun.skipped == 4 && rerun.failures == 0)
-        try await expectExactlyTheArtifacts(folder, on: server)
+        try await UploadFixtures.withServer { server, folder in
+            server.inject([.failEntries([0], status: 400)])  // Patient P001
+            let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+            // What refers to P001 fails in turn (its conditional reference matches nothing): two Conditions and one
+            // Encounter transaction. The other patient's resources are written.
+            #expect(report.failed == ["Patient": 1, "Condition": 2, "Encounter": 1, "ClinicalImpression": 1])
+            #expect(report.written == 4)
+            let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+            #expect(failures.contains("\"status\":400") && failures.contains("Injected failure 400"))
+            #expect(failures.contains("The conditional reference Patient?… matches 0 resources"))
+            let verify = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()
+            #expect(verify.missing.map(\.type) == ["ClinicalImpression", "Condition", "Condition", "Encounter", "Patient"])
+            // A rerun sends the failed entries again, and only them.
+            let rerun = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+            #expect(rerun.written == 5 && rerun.skipped == 4 && rerun.failures == 0)
+            try await expectExactlyTheArtifacts(folder, on: server)
+        }
     }
 
     @Test func aSlowResponseTimesOutAndTheResendUpdatesInsteadOfDuplicating() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        server.inject([.slow(seconds: 2)])
-        var options = UploadFixtures.options(server)
-        options.timeout = 1
-        let report = try await Uploader(folder: folder, options: options).run()
-        #expect(report.failures == 0)
-        #expect(report.updated["Patient"] == 2)  // the slow request had written them; the resend matched them
-        try await expectExactlyTheArtifacts(folder, on: server)
+        try await UploadFixtures.withServer { server, folder in
+            server.inject([.slow(seconds: 2)])
+            var options = UploadFixtures.options(server)
+            options.timeout = 1
+            let report = try await Uploader(folder: folder, options: options).run()
+            #expect(report.failures == 0)
+            #expect(report.updated["Patient"] == 2)  // the slow request had written them; the resend matched them
+            try await expectExactlyTheArtifacts(folder, on: server)
+        }
     }
 
     @Test func aServerCrashMidUploadIsWaitedOut() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        // The second request (the Condition batch) finds the server dying; it is back a second later.
-        server.inject([.pass, .crash(downFor: 1)])
-        var options = UploadFixtures.options(server)
-        options.retry.maxAttempts = 40  // backoff with full jitter must outlast the second of downtime, always
-        let first = try await Uploader(folder: folder, options: options).run()
-        #expect(first.failures == 0)
-        try await expectExactlyTheArtifacts(folder, on: server)
+        try await UploadFixtures.withServer { server, folder in
+            // The second request (the Condition batch) finds the server dying; it is back a second later.
+            server.inject([.pass, .crash(downFor: 1)])
+            var options = UploadFixtures.options(server)
+            options.retry.maxAttempts = 40  // backoff with full jitter must outlast the second of downtime, always
+            let first = try await Uploader(folder: folder, options: options).run()
+            #expect(first.failures == 0)
+            try await expectExactlyTheArtifacts(folder, on: server)
+        }
     }
 
     @Test func nestedTransactionsBeyondTheServersCapAreRefusedAsAWhole() async throws {
         var limits = ServerLimits()
         limits.conditionalTransactionEntries = 1
-        let server = try await FHIRTestServer.start(limits: limits)
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
-        #expect(report.failed == ["Encounter": 2, "ClinicalImpression": 2])
-        #expect(server.resourceCounts["Encounter"] == nil)  // all or nothing
-        let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
-        #expect(failures.contains("conditional operations may hold 1 entries"))
+        try await UploadFixtures.withServer(limits: limits) { server, folder in
+            let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+            #expect(report.failed == ["Encounter": 2, "ClinicalImpression": 2])
+            #expect(server.resourceCounts["Encounter"] == nil)  // all or nothing
+            let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+            #expect(failures.contains("conditional operations may hold 1 entries"))
+        }
     }
 
     @Test func verifyReportsWhatIsMissingAndWhatIsDuplicated() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let before = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()
-        #expect(before.missing.count == 9 && before.expected == 9)
-        _ = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
-        server.delete(type: "Patient", system: "http://your-source-system.com/patientId", value: "P002")
-        server.insertDirectly(.object([JSONMember("resourceType", .string("Condition")), JSONMember("identifier", .array([.object([
-            JSONMember("system", .string("http://your-source-system.com/patientConditionId")), JSONMember("value", .string("PC001")),
-        ])]))]))
-        let after = try await Verifier(folder: folder, options: UploadFixtures.options(server), batchSize: 2).run()
-        #expect(after.missing == [ExpectedIdentifier(type: "Patient", system: "http://your-source-system.com/patientId", value: "P002")])
-        #expect(after.duplicated.map(\.identifier.value) == ["PC001"] && after.duplicated.first?.count == 2)
-        #expect(after.searches >= 5)  // batches of two identifiers
+        try await UploadFixtures.withServer { server, folder in
+            let before = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()
+            #expect(before.missing.count == 9 && before.expected == 9)
+            _ = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
+            server.delete(type: "Patient", system: "http://your-source-system.com/patientId", value: "P002")
+            server.insertDirectly(.object([JSONMember("resourceType", .string("Condition")), JSONMember("identifier", .array([.object([
+                JSONMember("system", .string("http://your-source-system.com/patientConditionId")), JSONMember("value", .string("PC001")),
+            ])]))]))
+            let after = try await Verifier(folder: folder, options: UploadFixtures.options(server), batchSize: 2).run()
+            #expect(after.missing == [ExpectedIdentifier(type: "Patient", system: "http://your-source-system.com/patientId", value: "P002")])
+            #expect(after.duplicated.map(\.identifier.value) == ["PC001"] && after.duplicated.first?.count == 2)
+            #expect(after.searches >= 5)  // batches of two identifiers
+        }
     }
 }

@@ -12,43 +12,39 @@ import Glibc
 @Suite(.serialized)
 struct ResilienceTests {
     @Test func anUploadThroughRandomFaultsEndsWithExactlyTheArtifacts() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.syntheaCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        server.chaos(rate: 0.3, seed: 20261125, kinds: [
-            .dropConnection, .dropAfterApplying, .status(500), .status(503), .status(429, retryAfter: 0),
-            .rateLimitFromEntry(40, resetSeconds: 0), .failEntries([3, 7, 50], status: 503), .slow(seconds: 0.05),
-        ])
-        var options = UploadFixtures.options(server)
-        options.concurrency = 8
-        options.retry.maxAttempts = 25  // 0.3^24: no request runs out of attempts by bad luck
-        let report = try await Uploader(folder: folder, options: options).run()
-        #expect(report.failures == 0)
-        #expect(report.written == (try UploadFixtures.expectedCounts(folder)).values.reduce(0, +))
-        #expect(server.statistics.faultsInjected > 50)
-        try await expectExactlyTheArtifacts(folder, on: server)
+        try await UploadFixtures.withServer(folder: UploadFixtures.syntheaCopy) { server, folder in
+            server.chaos(rate: 0.3, seed: 20261125, kinds: [
+                .dropConnection, .dropAfterApplying, .status(500), .status(503), .status(429, retryAfter: 0),
+                .rateLimitFromEntry(40, resetSeconds: 0), .failEntries([3, 7, 50], status: 503), .slow(seconds: 0.05),
+            ])
+            var options = UploadFixtures.options(server)
+            options.concurrency = 8
+            options.retry.maxAttempts = 25  // 0.3^24: no request runs out of attempts by bad luck
+            let report = try await Uploader(folder: folder, options: options).run()
+            #expect(report.failures == 0)
+            #expect(report.written == (try UploadFixtures.expectedCounts(folder)).values.reduce(0, +))
+            #expect(server.statistics.faultsInjected > 50)
+            try await expectExactlyTheArtifacts(folder, on: server)
+        }
     }
 
     @Test(arguments: [3, 60, 180])
     func killingTheUploaderMidRunAndRerunningLosesAndDuplicatesNothing(afterRequests: Int) async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.syntheaCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        // Every answer comes late, so the kill lands while bundles are written but not yet acknowledged.
-        server.chaos(rate: 1, seed: 1, kinds: [.slow(seconds: 0.03)])
-        let first = try UploadFixtures.startUploader([folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"])
-        while server.statistics.bundleRequests < afterRequests && first.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
-        #expect(first.terminationReason == .uncaughtSignal)
-        let journal = try String(contentsOfFile: folder + "/upload/journal.ndjson", encoding: .utf8)
-        #expect(!journal.isEmpty)
+        try await UploadFixtures.withServer(folder: UploadFixtures.syntheaCopy) { server, folder in
+            // Every answer comes late, so the kill lands while bundles are written but not yet acknowledged.
+            server.chaos(rate: 1, seed: 1, kinds: [.slow(seconds: 0.03)])
+            let first = try UploadFixtures.startUploader([folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"])
+            while server.statistics.bundleRequests < afterRequests && first.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
+            kill(first.processIdentifier, SIGKILL)
+            first.waitUntilExit()
+            #expect(first.terminationReason == .uncaughtSignal)
+            let journal = try String(contentsOfFile: folder + "/upload/journal.ndjson", encoding: .utf8)
+            #expect(!journal.isEmpty)
 
-        let second = try UploadFixtures.startUploader([folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"])
-        second.waitUntilExit()
-        #expect(second.terminationStatus == 0)
-        try await expectExactlyTheArtifacts(folder, on: server)
+            let second = try UploadFixtures.startUploader([folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"])
+            second.waitUntilExit()
+            #expect(second.terminationStatus == 0)
+            try await expectExactlyTheArtifacts(folder, on: server)
+        }
     }
 }

@@ -23,44 +23,38 @@ struct UploadCommandLineTests {
     }
 
     @Test func uploadThenVerifyWithClientCredentialsExitZeroAndNeverShowTheSecret() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        server.requireClientCredentials(id: "migrator", secret: "cli-secret-4711")
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let auth = ["--client-id", "migrator", "--client-secret-env", "MIGRATION_SECRET", "--token-url", server.tokenURL]
-        let upload = try run([folder, "--server", server.baseURL] + auth, environment: ["MIGRATION_SECRET": "cli-secret-4711"])
-        #expect(upload.status == 0, "\(upload.stderr)")
-        #expect(upload.stderr.contains("9 written, 0 failed"))
-        #expect(upload.stderr.contains("Patient: 2 created, 0 updated, 0 failed"))
-        let verify = try run(["verify", folder, "--server", server.baseURL] + auth, environment: ["MIGRATION_SECRET": "cli-secret-4711"])
-        #expect(verify.status == 0, "\(verify.stderr)")
-        #expect(verify.stdout.contains("Verified 9 identifiers") && verify.stdout.contains("0 missing, 0 duplicated"))
-        for text in [upload.stdout, upload.stderr, verify.stdout, verify.stderr] { #expect(!text.contains("cli-secret-4711")) }
+        try await UploadFixtures.withServer { server, folder in
+            server.requireClientCredentials(id: "migrator", secret: "cli-secret-4711")
+            let auth = ["--client-id", "migrator", "--client-secret-env", "MIGRATION_SECRET", "--token-url", server.tokenURL]
+            let upload = try run([folder, "--server", server.baseURL] + auth, environment: ["MIGRATION_SECRET": "cli-secret-4711"])
+            #expect(upload.status == 0, "\(upload.stderr)")
+            #expect(upload.stderr.contains("9 written, 0 failed"))
+            #expect(upload.stderr.contains("Patient: 2 created, 0 updated, 0 failed"))
+            let verify = try run(["verify", folder, "--server", server.baseURL] + auth, environment: ["MIGRATION_SECRET": "cli-secret-4711"])
+            #expect(verify.status == 0, "\(verify.stderr)")
+            #expect(verify.stdout.contains("Verified 9 identifiers") && verify.stdout.contains("0 missing, 0 duplicated"))
+            for text in [upload.stdout, upload.stderr, verify.stdout, verify.stderr] { #expect(!text.contains("cli-secret-4711")) }
+        }
     }
 
     @Test func verifyExitsOneAndNamesWhatIsMissing() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        #expect(try run([folder, "--server", server.baseURL]).status == 0)
-        server.delete(type: "Patient", system: "http://your-source-system.com/patientId", value: "P001")
-        let verify = try run(["verify", folder, "--server", server.baseURL])
-        #expect(verify.status == 1)
-        #expect(verify.stdout.contains("1 missing, 0 duplicated"))
-        #expect(verify.stdout.contains("missing: Patient?identifier=http://your-source-system.com/patientId|P001"))
+        try await UploadFixtures.withServer { server, folder in
+            #expect(try run([folder, "--server", server.baseURL]).status == 0)
+            server.delete(type: "Patient", system: "http://your-source-system.com/patientId", value: "P001")
+            let verify = try run(["verify", folder, "--server", server.baseURL])
+            #expect(verify.status == 1)
+            #expect(verify.stdout.contains("1 missing, 0 duplicated"))
+            #expect(verify.stdout.contains("missing: Patient?identifier=http://your-source-system.com/patientId|P001"))
+        }
     }
 
     @Test func failedEntriesMakeTheExitStatusOne() async throws {
-        let server = try await FHIRTestServer.start()
-        defer { Task { try await server.shutdown() } }
-        let folder = try UploadFixtures.seedCopy()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        server.inject([.failEntries([1], status: 422)])
-        let upload = try run([folder, "--server", server.baseURL])
-        #expect(upload.status == 1)
-        #expect(upload.stderr.contains("upload/failures.ndjson"))
+        try await UploadFixtures.withServer { server, folder in
+            server.inject([.failEntries([1], status: 422)])
+            let upload = try run([folder, "--server", server.baseURL])
+            #expect(upload.status == 1)
+            #expect(upload.stderr.contains("upload/failures.ndjson"))
+        }
     }
 
     @Test(arguments: [
