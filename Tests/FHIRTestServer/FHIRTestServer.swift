@@ -125,11 +125,6 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         }
     }
 
-    /// Invalidates every token issued so far (the next request with one gets 401).
-    public func revokeTokens() {
-        lock.withLock { tokens = [:] }
-    }
-
     public var statistics: Statistics {
         return lock.withLock { stats }
     }
