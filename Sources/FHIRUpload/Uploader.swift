@@ -59,7 +59,6 @@ public enum UploadRefusal: Error, CustomStringConvertible {
     case altered([Finding])
     case invalid(ValidationReport)
     case manifest(String)
-    case insecureServer(String)
 
     public var description: String {
         switch self {
@@ -68,7 +67,6 @@ public enum UploadRefusal: Error, CustomStringConvertible {
             return "the folder does not match its manifest (\(files)\(findings.count > 5 ? "; …" : "")); recopy or regenerate it. Nothing was sent."
         case .invalid(let r): return "the artifacts have \(r.errors) validation errors (run `fhirbundle validate` for details); nothing was sent (--force uploads anyway)"
         case .manifest(let m): return m
-        case .insecureServer(let url): return "\(url) is plain http:// to a host that is not this machine; use https:// or --allow-insecure-http"
         }
     }
 }
@@ -102,8 +100,7 @@ public final class Uploader: @unchecked Sendable {
 
     /// Validates, plans and uploads; returns the report. Throws `UploadRefusal` before sending anything, and
     /// `ConnectionFailure` when the server refuses the credentials (what was written stays in the journal).
-    public func run(log: @escaping @Sendable (String) -> Void = { _ in },
-                    progress: @escaping @Sendable (UploadProgress) -> Void = { _ in }) async throws -> UploadReport {
+    public func run(progress: @escaping @Sendable (UploadProgress) -> Void = { _ in }) async throws -> UploadReport {
         let started = Date()
         let validation = try ArtifactValidator(folder: folder).run()
         let altered = validation.findings.filter { Self.integrityRules.contains($0.rule) }
@@ -121,7 +118,6 @@ public final class Uploader: @unchecked Sendable {
         let bodies = RequestBodies(folder: folder, plan: plan)
         do {
             for (number, step) in plan.steps.enumerated() {
-                log("step \(step.name): \(step.requests.count) requests")
                 try await runStep(step.requests, client: client, journal: journal, bodies: bodies) { [self] in
                     let (done, failed) = lock.withLock { (report.written + report.failures + report.skipped, report.failures) }
                     progress(UploadProgress(step: step.name, stepNumber: number + 1, stepCount: plan.steps.count, resourcesDone: done,
