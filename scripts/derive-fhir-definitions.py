@@ -125,6 +125,10 @@ def derive(package):
                             json_kind = "boolean"
                         if t["code"] in ("http://hl7.org/fhirpath/System.Integer", "http://hl7.org/fhirpath/System.Decimal"):
                             json_kind = "number"
+            # positiveInt and unsignedInt publish System.String as their value type, but they specialise integer
+            # and FHIR JSON writes them as numbers (as the official fhir.schema.json does).
+            if sd.get("baseDefinition", "").endswith("/integer"):
+                json_kind = "number"
             primitives.append((name, json_kind, regex))
             continue
         if kind == "logical":

@@ -16,10 +16,10 @@ P	instant	string	([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-
 P	integer	number	-?([0]|([1-9][0-9]*))
 P	markdown	string	[ \r\n\t\S]+
 P	oid	string	urn:oid:[0-2](\.(0|[1-9][0-9]*))+
-P	positiveInt	string	[1-9][0-9]*
+P	positiveInt	number	[1-9][0-9]*
 P	string	string	[ \r\n\t\S]+
 P	time	string	([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?
-P	unsignedInt	string	[0]|([1-9][0-9]*)
+P	unsignedInt	number	[0]|([1-9][0-9]*)
 P	uri	string	\S*
 P	url	string	\S*
 P	uuid	string	urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
