@@ -3,6 +3,10 @@ import FHIRArtifacts
 import FHIRModel
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Options of a validation run.
 public struct ValidationOptions: Sendable {
     public var limits: BundleLimits
@@ -36,6 +40,9 @@ public final class ArtifactValidator {
     private let folder: String
     private let options: ValidationOptions
     private let checker = ResourceChecker()
+    private let tables = StructureTables.r4
+    /// Storage for the file or NDJSON line being checked, reused.
+    private var tape = JSONTape()
     private var findings: [Finding] = []
     private var resources = 0
     /// Identifier (hash of `Type|system|value`) → where resources with it are written.
@@ -83,8 +90,13 @@ public final class ArtifactValidator {
         var transactionCounter: Int32 = 0
         for (s, files) in steps.enumerated() {
             for file in files {
-                guard let (bundle, size) = parseJSON(file) else { continue }
-                checkBundle(bundle, file: file, size: size, step: Int32(s), transactionCounter: &transactionCounter)
+                guard let bytes = readFile(file) else { continue }
+                if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: bytes)), size: bytes.count) }
+                guard tape.parse(bytes) else {
+                    reportSyntaxError(in: tape.bytes, file: file)
+                    continue
+                }
+                checkBundle(file: file, size: bytes.count, step: Int32(s), transactionCounter: &transactionCounter)
             }
         }
         resolvePending()
@@ -99,6 +111,7 @@ public final class ArtifactValidator {
         }
         if !steps.isEmpty && !ndjsonFiles.isEmpty { compareNDJSONWithBundles() }
         if let expected = expectedCounts {
+            let bundleTypeCounts = self.bundleTypeCounts.byName
             for type in Set(expected.keys).union(bundleTypeCounts.keys).union(ndjsonTypeCounts.keys).sorted() {
                 let want = expected[type] ?? 0
                 if !steps.isEmpty && bundleTypeCounts[type] ?? 0 != want {
@@ -127,27 +140,50 @@ public final class ArtifactValidator {
         return out.sorted()
     }
 
-    private func read(_ file: String) -> [UInt8]? {
-        FileManager.default.contents(atPath: folder + "/" + file).map { Array($0) }
+    /// The bytes of a file of the folder (nil when it cannot be read).
+    private func readFile(_ file: String) -> [UInt8]? {
+        let fd = open(folder + "/" + file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        var filled = 0
+        while true {
+            if filled == bytes.count { bytes.append(contentsOf: repeatElement(0, count: max(4096, bytes.count))) }  // it grew
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if n < 0 { if errno == EINTR { continue } else { return nil } }
+            if n == 0 { break }
+            filled += n
+        }
+        bytes.removeLast(bytes.count - filled)
+        return bytes
     }
 
-    /// Reads and parses a JSON file, checking it against the manifest's checksum on the way (each file is read
-    /// once); returns the value and the file's size.
-    private func parseJSON(_ file: String, report: Bool = true) -> (JSONValue, Int)? {
-        guard let bytes = read(file) else { return nil }
+    /// Reports why `bytes` is not JSON, with the line and column `JSONParser` gives.
+    private func reportSyntaxError(in bytes: [UInt8], file: String) {
+        do {
+            _ = try JSONParser.parse(bytes)
+            findings.append(Finding(rule: .jsonSyntax, file: file, line: 1, message: "invalid JSON"))
+        } catch {
+            findings.append(Finding(rule: .jsonSyntax, file: file, line: error.line, message: "invalid JSON at column \(error.column): \(error.message)"))
+        }
+    }
+
+    /// Reads and parses a JSON file into a `JSONValue`, checking it against the manifest's checksum on the way.
+    private func parseJSON(_ file: String) -> JSONValue? {
+        guard let bytes = readFile(file) else { return nil }
         if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: bytes)), size: bytes.count) }
         do {
-            return (try JSONParser.parse(bytes), bytes.count)
+            return try JSONParser.parse(bytes)
         } catch {
-            if report {
-                findings.append(Finding(rule: .jsonSyntax, file: file, line: error.line, message: "invalid JSON at column \(error.column): \(error.message)"))
-            }
+            findings.append(Finding(rule: .jsonSyntax, file: file, line: error.line, message: "invalid JSON at column \(error.column): \(error.message)"))
             return nil
         }
     }
 
     private func readManifest(files: [String]) -> Manifest? {
-        guard let (json, _) = parseJSON("manifest.json") else { return nil }
+        guard let json = parseJSON("manifest.json") else { return nil }
         let manifest: Manifest
         do {
             manifest = try Manifest(json: json)
@@ -192,95 +228,122 @@ public final class ArtifactValidator {
     /// Files the uploader keeps in the folder (its journal), which the manifest does not list.
     private func isJournal(_ file: String) -> Bool { file.hasPrefix("upload/") }
 
-    // MARK: Pass 1
+    // MARK: Identifiers
 
-    /// Hashes of `Type|system|value` for the identifiers of a resource, built in one reused buffer (no String per
-    /// key: every resource passes through here twice).
-    private func identifierHashes(_ resource: JSONValue, type: String) -> [UInt128] {
-        guard let identifiers = resource["identifier"]?.arrayValue else { return [] }
-        var out: [UInt128] = []
-        out.reserveCapacity(identifiers.count)
-        for identifier in identifiers {
-            guard let system = identifier["system"]?.stringValue, let value = identifier["value"]?.stringValue else { continue }
-            let hash = identifierHash(type: type, system: system, value: value)
-            if !out.contains(hash) { out.append(hash) }
+    /// The resource type counts, by type index of the R4 tables (other names in `otherTypeCounts`): no String per
+    /// resource.
+    private struct TypeCounts {
+        var known: [Int] = Array(repeating: 0, count: StructureTables.r4.types.count)
+        var other: [String: Int] = [:]
+
+        mutating func add(_ tape: JSONTape, typeToken: Int?) {
+            if let t = typeToken, let i = StructureTables.r4.resourceType(tape, t) {
+                known[Int(i)] += 1
+            } else {
+                other[typeToken.flatMap { tape.string($0) } ?? "", default: 0] += 1
+            }
         }
-        return out
+
+        var byName: [String: Int] {
+            var out = other
+            for (i, n) in known.enumerated() where n > 0 { out[StructureTables.r4.types[i].name, default: 0] += n }
+            return out
+        }
     }
 
     private var keyBuffer: [UInt8] = []
 
-    private func identifierHash(type: String, system: String, value: String) -> UInt128 {
+    /// Hash of `Type|system|value`, built in one reused buffer.
+    private func identifierHash(type: UnsafeBufferPointer<UInt8>, system: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> UInt128 {
         keyBuffer.removeAll(keepingCapacity: true)
-        keyBuffer.append(contentsOf: type.utf8)
+        keyBuffer.append(contentsOf: type)
         keyBuffer.append(UInt8(ascii: "|"))
-        keyBuffer.append(contentsOf: system.utf8)
+        keyBuffer.append(contentsOf: system)
         keyBuffer.append(UInt8(ascii: "|"))
-        keyBuffer.append(contentsOf: value.utf8)
+        keyBuffer.append(contentsOf: value)
         return keyBuffer.withUnsafeBufferPointer { FastHash.hash128($0) }
     }
 
-    /// Records the identifiers of a resource written by `step` (in `transaction`, or -1).
-    private func index(_ resource: JSONValue, type: String, step: Int32, transaction: Int32) -> [UInt128] {
-        if let id = resource["id"]?.stringValue { literalIDs.insert(type + "/" + id) }
-        let hashes = identifierHashes(resource, type: type)
-        for hash in hashes {
+    /// Appends the hashes of `Type|system|value` for the identifiers of the resource at token `resource` (each once)
+    /// to `out`.
+    private func identifierHashes(_ resource: Int, typeToken: Int, into out: inout [UInt128]) {
+        guard let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array else { return }
+        let first = out.count
+        let tape = self.tape
+        tape.forEachItem(identifiers) { _, identifier in
+            guard let system = tape.member(identifier, "system"), let value = tape.member(identifier, "value") else { return }
+            let hash: UInt128? = tape.withString(typeToken) { t in
+                tape.withString(system) { s in tape.withString(value) { v in identifierHash(type: t, system: s, value: v) } } ?? nil
+            } ?? nil
+            if let hash, !out[first...].contains(hash) { out.append(hash) }
+        }
+    }
+
+    /// Records the identifiers of a resource written by `step` (in `transaction`, or -1), appending their hashes.
+    private func index(_ resource: Int, typeToken: Int, step: Int32, transaction: Int32, hashes: inout [UInt128]) {
+        if let id = tape.member(resource, "id"), let idText = tape.string(id), let type = tape.string(typeToken) {
+            literalIDs.insert(type + "/" + idText)
+        }
+        let first = hashes.count
+        identifierHashes(resource, typeToken: typeToken, into: &hashes)
+        for hash in hashes[first...] {
             var e = index[hash] ?? IndexEntry()
             e.count += 1
             if e.step < 0 || step < e.step { e.step = step; e.transaction = transaction }
             index[hash] = e
         }
-        return hashes
     }
 
+    // MARK: NDJSON
+
     private func scanNDJSON(_ file: String, checkStructure: Bool) {
-        var counts: [String: Int] = [:]
+        var counts = TypeCounts()
+        var hashes: [UInt128] = []
+        var references: [FoundReference] = []
         let verify = unverified[file] != nil
         let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify) { line, bytes in
             if bytes.isEmpty { return }
-            let resource: JSONValue
-            do {
-                // With bundles to check, NDJSON lines are only compared with them: build just what that needs.
-                resource = checkStructure ? try JSONParser.parse(bytes)
-                    : try JSONParser.parseMembers(bytes, keep: ["resourceType", "identifier"])
-            } catch let error as JSONSyntaxError {
-                findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource (column \(error.column): \(error.message))"))
-                return
-            } catch {
+            guard tape.parse(copying: bytes), checkStructure || tape.kind(0) == .object else {
+                do throws(JSONSyntaxError) {
+                    _ = checkStructure ? try JSONParser.parse(bytes) : try JSONParser.parseMembers(bytes, keep: [])
+                    findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource"))
+                } catch {
+                    findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource (column \(error.column): \(error.message))"))
+                }
                 return
             }
-            guard let type = resource["resourceType"]?.stringValue else {
+            guard let typeToken = tape.member(0, "resourceType"), tape.kind(typeToken) == .string else {
                 findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "the line is not a resource (no resourceType)"))
                 return
             }
-            counts[type, default: 0] += 1
-            for hash in identifierHashes(resource, type: type) {
+            counts.add(tape, typeToken: typeToken)
+            hashes.removeAll(keepingCapacity: true)
+            identifierHashes(0, typeToken: typeToken, into: &hashes)
+            for hash in hashes {
                 var e = index[hash] ?? IndexEntry()
                 e.ndjsonCount += 1
                 if checkStructure {
                     e.count += 1
                     if e.count == 2 {
                         findings.append(Finding(rule: .identifierDuplicate, file: file, line: line, pointer: "/identifier",
-                                                message: "another \(type) in the artifacts has the same identifier"))
+                                                message: "another \(tape.string(typeToken) ?? "") in the artifacts has the same identifier"))
                     }
                 }
                 index[hash] = e
             }
             if checkStructure {
                 resources += 1
-                var references: [FoundReference] = []
-                checker.check(resource, file: file, line: line, pointer: "", references: &references)
-                findings.append(contentsOf: checker.found)
-                checker.found.removeAll(keepingCapacity: true)
-                checkIdentifiersHaveSystems(resource, file: file, line: line, pointer: "")
+                references.removeAll(keepingCapacity: true)
+                checker.check(tape, root: 0, pointerRoot: 0, file: file, line: line, findings: &findings, references: &references)
+                checkIdentifiersHaveSystems(0, file: file, line: line)
             }
         }
-        for (type, n) in counts { ndjsonTypeCounts[type, default: 0] += n }
+        for (type, n) in counts.byName { ndjsonTypeCounts[type, default: 0] += n }
         if verify, let digest { checkDigest(file, sha256: digest.sha256, size: digest.size) }
     }
 
     private var ndjsonTypeCounts: [String: Int] = [:]
-    private var bundleTypeCounts: [String: Int] = [:]
+    private var bundleTypeCounts = TypeCounts()
 
     private func compareNDJSONWithBundles() {
         var mismatches = 0
@@ -290,111 +353,130 @@ public final class ArtifactValidator {
         }
     }
 
-    // MARK: Pass 2
+    // MARK: Bundles
 
-    private func checkBundle(_ bundle: JSONValue, file: String, size: Int, step: Int32, transactionCounter: inout Int32) {
-        guard bundle["resourceType"]?.stringValue == "Bundle" else {
+    /// The JSON pointer of a token of the bundle on the tape (built only for findings).
+    private func pointer(_ token: Int) -> String { tape.pointer(to: token, from: 0) }
+
+    private func checkBundle(file: String, size: Int, step: Int32, transactionCounter: inout Int32) {
+        guard tape.kind(0) == .object, let type = tape.member(0, "resourceType"), tape.equals(type, "Bundle") else {
             findings.append(Finding(rule: .bundleType, file: file, pointer: "/resourceType", message: "the file is not a Bundle"))
             return
         }
         if size > options.limits.bundleBytes {
             findings.append(Finding(rule: .bundleBytes, file: file, message: "the bundle is \(size) bytes, more than \(options.limits.bundleBytes)"))
         }
-        checkEntries(bundle, file: file, pointer: "", step: step, transactionCounter: &transactionCounter)
+        checkEntries(0, file: file, step: step, transactionCounter: &transactionCounter)
     }
 
-    private func checkEntries(_ bundle: JSONValue, file: String, pointer: String, step: Int32, transactionCounter: inout Int32) {
-        let type = bundle["type"]?.stringValue ?? ""
-        guard type == "batch" || type == "transaction" else {
-            findings.append(Finding(rule: .bundleType, file: file, pointer: pointer + "/type", message: "bundle type '\(type)' cannot be uploaded; use batch or transaction"))
+    /// `request.method` and `request.url` string tokens of an entry.
+    private func request(_ entry: Int) -> (method: Int, url: Int)? {
+        guard let request = tape.member(entry, "request"), let method = tape.member(request, "method"), tape.kind(method) == .string,
+              let url = tape.member(request, "url"), tape.kind(url) == .string else { return nil }
+        return (method, url)
+    }
+
+    private func checkEntries(_ bundle: Int, file: String, step: Int32, transactionCounter: inout Int32) {
+        let typeToken = tape.member(bundle, "type")
+        let isBatch = typeToken.map { tape.equals($0, "batch") } ?? false
+        let isTransaction = typeToken.map { tape.equals($0, "transaction") } ?? false
+        guard isBatch || isTransaction else {
+            let type = typeToken.flatMap { tape.string($0) } ?? ""
+            findings.append(Finding(rule: .bundleType, file: file, pointer: pointer(bundle) + "/type", message: "bundle type '\(type)' cannot be uploaded; use batch or transaction"))
             return
         }
-        let isTransaction = type == "transaction"
         let transaction: Int32 = isTransaction ? transactionCounter : -1
         if isTransaction { transactionCounter += 1 }
-        let entries = bundle["entry"]?.arrayValue ?? []
+        var entries: [Int] = []
+        if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {
+            entries.reserveCapacity(tape.count(list))
+            tape.forEachItem(list) { _, entry in entries.append(entry) }
+        }
         if isTransaction {
-            let conditional = entries.filter { ($0["request"]?["url"]?.stringValue ?? "").utf8.contains(UInt8(ascii: "?")) }.count
-            let updates = entries.filter { ["PUT", "PATCH"].contains($0["request"]?["method"]?.stringValue ?? "") }.count
+            var conditional = 0
+            var updates = 0
+            for entry in entries {
+                guard let request = tape.member(entry, "request") else { continue }
+                if let url = tape.member(request, "url"), tape.withString(url, { $0.contains(UInt8(ascii: "?")) }) == true { conditional += 1 }
+                if let method = tape.member(request, "method"), tape.equals(method, "PUT") || tape.equals(method, "PATCH") { updates += 1 }
+            }
             if entries.count > options.limits.transactionEntries {
-                findings.append(Finding(rule: .transactionEntries, file: file, pointer: pointer + "/entry", message: "the transaction has \(entries.count) entries, more than \(options.limits.transactionEntries)"))
+                findings.append(Finding(rule: .transactionEntries, file: file, pointer: pointer(bundle) + "/entry", message: "the transaction has \(entries.count) entries, more than \(options.limits.transactionEntries)"))
             }
             if conditional > 0 && entries.count > options.limits.conditionalTransactionEntries {
-                findings.append(Finding(rule: .conditionalTransactionEntries, file: file, pointer: pointer + "/entry",
+                findings.append(Finding(rule: .conditionalTransactionEntries, file: file, pointer: pointer(bundle) + "/entry",
                                         message: "the transaction has \(entries.count) entries with conditional operations, more than \(options.limits.conditionalTransactionEntries)"))
             }
             if updates > options.limits.transactionUpdates {
-                findings.append(Finding(rule: .transactionUpdates, file: file, pointer: pointer + "/entry", message: "\(updates) update operations, more than \(options.limits.transactionUpdates)"))
+                findings.append(Finding(rule: .transactionUpdates, file: file, pointer: pointer(bundle) + "/entry", message: "\(updates) update operations, more than \(options.limits.transactionUpdates)"))
             }
         } else if entries.count > options.limits.batchEntries {
-            findings.append(Finding(rule: .batchEntries, file: file, pointer: pointer + "/entry", message: "the batch has \(entries.count) entries, more than \(options.limits.batchEntries)"))
+            findings.append(Finding(rule: .batchEntries, file: file, pointer: pointer(bundle) + "/entry", message: "the batch has \(entries.count) entries, more than \(options.limits.batchEntries)"))
         }
-        // fullUrls of this bundle: unique (bdl-7), and the targets of urn:uuid references inside a transaction.
-        var fullUrls: [String: String] = [:]
-        var entryHashes: [[UInt128]] = Array(repeating: [], count: entries.count)
-        for (i, entry) in entries.enumerated() {
+        // fullUrls of this bundle (hashed): unique (bdl-7), and the targets of urn:uuid references inside a
+        // transaction, with their resource type.
+        var fullUrls: [UInt128: String] = [:]
+        var hashes: [UInt128] = []
+        var hashRanges: [Range<Int>] = []
+        hashRanges.reserveCapacity(entries.count)
+        for entry in entries {
             // Index first, so that references within this bundle resolve whatever the entry order.
-            if let resource = entry["resource"], let type = resource["resourceType"]?.stringValue, type != "Bundle" {
-                entryHashes[i] = index(resource, type: type, step: step, transaction: transaction)
+            let first = hashes.count
+            let resource = tape.member(entry, "resource")
+            let resourceTypeToken = resource.flatMap { tape.member($0, "resourceType") }.flatMap { tape.kind($0) == .string ? $0 : nil }
+            if let resource, let resourceTypeToken, !tape.equals(resourceTypeToken, "Bundle") {
+                index(resource, typeToken: resourceTypeToken, step: step, transaction: transaction, hashes: &hashes)
             }
-            guard let fullUrl = entry["fullUrl"]?.stringValue else { continue }
-            let p = pointer + "/entry/\(i)/fullUrl"
-            if fullUrls[fullUrl] != nil {
-                findings.append(Finding(rule: .fullUrlDuplicate, file: file, pointer: p, message: "fullUrl \(fullUrl) appears twice in the bundle"))
+            hashRanges.append(first..<hashes.count)
+            guard let fullUrl = tape.member(entry, "fullUrl"), tape.kind(fullUrl) == .string else { continue }
+            let key = tape.withString(fullUrl) { FastHash.hash128($0) }!
+            if fullUrls[key] != nil {
+                findings.append(Finding(rule: .fullUrlDuplicate, file: file, pointer: pointer(fullUrl), message: "fullUrl \(tape.string(fullUrl)!) appears twice in the bundle"))
             }
-            if fullUrl.hasPrefix("urn:uuid:") && !PrimitiveFormats.isValid(fullUrl, type: "uuid") {
-                findings.append(Finding(rule: .fullUrlInvalid, file: file, pointer: p, message: "'\(fullUrl)' is not a valid urn:uuid"))
+            if tape.hasPrefix(fullUrl, "urn:uuid:"), !PrimitiveFormats.isValid(tape.string(fullUrl)!, type: "uuid") {
+                findings.append(Finding(rule: .fullUrlInvalid, file: file, pointer: pointer(fullUrl), message: "'\(tape.string(fullUrl)!)' is not a valid urn:uuid"))
             }
-            fullUrls[fullUrl] = entry["resource"]?["resourceType"]?.stringValue ?? ""
+            fullUrls[key] = resourceTypeToken.map { typeName($0) } ?? ""
         }
+        var references: [FoundReference] = []
         for (i, entry) in entries.enumerated() {
-            let p = pointer + "/entry/\(i)"
-            let method = entry["request"]?["method"]?.stringValue
-            let url = entry["request"]?["url"]?.stringValue
-            guard let method, let url else {
-                findings.append(Finding(rule: .entryRequest, file: file, pointer: p + "/request", message: "the entry has no request.method and request.url"))
+            guard let (method, url) = request(entry) else {
+                findings.append(Finding(rule: .entryRequest, file: file, pointer: pointer(entry) + "/request", message: "the entry has no request.method and request.url"))
                 continue
             }
-            guard let resource = entry["resource"] else { continue }
-            let resourceType = resource["resourceType"]?.stringValue ?? ""
-            if method == "POST" && url == "/" || (method == "POST" && resourceType == "Bundle") {
-                guard !isTransaction, resourceType == "Bundle", resource["type"]?.stringValue == "transaction" else {
-                    findings.append(Finding(rule: .batchOfTransactionsEntry, file: file, pointer: p, message: "an entry POSTed to / must be a transaction Bundle inside a batch"))
+            guard let resource = tape.member(entry, "resource") else { continue }
+            let resourceTypeToken = tape.member(resource, "resourceType").flatMap { tape.kind($0) == .string ? $0 : nil }
+            let isPost = tape.equals(method, "POST")
+            let isBundle = resourceTypeToken.map { tape.equals($0, "Bundle") } ?? false
+            if isPost && tape.equals(url, "/") || (isPost && isBundle) {
+                guard !isTransaction, isBundle, let inner = tape.member(resource, "type"), tape.equals(inner, "transaction") else {
+                    findings.append(Finding(rule: .batchOfTransactionsEntry, file: file, pointer: pointer(entry), message: "an entry POSTed to / must be a transaction Bundle inside a batch"))
                     continue
                 }
-                checkEntries(resource, file: file, pointer: p + "/resource", step: step, transactionCounter: &transactionCounter)
+                checkEntries(resource, file: file, step: step, transactionCounter: &transactionCounter)
                 continue
             }
-            let urlType = String(url.prefix { $0 != "?" && $0 != "/" })
-            if urlType != resourceType {
-                findings.append(Finding(rule: .entryResourceType, file: file, pointer: p + "/request/url", message: "request.url is for \(urlType) but the resource is a \(resourceType)"))
+            let urlType = tape.withString(url) { u in u.prefix { $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "/") } }!
+            let typeMatches = tape.withString(resourceTypeToken ?? url) { t in resourceTypeToken != nil && t.elementsEqual(urlType) }!
+            if !typeMatches && !(resourceTypeToken == nil && urlType.isEmpty) {
+                findings.append(Finding(rule: .entryResourceType, file: file, pointer: pointer(entry) + "/request/url",
+                                        message: "request.url is for \(String(decoding: urlType, as: UTF8.self)) but the resource is a \(resourceTypeToken.map { typeName($0) } ?? "")"))
             }
-            if method == "POST" {
-                findings.append(Finding(rule: .notIdempotent, file: file, pointer: p + "/request", message: "POST \(url) creates a new \(resourceType) on every replay"))
+            if isPost {
+                findings.append(Finding(rule: .notIdempotent, file: file, pointer: pointer(entry) + "/request",
+                                        message: "POST \(tape.string(url)!) creates a new \(resourceTypeToken.map { typeName($0) } ?? "") on every replay"))
             }
-            if method == "PUT", let q = url.firstIndex(of: "?") {
-                if resource["id"] != nil {
-                    findings.append(Finding(rule: .idInConditionalUpdate, file: file, pointer: p + "/resource/id", message: "a conditional update body must not contain id"))
-                }
-                let query = String(url[url.index(after: q)...])
-                if query.hasPrefix("identifier="), let (system, value) = parseToken(String(query.dropFirst("identifier=".count))) {
-                    let carries = (resource["identifier"]?.arrayValue ?? []).contains { $0["system"]?.stringValue == system && $0["value"]?.stringValue == value }
-                    if !carries {
-                        findings.append(Finding(rule: .conditionalIdentifierMissing, file: file, pointer: p + "/resource/identifier",
-                                                message: "the update searches for identifier \(system)|\(value), which the resource does not carry"))
-                    }
-                }
+            if tape.equals(method, "PUT") {
+                checkConditionalUpdate(entry: entry, resource: resource, url: url, file: file)
             }
             resources += 1
-            bundleTypeCounts[resourceType, default: 0] += 1
-            var references: [FoundReference] = []
-            checker.check(resource, file: file, line: nil, pointer: p + "/resource", references: &references)
-            findings.append(contentsOf: checker.found)
-            checker.found.removeAll(keepingCapacity: true)
-            checkIdentifiersHaveSystems(resource, file: file, line: nil, pointer: p + "/resource")
-            for hash in entryHashes[i] where (index[hash]?.count ?? 0) > 1 {
-                findings.append(Finding(rule: .identifierDuplicate, file: file, pointer: p + "/resource/identifier",
-                                        message: "another \(resourceType) in the artifacts has the same identifier (system|value)"))
+            bundleTypeCounts.add(tape, typeToken: resourceTypeToken)
+            references.removeAll(keepingCapacity: true)
+            checker.check(tape, root: resource, pointerRoot: 0, file: file, line: nil, findings: &findings, references: &references)
+            checkIdentifiersHaveSystems(resource, file: file, line: nil)
+            for hash in hashes[hashRanges[i]] where (index[hash]?.count ?? 0) > 1 {
+                findings.append(Finding(rule: .identifierDuplicate, file: file, pointer: pointer(resource) + "/identifier",
+                                        message: "another \(resourceTypeToken.map { typeName($0) } ?? "") in the artifacts has the same identifier (system|value)"))
             }
             for reference in references {
                 checkReference(reference, file: file, step: step, transaction: transaction, isTransaction: isTransaction, fullUrls: fullUrls)
@@ -402,50 +484,88 @@ public final class ArtifactValidator {
         }
     }
 
-    private func checkIdentifiersHaveSystems(_ resource: JSONValue, file: String, line: Int?, pointer: String) {
-        for (i, identifier) in (resource["identifier"]?.arrayValue ?? []).enumerated() where identifier["system"] == nil {
-            findings.append(Finding(rule: .identifierNoSystem, file: file, line: line, pointer: pointer + "/identifier/\(i)", message: "the identifier has no system"))
+    /// A resource type's name: the tables' own string for R4 types (no allocation), else the token's text.
+    private func typeName(_ token: Int) -> String {
+        if let i = tables.resourceType(tape, token) { return tables.types[Int(i)].name }
+        return tape.string(token) ?? ""
+    }
+
+    /// A conditional update (`PUT Type?identifier=system|value`) has no id in its body and carries the identifier it
+    /// searches for.
+    private func checkConditionalUpdate(entry: Int, resource: Int, url: Int, file: String) {
+        guard let query: [UInt8] = tape.withString(url, { u in u.firstIndex(of: UInt8(ascii: "?")).map { Array(u[($0 + 1)...]) } }) ?? nil else { return }
+        if tape.member(resource, "id") != nil {
+            findings.append(Finding(rule: .idInConditionalUpdate, file: file, pointer: pointer(entry) + "/resource/id", message: "a conditional update body must not contain id"))
+        }
+        let prefix = Array("identifier=".utf8)
+        guard query.starts(with: prefix), let (system, value) = parseToken(query[prefix.count...]) else { return }
+        var carries = false
+        if let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array {
+            tape.forEachItem(identifiers) { _, identifier in
+                guard !carries, let s = tape.member(identifier, "system"), let v = tape.member(identifier, "value") else { return }
+                carries = tape.withString(s, { $0.elementsEqual(system) }) == true && tape.withString(v, { $0.elementsEqual(value) }) == true
+            }
+        }
+        if !carries {
+            let description = String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self)
+            findings.append(Finding(rule: .conditionalIdentifierMissing, file: file, pointer: pointer(entry) + "/resource/identifier",
+                                    message: "the update searches for identifier \(description), which the resource does not carry"))
         }
     }
 
-    private func checkReference(_ reference: FoundReference, file: String, step: Int32, transaction: Int32, isTransaction: Bool, fullUrls: [String: String]) {
-        let value = reference.value
+    private func checkIdentifiersHaveSystems(_ resource: Int, file: String, line: Int?) {
+        guard let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array else { return }
+        tape.forEachItem(identifiers) { _, identifier in
+            if tape.member(identifier, "system") == nil {
+                findings.append(Finding(rule: .identifierNoSystem, file: file, line: line, pointer: pointer(identifier), message: "the identifier has no system"))
+            }
+        }
+    }
+
+    private func checkReference(_ reference: FoundReference, file: String, step: Int32, transaction: Int32, isTransaction: Bool, fullUrls: [UInt128: String]) {
+        let token = reference.token
         var targetType: String?
-        if value.hasPrefix("urn:uuid:") || value.hasPrefix("urn:oid:") {
+        if tape.hasPrefix(token, "urn:uuid:") || tape.hasPrefix(token, "urn:oid:") {
             guard isTransaction else {
-                findings.append(Finding(rule: .urnInBatch, file: file, pointer: reference.pointer, message: "\(value) is a urn reference in a batch"))
+                findings.append(Finding(rule: .urnInBatch, file: file, pointer: pointer(token), message: "\(tape.string(token)!) is a urn reference in a batch"))
                 return
             }
-            guard let type = fullUrls[value] else {
-                findings.append(Finding(rule: .urnUnresolved, file: file, pointer: reference.pointer, message: "no entry of this transaction has fullUrl \(value)"))
+            guard let type = fullUrls[tape.withString(token) { FastHash.hash128($0) }!] else {
+                findings.append(Finding(rule: .urnUnresolved, file: file, pointer: pointer(token), message: "no entry of this transaction has fullUrl \(tape.string(token)!)"))
                 return
             }
             targetType = type
-        } else if let q = value.utf8.firstIndex(of: UInt8(ascii: "?")), !value.utf8[..<q].contains(UInt8(ascii: "/")) {
-            let type = String(value[..<q])
-            targetType = type
-            let query = String(value[value.index(after: q)...])
-            guard query.hasPrefix("identifier="), let (system, token) = parseToken(String(query.dropFirst("identifier=".count))) else { return }
-            if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(type + "|" + system + "|" + token) {
+        } else if let (type, query) = tape.withString(token, { v -> ([UInt8], ArraySlice<UInt8>)? in
+            guard let q = v.firstIndex(of: UInt8(ascii: "?")), !v[..<q].contains(UInt8(ascii: "/")) else { return nil }
+            return (Array(v[..<q]), ArraySlice(v[(q + 1)...]))
+        }) ?? nil {
+            let typeString = String(decoding: type, as: UTF8.self)
+            targetType = typeString
+            let prefix = Array("identifier=".utf8)
+            guard query.starts(with: prefix), let (system, value) = parseToken(query.dropFirst(prefix.count)) else { return }
+            let description = { String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self) }
+            if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(typeString + "|" + description()) {
                 return checkTarget(reference, targetType, file)
             }
-            let hash = identifierHash(type: type, system: system, value: token)
+            let hash = type.withUnsafeBufferPointer { t in system.withUnsafeBufferPointer { s in value.withUnsafeBufferPointer { v in identifierHash(type: t, system: s, value: v) } } }
             guard let e = index[hash], e.count > 0 else {
                 // Perhaps written by a later bundle: decided once every bundle is indexed.
-                pending.append(PendingReference(hash: hash, description: "\(system)|\(token)", type: type, step: step, transaction: transaction,
-                                                file: file, pointer: reference.pointer))
+                pending.append(PendingReference(hash: hash, description: description(), type: typeString, step: step, transaction: transaction,
+                                                file: file, pointer: pointer(token)))
                 return checkTarget(reference, targetType, file)
             }
-            checkConditional(e, description: "\(system)|\(token)", type: type, step: step, transaction: transaction, file: file, pointer: reference.pointer)
-        } else if value.hasPrefix("#") || value.utf8.firstRange(of: "://".utf8) != nil {
-            return  // contained, or an absolute URL outside these artifacts
+            checkConditional(e, description: description, type: typeString, step: step, transaction: transaction, file: file, pointer: { self.pointer(token) })
         } else {
+            let value = tape.string(token)!
+            if value.hasPrefix("#") || value.utf8.firstRange(of: "://".utf8) != nil {
+                return  // contained, or an absolute URL outside these artifacts
+            }
             let parts = value.split(separator: "/")
             if parts.count >= 2 {
                 let literal = parts[parts.count - 2] + "/" + parts[parts.count - 1]
                 targetType = String(parts[parts.count - 2])
                 if !literalIDs.contains(String(literal)) && !options.knownIdentifiers.contains(String(literal)) {
-                    pendingLiterals.append((String(literal), file, reference.pointer))  // perhaps in a later bundle
+                    pendingLiterals.append((String(literal), file, pointer(token)))  // perhaps in a later bundle
                 }
             }
         }
@@ -464,12 +584,12 @@ public final class ArtifactValidator {
 
     private var pending: [PendingReference] = []
 
-    private func checkConditional(_ e: IndexEntry, description: String, type: String, step: Int32, transaction: Int32, file: String, pointer: String) {
+    private func checkConditional(_ e: IndexEntry, description: () -> String, type: String, step: Int32, transaction: Int32, file: String, pointer: () -> String) {
         if e.count > 1 {
-            findings.append(Finding(rule: .conditionalAmbiguous, file: file, pointer: pointer, message: "\(e.count) resources have identifier \(description)"))
+            findings.append(Finding(rule: .conditionalAmbiguous, file: file, pointer: pointer(), message: "\(e.count) resources have identifier \(description())"))
         } else if !(e.step < step || (transaction >= 0 && e.transaction == transaction)) {
-            findings.append(Finding(rule: .conditionalLaterStep, file: file, pointer: pointer,
-                                    message: "the \(type) with identifier \(description) is written in \(e.step == step ? "the same step, outside this transaction" : "a later step")"))
+            findings.append(Finding(rule: .conditionalLaterStep, file: file, pointer: pointer(),
+                                    message: "the \(type) with identifier \(description()) is written in \(e.step == step ? "the same step, outside this transaction" : "a later step")"))
         }
     }
 
@@ -485,30 +605,34 @@ public final class ArtifactValidator {
                 findings.append(Finding(rule: .conditionalUnresolved, file: p.file, pointer: p.pointer, message: "no \(p.type) in the artifacts has identifier \(p.description)"))
                 continue
             }
-            checkConditional(e, description: p.description, type: p.type, step: p.step, transaction: p.transaction, file: p.file, pointer: p.pointer)
+            checkConditional(e, description: { p.description }, type: p.type, step: p.step, transaction: p.transaction, file: p.file, pointer: { p.pointer })
         }
         pending = []
     }
 
     private func checkTarget(_ reference: FoundReference, _ targetType: String?, _ file: String) {
-        guard let targetType, !reference.targets.isEmpty, !reference.targets.contains("Resource") else { return }
-        if !reference.targets.contains(targetType) {
-            findings.append(Finding(rule: .referenceTarget, file: file, pointer: reference.pointer,
-                                    message: "a \(targetType) cannot be referenced here; allowed: \(reference.targets.joined(separator: ", "))"))
+        let targets = tables.targetLists[Int(reference.targets)]
+        guard let targetType, !targets.isEmpty, !targets.contains("Resource") else { return }
+        if !targets.contains(targetType) {
+            findings.append(Finding(rule: .referenceTarget, file: file, pointer: pointer(reference.token),
+                                    message: "a \(targetType) cannot be referenced here; allowed: \(targets.joined(separator: ", "))"))
         }
     }
 
     /// `system|value` of a token search, undoing percent-encoding and FHIR's backslash escapes.
-    private func parseToken(_ token: String) -> (String, String)? {
-        var bytes = Array(token.utf8)
+    private func parseToken(_ token: ArraySlice<UInt8>) -> ([UInt8], [UInt8])? {
+        var bytes = token
         if bytes.contains(UInt8(ascii: "%")) {
-            guard let decoded = token.removingPercentEncoding else { return nil }
-            bytes = Array(decoded.utf8)
+            guard let decoded = String(decoding: token, as: UTF8.self).removingPercentEncoding else { return nil }
+            bytes = ArraySlice(decoded.utf8)
         }
         var system: [UInt8] = []
         var value: [UInt8] = []
         var inValue = false
         var escaped = false
+        if !bytes.contains(UInt8(ascii: "\\")), let bar = bytes.firstIndex(of: UInt8(ascii: "|")) {
+            return (Array(bytes[..<bar]), Array(bytes[(bar + 1)...]))  // the usual case: no escapes
+        }
         for b in bytes {
             if escaped {
                 if inValue { value.append(b) } else { system.append(b) }
@@ -523,11 +647,6 @@ public final class ArtifactValidator {
                 system.append(b)
             }
         }
-        return inValue ? (String(decoding: system, as: UTF8.self), String(decoding: value, as: UTF8.self)) : nil
-    }
-
-    /// Index keys are 128-bit hashes of `Type|system|value`: 16 bytes a resource.
-    private func hash128(_ key: String) -> UInt128 {
-        FastHash.hash128(key)
+        return inValue ? (system, value) : nil
     }
 }

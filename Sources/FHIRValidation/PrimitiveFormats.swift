@@ -4,26 +4,48 @@
 /// against those regexes on a corpus of values): a regex engine per value would cost more than the rest of the
 /// validation together.
 enum PrimitiveFormats {
+    /// The format rule of a primitive type, resolved once per element rather than per value.
+    enum Format: Sendable {
+        case date, dateTime, instant, time, id, code, uri, oid, uuid, nonEmpty, base64Binary, any
+
+        init(type: String) {
+            switch type {
+            case "date": self = .date
+            case "dateTime": self = .dateTime
+            case "instant": self = .instant
+            case "time": self = .time
+            case "id": self = .id
+            case "code": self = .code
+            case "uri", "url", "canonical": self = .uri
+            case "oid": self = .oid
+            case "uuid": self = .uuid
+            case "string", "markdown": self = .nonEmpty
+            case "base64Binary": self = .base64Binary
+            default: self = .any
+            }
+        }
+    }
+
     /// Whether `s` is a valid value of primitive type `type`; types without a format rule accept any string.
     static func isValid(_ s: String, type: String) -> Bool {
         var s = s
-        return s.withUTF8 { p in check(p, type) }
+        return s.withUTF8 { p in check(p, Format(type: type)) }
     }
 
-    private static func check(_ p: UnsafeBufferPointer<UInt8>, _ type: String) -> Bool {
-        switch type {
-        case "date": return date(p, allowTime: false)
-        case "dateTime": return date(p, allowTime: true)
-        case "instant": return instant(p)
-        case "time": var i = 0; return time(p, &i) && i == p.count
-        case "id": return p.count >= 1 && p.count <= 64 && p.allSatisfy { isAlnum($0) || $0 == 0x2D || $0 == 0x2E }
-        case "code": return code(p)
-        case "uri", "url", "canonical": return p.count >= 1 && !p.contains(where: isSpace)
-        case "oid": return oid(p)
-        case "uuid": return uuid(p)
-        case "string", "markdown": return p.count >= 1
-        case "base64Binary": return base64(p)
-        default: return true
+    static func check(_ p: UnsafeBufferPointer<UInt8>, _ format: Format) -> Bool {
+        switch format {
+        case .date: return date(p, allowTime: false)
+        case .dateTime: return date(p, allowTime: true)
+        case .instant: return instant(p)
+        case .time: var i = 0; return time(p, &i) && i == p.count
+        case .id: return p.count >= 1 && p.count <= 64 && p.allSatisfy { isAlnum($0) || $0 == 0x2D || $0 == 0x2E }
+        case .code: return code(p)
+        case .uri: return p.count >= 1 && !p.contains(where: isSpace)
+        case .oid: return oid(p)
+        case .uuid: return uuid(p)
+        case .nonEmpty: return p.count >= 1
+        case .base64Binary: return base64(p)
+        case .any: return true
         }
     }
 

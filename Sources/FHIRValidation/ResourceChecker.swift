@@ -1,206 +1,187 @@
 import FHIRDefinitions
 import FHIRModel
 
-/// A reference found in a resource, resolved later against the whole artifact set.
+/// A reference found in a resource: the token of its `reference` string, resolved later against the whole artifact
+/// set, and the resource types its element allows.
 struct FoundReference {
-    let pointer: String
-    let value: String
-    /// Resource types the element allows (empty: any).
-    let targets: [String]
+    let token: Int
+    /// Index of `StructureTables.targetLists` (an empty list: any type).
+    let targets: Int32
 }
 
 /// Checks one resource against the FHIR R4 structure definitions: known types and elements, cardinality, JSON types
 /// and formats of primitives, required code bindings, no empty values. Collects the references it meets.
-final class ResourceChecker {
-    private let definitions = FHIRDefinitions.r4
-    /// Required elements per type, computed on first use.
-    private var requiredCache: [String: [ElementDefinition]] = [:]
+///
+/// It reads the resource in place on a `JSONTape`; JSON pointers and FHIR paths are worked out from token positions
+/// only when there is something to report.
+struct ResourceChecker {
+    let tables = StructureTables.r4
 
-    /// Findings of the checks so far; the caller takes them.
-    var found: [Finding] = []
-
-    /// Checks `resource` (at `pointer` in `file`), adding to `found` and appending the references it meets.
-    func check(_ resource: JSONValue, file: String, line: Int?, pointer: String, references: inout [FoundReference]) {
-        let report: (Finding) -> Void = { [unowned self] in self.found.append($0) }
-        guard case .object(let members) = resource else {
-            report(Finding(rule: .ndjsonLine, file: file, line: line, pointer: pointer, message: "a resource must be a JSON object"))
-            return
-        }
-        guard let typeName = members.first(where: { $0.key == "resourceType" })?.value.stringValue else {
-            report(Finding(rule: .unknownResourceType, file: file, line: line, pointer: pointer, message: "the resource has no resourceType"))
-            return
-        }
-        guard definitions.isResourceType(typeName), let type = definitions.type(named: typeName) else {
-            report(Finding(rule: .unknownResourceType, file: file, line: line, pointer: pointer + "/resourceType",
-                           message: "'\(typeName)' is not a FHIR R4 resource type"))
-            return
-        }
-        var context = Walk(file: file, line: line, base: pointer, resourceType: typeName, report: report, references: references)
-        checkObject(members, type: type, isResource: true, context: &context)
-        references = context.references
-    }
-
-    /// Where the walk is, kept as a stack of keys and indexes: pointer and path strings are built only for findings.
-    private struct Walk {
-        enum Step { case key(String), index(Int) }
-
+    /// Where the resource being checked is, for findings.
+    private struct Place {
         let file: String
         let line: Int?
-        let base: String
-        let resourceType: String
-        let report: (Finding) -> Void
-        var references: [FoundReference]
-        var steps: [Step] = []
-
-        var pointer: String {
-            var s = base
-            for step in steps {
-                switch step {
-                case .key(let k): s += "/" + escapePointer(k)
-                case .index(let i): s += "/\(i)"
-                }
-            }
-            return s
-        }
-
-        /// The FHIR path (`Patient.name.given`), for messages.
-        var path: String {
-            var s = resourceType
-            for case .key(let k) in steps { s += "." + k }
-            return s
-        }
-
-        func add(_ rule: Rule, _ message: String) {
-            report(Finding(rule: rule, file: file, line: line, pointer: pointer, message: message))
-        }
+        /// Where JSON pointers start (the bundle's root, or the NDJSON line's resource).
+        let pointerRoot: Int
+        /// The resource: FHIR paths start at it.
+        let root: Int
+        let rootType: String
     }
 
-    private func required(_ type: TypeDefinition) -> [ElementDefinition] {
-        if let r = requiredCache[type.name] { return r }
-        let r = type.elements.filter { $0.min > 0 }
-        requiredCache[type.name] = r
-        return r
+    /// Checks the resource at token `root` of `file`, appending findings (JSON pointers from token `pointerRoot`)
+    /// and references.
+    func check(_ tape: JSONTape, root: Int, pointerRoot: Int, file: String, line: Int?,
+               findings: inout [Finding], references: inout [FoundReference]) {
+        let base = { tape.pointer(to: root, from: pointerRoot) }
+        guard tape.kind(root) == .object else {
+            findings.append(Finding(rule: .ndjsonLine, file: file, line: line, pointer: base(), message: "a resource must be a JSON object"))
+            return
+        }
+        guard let typeToken = tape.member(root, "resourceType"), tape.kind(typeToken) == .string else {
+            findings.append(Finding(rule: .unknownResourceType, file: file, line: line, pointer: base(), message: "the resource has no resourceType"))
+            return
+        }
+        guard let type = tables.resourceType(tape, typeToken) else {
+            findings.append(Finding(rule: .unknownResourceType, file: file, line: line, pointer: base() + "/resourceType",
+                                    message: "'\(tape.string(typeToken) ?? "")' is not a FHIR R4 resource type"))
+            return
+        }
+        let place = Place(file: file, line: line, pointerRoot: pointerRoot, root: root, rootType: tables.types[Int(type)].name)
+        checkObject(tape, root, type: type, isResource: true, place, &findings, &references)
     }
 
-    private func checkObject(_ members: [JSONMember], type: TypeDefinition, isResource: Bool, context: inout Walk) {
-        if members.isEmpty {
-            context.add(.emptyValue, "\(context.path) is an empty object")
-            return
-        }
-        for member in members {
-            let key = member.key
-            if isResource && key == "resourceType" { continue }
-            context.steps.append(.key(key))
-            defer { context.steps.removeLast() }
-            guard let (element, typeName, primitive) = type.resolve(jsonKey: key) else {
-                context.add(.unknownElement, "'\(key)' is not an element of \(type.name)")
-                continue
-            }
-            if key.hasPrefix("_") {
-                // Extensions of a primitive: an object, or an array aligned with the primitive's array.
-                continue
-            }
-            if element.isArray {
-                guard case .array(let items) = member.value else {
-                    context.add(.cardinality, "\(context.path) repeats, so it must be an array")
-                    continue
-                }
-                if items.isEmpty { context.add(.emptyValue, "\(context.path) is an empty array") }
-                if let max = element.max, items.count > max {
-                    context.add(.cardinality, "\(context.path) allows at most \(max) values, found \(items.count)")
-                }
-                for (i, item) in items.enumerated() {
-                    context.steps.append(.index(i))
-                    checkValue(item, element: element, typeName: typeName, primitive: primitive, context: &context)
-                    context.steps.removeLast()
-                }
-            } else {
-                if case .array = member.value {
-                    context.add(.cardinality, "\(context.path) takes one value, not an array")
-                    continue
-                }
-                checkValue(member.value, element: element, typeName: typeName, primitive: primitive, context: &context)
-            }
-        }
-        for element in required(type) {
-            let present: Bool
-            if element.isChoice {
-                let stem = element.name.dropLast(3)
-                present = members.contains { $0.key.hasPrefix(stem) && type.element(forJSONKey: $0.key)?.element.name == element.name }
-            } else {
-                present = members.contains { $0.key == element.name }
-            }
-            if !present { context.add(.cardinality, "\(context.path) requires '\(element.name)'") }
-        }
+    private func add(_ rule: Rule, at token: Int, _ message: String, _ place: Place, _ tape: JSONTape, _ findings: inout [Finding]) {
+        findings.append(Finding(rule: rule, file: place.file, line: place.line, pointer: tape.pointer(to: token, from: place.pointerRoot), message: message))
     }
 
-    private func checkValue(_ value: JSONValue, element: ElementDefinition, typeName: String, primitive: PrimitiveDefinition?, context: inout Walk) {
-        if case .null = value {
-            context.add(.emptyValue, "\(context.path) is null")
+    /// The FHIR path of a token (`Patient.name.given`), for messages.
+    private func path(_ token: Int, _ place: Place, _ tape: JSONTape) -> String {
+        ([place.rootType] + tape.keys(to: token, from: place.root)).joined(separator: ".")
+    }
+
+    private func checkObject(_ tape: JSONTape, _ object: Int, type: Int32, isResource: Bool, _ place: Place,
+                             _ findings: inout [Finding], _ references: inout [FoundReference]) {
+        if tape.count(object) == 0 {
+            add(.emptyValue, at: object, "\(path(object, place, tape)) is an empty object", place, tape, &findings)
             return
         }
-        if let primitive {
-            checkPrimitive(value, primitive: primitive, binding: element.requiredBinding, context: &context)
-            return
-        }
-        guard case .object(let members) = value else {
-            context.add(.primitiveType, "\(context.path) is a \(typeName), so it must be a JSON object")
-            return
-        }
-        if typeName == "Resource" {
-            // contained resources, Bundle.entry.resource
-            guard let inner = members.first(where: { $0.key == "resourceType" })?.value.stringValue,
-                  definitions.isResourceType(inner), let t = definitions.type(named: inner) else {
-                context.add(.unknownResourceType, "\(context.path) holds no FHIR R4 resource (resourceType missing or unknown)")
+        var present: UInt64 = 0
+        tape.forEachMember(object) { keyToken, value in
+            if isResource && tape.equals(keyToken, "resourceType") { return }
+            guard let key = tables.key(tape, keyToken, in: type) else {
+                add(.unknownElement, at: value, "'\(tape.string(keyToken) ?? "")' is not an element of \(tables.types[Int(type)].name)", place, tape, &findings)
                 return
             }
-            checkObject(members, type: t, isResource: true, context: &context)
-            return
+            if key.requiredBit >= 0 { present |= 1 << UInt64(key.requiredBit) }
+            if key.isUnderscore { return }  // extensions of a primitive: an object, or an array aligned with its values
+            if key.isArray {
+                guard tape.kind(value) == .array else {
+                    add(.cardinality, at: value, "\(path(value, place, tape)) repeats, so it must be an array", place, tape, &findings)
+                    return
+                }
+                let count = tape.count(value)
+                if count == 0 { add(.emptyValue, at: value, "\(path(value, place, tape)) is an empty array", place, tape, &findings) }
+                if key.max >= 0 && count > Int(key.max) {
+                    add(.cardinality, at: value, "\(path(value, place, tape)) allows at most \(key.max) values, found \(count)", place, tape, &findings)
+                }
+                tape.forEachItem(value) { _, item in
+                    checkValue(tape, item, key, place, &findings, &references)
+                }
+            } else {
+                if tape.kind(value) == .array {
+                    add(.cardinality, at: value, "\(path(value, place, tape)) takes one value, not an array", place, tape, &findings)
+                    return
+                }
+                checkValue(tape, value, key, place, &findings, &references)
+            }
         }
-        guard let type = definitions.type(named: typeName) else { return }
-        checkObject(members, type: type, isResource: false, context: &context)
-        if typeName == "Reference", let reference = members.first(where: { $0.key == "reference" })?.value.stringValue {
-            context.references.append(FoundReference(pointer: context.pointer + "/reference", value: reference, targets: element.referenceTargets))
+        let missing = tables.types[Int(type)].requiredMask & ~present
+        if missing != 0 {
+            for (bit, name) in tables.types[Int(type)].required where missing & (1 << UInt64(bit)) != 0 {
+                add(.cardinality, at: object, "\(path(object, place, tape)) requires '\(name)'", place, tape, &findings)
+            }
         }
     }
 
-    private func checkPrimitive(_ value: JSONValue, primitive: PrimitiveDefinition, binding: Binding?, context: inout Walk) {
+    private func checkValue(_ tape: JSONTape, _ value: Int, _ key: StructureTables.Key, _ place: Place,
+                            _ findings: inout [Finding], _ references: inout [FoundReference]) {
+        let kind = tape.kind(value)
+        if kind == .null {
+            add(.emptyValue, at: value, "\(path(value, place, tape)) is null", place, tape, &findings)
+            return
+        }
+        if key.primitive >= 0 {
+            checkPrimitive(tape, value, tables.primitives[Int(key.primitive)], binding: key.binding, place, &findings)
+            return
+        }
+        guard kind == .object else {
+            add(.primitiveType, at: value, "\(path(value, place, tape)) is a \(tables.names[Int(key.typeName)]), so it must be a JSON object", place, tape, &findings)
+            return
+        }
+        if key.holdsResource {
+            // contained resources, Bundle.entry.resource
+            guard let typeToken = tape.member(value, "resourceType"), let inner = tables.resourceType(tape, typeToken) else {
+                add(.unknownResourceType, at: value, "\(path(value, place, tape)) holds no FHIR R4 resource (resourceType missing or unknown)", place, tape, &findings)
+                return
+            }
+            checkObject(tape, value, type: inner, isResource: true, place, &findings, &references)
+            return
+        }
+        guard key.type >= 0 else { return }
+        checkObject(tape, value, type: key.type, isResource: false, place, &findings, &references)
+        if key.isReference, let reference = tape.member(value, "reference"), tape.kind(reference) == .string {
+            references.append(FoundReference(token: reference, targets: key.targets))
+        }
+    }
+
+    private func checkPrimitive(_ tape: JSONTape, _ value: Int, _ primitive: StructureTables.PrimitiveInfo, binding: Int32,
+                                _ place: Place, _ findings: inout [Finding]) {
+        let kind = tape.kind(value)
         switch primitive.json {
         case .boolean:
-            guard case .bool = value else {
-                context.add(.primitiveType, "\(context.path) is a boolean: write true or false without quotes")
+            guard kind == .true || kind == .false else {
+                add(.primitiveType, at: value, "\(path(value, place, tape)) is a boolean: write true or false without quotes", place, tape, &findings)
                 return
             }
         case .number:
-            guard case .number(let n) = value else {
-                context.add(.primitiveType, "\(context.path) is a \(primitive.name): write a JSON number without quotes")
+            guard kind == .number else {
+                add(.primitiveType, at: value, "\(path(value, place, tape)) is a \(primitive.name): write a JSON number without quotes", place, tape, &findings)
                 return
             }
-            if primitive.name != "decimal" {
-                guard let i = Int(n), i >= Int(Int32.min), i <= Int(Int32.max) else {
-                    context.add(.primitiveFormat, "\(context.path) is a \(primitive.name): a whole number is expected")
+            if !primitive.isDecimal {
+                guard let i = wholeNumber(tape, value) else {
+                    add(.primitiveFormat, at: value, "\(path(value, place, tape)) is a \(primitive.name): a whole number is expected", place, tape, &findings)
                     return
                 }
                 if primitive.name == "positiveInt" && i < 1 || primitive.name == "unsignedInt" && i < 0 {
-                    context.add(.primitiveFormat, "\(context.path) is a \(primitive.name), so \(primitive.name == "positiveInt" ? "at least 1" : "at least 0")")
+                    add(.primitiveFormat, at: value, "\(path(value, place, tape)) is a \(primitive.name), so \(primitive.name == "positiveInt" ? "at least 1" : "at least 0")",
+                        place, tape, &findings)
                 }
             }
         case .string:
-            guard case .string(let s) = value else {
-                context.add(.primitiveType, "\(context.path) is a \(primitive.name): write it as a JSON string")
+            guard kind == .string else {
+                add(.primitiveType, at: value, "\(path(value, place, tape)) is a \(primitive.name): write it as a JSON string", place, tape, &findings)
                 return
             }
-            if s.isEmpty {
-                context.add(.emptyValue, "\(context.path) is an empty string")
-                return
+            let problem: (Rule, String)? = tape.withString(value) { p -> (Rule, String)? in
+                if p.isEmpty { return (.emptyValue, "is an empty string") }
+                if !PrimitiveFormats.check(p, primitive.format) { return (.primitiveFormat, "is not a valid FHIR \(primitive.name)") }
+                return nil
+            } ?? nil
+            if let (rule, message) = problem {
+                add(rule, at: value, "\(path(value, place, tape)) \(message)", place, tape, &findings)
+                if rule == .emptyValue { return }
             }
-            if !PrimitiveFormats.isValid(s, type: primitive.name) {
-                context.add(.primitiveFormat, "\(context.path) is not a valid FHIR \(primitive.name)")
-            }
-            if let binding, let codes = binding.codes, !codes.contains(s) {
-                context.add(.requiredBinding, "\(context.path) must be a code of \(binding.valueSet)")
+            if binding >= 0, let codes = tables.bindings[Int(binding)].codes, let s = tape.string(value), !codes.contains(s) {
+                add(.requiredBinding, at: value, "\(path(value, place, tape)) must be a code of \(tables.bindings[Int(binding)].valueSet)", place, tape, &findings)
             }
         }
+    }
+
+    /// A JSON number token as a 32-bit whole number (nil for fractions, exponents and out-of-range values).
+    private func wholeNumber(_ tape: JSONTape, _ token: Int) -> Int? {
+        guard let text = tape.numberText(token), let i = Int(text), i >= Int(Int32.min), i <= Int(Int32.max) else { return nil }
+        return i
     }
 }
 

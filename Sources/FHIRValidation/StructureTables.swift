@@ -1,0 +1,206 @@
+import FHIRDefinitions
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The FHIR R4 structure definitions compiled for the validator's hot path: element lookups by the JSON key's
+/// bytes (one FNV hash and one comparison, no `String`, no SipHash), answers as plain values (no reference counting).
+///
+/// Built once from `FHIRDefinitions.r4`, following element types from the resource types, so every type a resource
+/// can contain is numbered.
+final class StructureTables: @unchecked Sendable {  // immutable once built
+    static let r4 = StructureTables(FHIRDefinitions.r4)
+
+    /// What a JSON key of a type stands for.
+    struct Key {
+        /// `_birthDate`: the primitive's id and extensions, not checked further.
+        var isUnderscore = false
+        var isArray = false
+        /// Most values allowed (-1: unbounded).
+        var max: Int32 = -1
+        /// The concrete type, as an index of `types` (-1 when it has no definition).
+        var type: Int32 = -1
+        /// The concrete type's name, as an index of `names` (for messages).
+        var typeName: Int32 = 0
+        /// Index of `primitives` when the concrete type is a primitive (-1 otherwise).
+        var primitive: Int32 = -1
+        /// Index of `bindings` for a required binding (-1: none).
+        var binding: Int32 = -1
+        /// Index of `targetLists`: the resource types a Reference may point at.
+        var targets: Int32 = 0
+        /// Bit of a required element in its type's `requiredMask` (-1: optional).
+        var requiredBit: Int8 = -1
+        /// The type is `Resource` (contained resources, `Bundle.entry.resource`).
+        var holdsResource = false
+        var isReference = false
+    }
+
+    struct TypeInfo {
+        let name: String
+        let requiredMask: UInt64
+        /// Required elements in FHIR order: their bit and name.
+        let required: [(bit: Int, name: String)]
+    }
+
+    struct PrimitiveInfo {
+        let name: String
+        let json: PrimitiveDefinition.JSONKind
+        let format: PrimitiveFormats.Format
+        let isDecimal: Bool
+    }
+
+    private(set) var types: [TypeInfo] = []
+    private(set) var names: [String] = []
+    private(set) var primitives: [PrimitiveInfo] = []
+    private(set) var bindings: [Binding] = []
+    private(set) var targetLists: [[String]] = [[]]
+    private var keys: [Key] = []
+
+    /// Open-addressing table over (owner type, key bytes): entry indexes, -1 when empty. Owner -1 holds the concrete
+    /// resource type names, whose `value` is a type index.
+    private var slots: [Int32] = []
+    private var entries: [(owner: Int32, start: Int32, length: Int32, value: Int32)] = []
+    private var keyBytes: [UInt8] = []
+
+    private init(_ definitions: FHIRDefinitions) {
+        var typeIndex: [String: Int32] = [:]
+        var order: [String] = []
+        func number(_ name: String) -> Int32? {
+            if let i = typeIndex[name] { return i }
+            guard definitions.type(named: name) != nil else { return nil }
+            typeIndex[name] = Int32(order.count)
+            order.append(name)
+            return typeIndex[name]
+        }
+        for name in definitions.resourceTypes { _ = number(name) }
+        var nameIndex: [String: Int32] = [:]
+        func name(_ s: String) -> Int32 {
+            if let i = nameIndex[s] { return i }
+            nameIndex[s] = Int32(names.count)
+            names.append(s)
+            return Int32(names.count - 1)
+        }
+        var primitiveIndex: [String: Int32] = [:]
+        var bindingIndex: [String: Int32] = [:]
+        var targetIndex: [[String]: Int32] = [[]: 0]
+        var pending: [(owner: Int32, key: String, info: Key)] = []
+        var t = 0
+        while t < order.count {  // `order` grows as element types are met
+            let type = definitions.type(named: order[t])!
+            var required: [(Int, String)] = []
+            var mask: UInt64 = 0
+            for element in type.elements {
+                var bit: Int8 = -1
+                if element.min > 0 {
+                    precondition(required.count < 64, "more than 64 required elements in \(type.name)")
+                    bit = Int8(required.count)
+                    mask |= 1 << UInt64(required.count)
+                    required.append((required.count, element.name))
+                }
+                let concrete: [(key: String, type: String)] = element.isChoice
+                    ? element.types.map { (String(element.name.dropLast(3)) + $0.prefix(1).uppercased() + $0.dropFirst(), $0) }
+                    : [(element.name, element.types.first ?? "Element")]
+                for (key, typeName) in concrete {
+                    var info = Key()
+                    info.isArray = element.isArray
+                    info.max = element.max.map { Int32(clamping: $0) } ?? -1
+                    info.requiredBit = bit
+                    info.typeName = name(typeName)
+                    info.holdsResource = typeName == "Resource"
+                    info.isReference = typeName == "Reference"
+                    if let p = definitions.primitive(named: typeName) {
+                        if primitiveIndex[typeName] == nil {
+                            primitiveIndex[typeName] = Int32(primitives.count)
+                            primitives.append(PrimitiveInfo(name: p.name, json: p.json, format: PrimitiveFormats.Format(type: p.name), isDecimal: p.name == "decimal"))
+                        }
+                        info.primitive = primitiveIndex[typeName]!
+                    } else if let n = number(typeName) {
+                        info.type = n
+                    }
+                    if let b = element.requiredBinding {
+                        let id = b.valueSet
+                        if bindingIndex[id] == nil {
+                            bindingIndex[id] = Int32(bindings.count)
+                            bindings.append(b)
+                        }
+                        info.binding = bindingIndex[id]!
+                    }
+                    if targetIndex[element.referenceTargets] == nil {
+                        targetIndex[element.referenceTargets] = Int32(targetLists.count)
+                        targetLists.append(element.referenceTargets)
+                    }
+                    info.targets = targetIndex[element.referenceTargets]!
+                    pending.append((Int32(t), key, info))
+                    var underscore = Key()
+                    underscore.isUnderscore = true
+                    underscore.typeName = name("Element")
+                    pending.append((Int32(t), "_" + key, underscore))
+                }
+            }
+            types.append(TypeInfo(name: type.name, requiredMask: mask, required: required))
+            t += 1
+        }
+        var capacity = 16
+        while capacity < (pending.count + definitions.resourceTypes.count) * 2 { capacity <<= 1 }
+        slots = Array(repeating: -1, count: capacity)
+        // As in `TypeDefinition`, a key defined twice means its last definition.
+        for (owner, key, info) in pending.reversed() where lookup(owner, Array(key.utf8)) == nil {
+            keys.append(info)
+            insert(owner, key, value: Int32(keys.count - 1))
+        }
+        for name in definitions.resourceTypes { insert(-1, name, value: typeIndex[name]!) }
+    }
+
+    private func insert(_ owner: Int32, _ key: String, value: Int32) {
+        let bytes = Array(key.utf8)
+        var i = bytes.withUnsafeBufferPointer { hash(owner, $0) } & (slots.count - 1)
+        while slots[i] >= 0 { i = (i + 1) & (slots.count - 1) }
+        slots[i] = Int32(entries.count)
+        entries.append((owner, Int32(keyBytes.count), Int32(bytes.count), value))
+        keyBytes.append(contentsOf: bytes)
+    }
+
+    @inline(__always)
+    private func hash(_ owner: Int32, _ p: UnsafeBufferPointer<UInt8>) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ UInt64(UInt32(bitPattern: owner))
+        for b in p { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return Int(truncatingIfNeeded: h ^ (h >> 29))
+    }
+
+    private func lookup(_ owner: Int32, _ key: [UInt8]) -> Int32? {
+        key.withUnsafeBufferPointer { find(owner, $0) }
+    }
+
+    private func find(_ owner: Int32, _ p: UnsafeBufferPointer<UInt8>) -> Int32? {
+        let mask = slots.count - 1
+        var i = hash(owner, p) & mask
+        return keyBytes.withUnsafeBufferPointer { stored in
+            while slots[i] >= 0 {
+                let e = entries[Int(slots[i])]
+                if e.owner == owner && Int(e.length) == p.count
+                    && (p.count == 0 || memcmp(stored.baseAddress! + Int(e.start), p.baseAddress!, p.count) == 0) {
+                    return e.value
+                }
+                i = (i + 1) & mask
+            }
+            return nil
+        }
+    }
+
+    /// What JSON key `key` (a string token of `tape`) means in type `type`; nil when it is not one of its elements.
+    func key(_ tape: JSONTape, _ token: Int, in type: Int32) -> Key? {
+        guard let k = tape.withString(token, { find(type, $0) }) ?? nil else { return nil }
+        return keys[Int(k)]
+    }
+
+    /// The type index of the concrete resource type named by string token `token` (nil when it names none).
+    func resourceType(_ tape: JSONTape, _ token: Int) -> Int32? {
+        tape.withString(token) { find(-1, $0) } ?? nil
+    }
+
+    /// The type index of a concrete resource type's name.
+    func resourceType(named name: String) -> Int32? {
+        lookup(-1, Array(name.utf8))
+    }
+}
