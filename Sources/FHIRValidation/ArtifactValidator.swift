@@ -41,14 +41,15 @@ public final class ArtifactValidator {
     private let options: ValidationOptions
     private let checker = ResourceChecker()
     private let tables = StructureTables.r4
+    // A run is single-threaded: the per-access exclusivity checks of these hot properties cost about 7% of it.
     /// Storage for the file or NDJSON line being checked, reused.
-    private var tape = JSONTape()
-    private var findings: [Finding] = []
-    private var resources = 0
+    @exclusivity(unchecked) private var tape = JSONTape()
+    @exclusivity(unchecked) private var findings: [Finding] = []
+    @exclusivity(unchecked) private var resources = 0
     /// Identifier (hash of `Type|system|value`) → where resources with it are written.
-    private var index = HashedKeyMap<IndexEntry>(empty: IndexEntry())
+    @exclusivity(unchecked) private var index = HashedKeyMap<IndexEntry>(empty: IndexEntry())
     /// `Type/id` of resources with an id.
-    private var literalIDs: Set<String> = []
+    @exclusivity(unchecked) private var literalIDs: Set<String> = []
 
     private struct IndexEntry {
         var count: Int32 = 0
@@ -215,7 +216,7 @@ public final class ArtifactValidator {
 
     private var expectedCounts: [String: Int]?
     /// Manifest artifacts whose checksum has not been compared yet: path → (index in the manifest, size, sha256).
-    private var unverified: [String: (index: Int, bytes: Int, sha256: String)] = [:]
+    @exclusivity(unchecked) private var unverified: [String: (index: Int, bytes: Int, sha256: String)] = [:]
 
     private func checkDigest(_ path: String, sha256: String, size: Int) {
         guard let listed = unverified.removeValue(forKey: path) else { return }
@@ -251,7 +252,7 @@ public final class ArtifactValidator {
         }
     }
 
-    private var keyBuffer: [UInt8] = []
+    @exclusivity(unchecked) private var keyBuffer: [UInt8] = []
 
     /// Hash of `Type|system|value`, built in one reused buffer.
     private func identifierHash(type: UnsafeBufferPointer<UInt8>, system: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> UInt128 {
@@ -343,7 +344,7 @@ public final class ArtifactValidator {
     }
 
     private var ndjsonTypeCounts: [String: Int] = [:]
-    private var bundleTypeCounts = TypeCounts()
+    @exclusivity(unchecked) private var bundleTypeCounts = TypeCounts()
 
     private func compareNDJSONWithBundles() {
         var mismatches = 0
@@ -493,21 +494,27 @@ public final class ArtifactValidator {
     /// A conditional update (`PUT Type?identifier=system|value`) has no id in its body and carries the identifier it
     /// searches for.
     private func checkConditionalUpdate(entry: Int, resource: Int, url: Int, file: String) {
-        guard let query: [UInt8] = tape.withString(url, { u in u.firstIndex(of: UInt8(ascii: "?")).map { Array(u[($0 + 1)...]) } }) ?? nil else { return }
+        guard tape.withString(url, { $0.contains(UInt8(ascii: "?")) }) == true else { return }
         if tape.member(resource, "id") != nil {
             findings.append(Finding(rule: .idInConditionalUpdate, file: file, pointer: pointer(entry) + "/resource/id", message: "a conditional update body must not contain id"))
         }
-        let prefix = Array("identifier=".utf8)
-        guard query.starts(with: prefix), let (system, value) = parseToken(query[prefix.count...]) else { return }
-        var carries = false
-        if let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array {
-            tape.forEachItem(identifiers) { _, identifier in
-                guard !carries, let s = tape.member(identifier, "system"), let v = tape.member(identifier, "value") else { return }
-                carries = tape.withString(s, { $0.elementsEqual(system) }) == true && tape.withString(v, { $0.elementsEqual(value) }) == true
+        let tape = self.tape
+        let identifiers = tape.member(resource, "identifier").flatMap { tape.kind($0) == .array ? $0 : nil }
+        // nil: not an identifier search; else the description of the identifier when the resource lacks it.
+        let missing: String?? = tape.withString(url) { u -> String?? in
+            guard let token = Self.identifierQuery(u) else { return .none }
+            return withParsedToken(token) { system, value -> String? in
+                var carries = false
+                if let identifiers {
+                    tape.forEachItem(identifiers) { _, identifier in
+                        guard !carries, let s = tape.member(identifier, "system"), let v = tape.member(identifier, "value") else { return }
+                        carries = tape.withString(s, { $0.elementsEqual(system) }) == true && tape.withString(v, { $0.elementsEqual(value) }) == true
+                    }
+                }
+                return carries ? nil : String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self)
             }
-        }
-        if !carries {
-            let description = String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self)
+        } ?? .none
+        if case .some(.some(let description)) = missing {
             findings.append(Finding(rule: .conditionalIdentifierMissing, file: file, pointer: pointer(entry) + "/resource/identifier",
                                     message: "the update searches for identifier \(description), which the resource does not carry"))
         }
@@ -535,26 +542,32 @@ public final class ArtifactValidator {
                 return
             }
             targetType = type
-        } else if let (type, query) = tape.withString(token, { v -> ([UInt8], ArraySlice<UInt8>)? in
+        } else if let search = tape.withString(token, { v -> (type: String, hash: UInt128?)? in
             guard let q = v.firstIndex(of: UInt8(ascii: "?")), !v[..<q].contains(UInt8(ascii: "/")) else { return nil }
-            return (Array(v[..<q]), ArraySlice(v[(q + 1)...]))
+            let type = UnsafeBufferPointer(rebasing: v[..<q])
+            let hash = Self.identifierQuery(v).flatMap { query in withParsedToken(query) { system, value in identifierHash(type: type, system: system, value: value) } }
+            return (String(decoding: type, as: UTF8.self), hash)
         }) ?? nil {
-            let typeString = String(decoding: type, as: UTF8.self)
-            targetType = typeString
-            let prefix = Array("identifier=".utf8)
-            guard query.starts(with: prefix), let (system, value) = parseToken(query.dropFirst(prefix.count)) else { return }
-            let description = { String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self) }
-            if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(typeString + "|" + description()) {
+            targetType = search.type
+            guard let hash = search.hash else { return }
+            // `system|value`, for messages (worked out again from the token: rarely needed).
+            let description = {
+                self.tape.withString(token) { v in
+                    Self.identifierQuery(v).flatMap { query in
+                        self.withParsedToken(query) { system, value in String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self) }
+                    }
+                }.flatMap { $0 } ?? ""
+            }
+            if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(search.type + "|" + description()) {
                 return checkTarget(reference, targetType, file)
             }
-            let hash = type.withUnsafeBufferPointer { t in system.withUnsafeBufferPointer { s in value.withUnsafeBufferPointer { v in identifierHash(type: t, system: s, value: v) } } }
             guard let e = index[hash], e.count > 0 else {
                 // Perhaps written by a later bundle: decided once every bundle is indexed.
-                pending.append(PendingReference(hash: hash, description: description(), type: typeString, step: step, transaction: transaction,
+                pending.append(PendingReference(hash: hash, description: description(), type: search.type, step: step, transaction: transaction,
                                                 file: file, pointer: pointer(token)))
                 return checkTarget(reference, targetType, file)
             }
-            checkConditional(e, description: description, type: typeString, step: step, transaction: transaction, file: file, pointer: { self.pointer(token) })
+            checkConditional(e, description: description, type: search.type, step: step, transaction: transaction, file: file, pointer: { self.pointer(token) })
         } else {
             let value = tape.string(token)!
             if value.hasPrefix("#") || value.utf8.firstRange(of: "://".utf8) != nil {
@@ -582,7 +595,7 @@ public final class ArtifactValidator {
         let pointer: String
     }
 
-    private var pending: [PendingReference] = []
+    @exclusivity(unchecked) private var pending: [PendingReference] = []
 
     private func checkConditional(_ e: IndexEntry, description: () -> String, type: String, step: Int32, transaction: Int32, file: String, pointer: () -> String) {
         if e.count > 1 {
@@ -593,7 +606,7 @@ public final class ArtifactValidator {
         }
     }
 
-    private var pendingLiterals: [(literal: String, file: String, pointer: String)] = []
+    @exclusivity(unchecked) private var pendingLiterals: [(literal: String, file: String, pointer: String)] = []
 
     private func resolvePending() {
         for p in pendingLiterals where !literalIDs.contains(p.literal) {
@@ -619,20 +632,23 @@ public final class ArtifactValidator {
         }
     }
 
-    /// `system|value` of a token search, undoing percent-encoding and FHIR's backslash escapes.
-    private func parseToken(_ token: ArraySlice<UInt8>) -> ([UInt8], [UInt8])? {
-        var bytes = token
+    /// Calls `body` with `system` and `value` of a token search (`system|value`), undoing percent-encoding and
+    /// FHIR's backslash escapes; nil when the token has no `|`.
+    private func withParsedToken<R>(_ token: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> R) -> R? {
+        if !token.contains(UInt8(ascii: "%")) && !token.contains(UInt8(ascii: "\\")) {
+            // The usual case: split in place.
+            guard let bar = token.firstIndex(of: UInt8(ascii: "|")) else { return nil }
+            return body(UnsafeBufferPointer(rebasing: token[..<bar]), UnsafeBufferPointer(rebasing: token[(bar + 1)...]))
+        }
+        var bytes = Array(token)
         if bytes.contains(UInt8(ascii: "%")) {
             guard let decoded = String(decoding: token, as: UTF8.self).removingPercentEncoding else { return nil }
-            bytes = ArraySlice(decoded.utf8)
+            bytes = Array(decoded.utf8)
         }
         var system: [UInt8] = []
         var value: [UInt8] = []
         var inValue = false
         var escaped = false
-        if !bytes.contains(UInt8(ascii: "\\")), let bar = bytes.firstIndex(of: UInt8(ascii: "|")) {
-            return (Array(bytes[..<bar]), Array(bytes[(bar + 1)...]))  // the usual case: no escapes
-        }
         for b in bytes {
             if escaped {
                 if inValue { value.append(b) } else { system.append(b) }
@@ -647,6 +663,16 @@ public final class ArtifactValidator {
                 system.append(b)
             }
         }
-        return inValue ? (system, value) : nil
+        guard inValue else { return nil }
+        return system.withUnsafeBufferPointer { s in value.withUnsafeBufferPointer { v in body(s, v) } }
+    }
+
+    /// The query of a search URL that starts with `identifier=`, after it (`Type?identifier=…`).
+    private static func identifierQuery(_ url: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
+        guard let q = url.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+        let query = UnsafeBufferPointer(rebasing: url[(q + 1)...])
+        let prefix: StaticString = "identifier="
+        guard query.count >= prefix.utf8CodeUnitCount, memcmp(query.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0 else { return nil }
+        return UnsafeBufferPointer(rebasing: query[prefix.utf8CodeUnitCount...])
     }
 }
