@@ -114,6 +114,9 @@ struct JSONTape {
         } ?? false
     }
 
+    /// Whether string token `i` is `""` (an escape is never empty, so its raw bytes tell).
+    func isEmptyString(_ i: Int) -> Bool { tokens[i].start == tokens[i].end }
+
     /// The value of string token `i` (nil when it is not a string).
     func string(_ i: Int) -> String? {
         let t = tokens[i]

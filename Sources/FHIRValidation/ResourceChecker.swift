@@ -163,6 +163,11 @@ struct ResourceChecker {
                 add(.primitiveType, at: value, "\(path(value, place, tape)) is a \(primitive.name): write it as a JSON string", place, tape, &findings)
                 return
             }
+            if tape.isEmptyString(value) {
+                add(.emptyValue, at: value, "\(path(value, place, tape)) is an empty string", place, tape, &findings)
+                return
+            }
+            if binding < 0 && (primitive.format == .nonEmpty || primitive.format == .any) { return }  // nothing more to check
             let problem: (Rule, String)? = tape.withString(value) { p -> (Rule, String)? in
                 if p.isEmpty { return (.emptyValue, "is an empty string") }
                 if !PrimitiveFormats.check(p, primitive.format) { return (.primitiveFormat, "is not a valid FHIR \(primitive.name)") }

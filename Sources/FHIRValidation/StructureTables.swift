@@ -9,7 +9,8 @@ import Glibc
 ///
 /// Built once from `FHIRDefinitions.r4`, following element types from the resource types, so every type a resource
 /// can contain is numbered.
-final class StructureTables: @unchecked Sendable {  // immutable once built
+final class StructureTables: @unchecked Sendable {
+    // Filled by `init`, never changed after: reads need no exclusivity checks (they cost ~5% of a validation).
     static let r4 = StructureTables(FHIRDefinitions.r4)
 
     /// What a JSON key of a type stands for.
@@ -50,18 +51,18 @@ final class StructureTables: @unchecked Sendable {  // immutable once built
         let isDecimal: Bool
     }
 
-    private(set) var types: [TypeInfo] = []
-    private(set) var names: [String] = []
-    private(set) var primitives: [PrimitiveInfo] = []
-    private(set) var bindings: [Binding] = []
-    private(set) var targetLists: [[String]] = [[]]
-    private var keys: [Key] = []
+    @exclusivity(unchecked) private(set) var types: [TypeInfo] = []
+    @exclusivity(unchecked) private(set) var names: [String] = []
+    @exclusivity(unchecked) private(set) var primitives: [PrimitiveInfo] = []
+    @exclusivity(unchecked) private(set) var bindings: [Binding] = []
+    @exclusivity(unchecked) private(set) var targetLists: [[String]] = [[]]
+    @exclusivity(unchecked) private var keys: [Key] = []
 
     /// Open-addressing table over (owner type, key bytes): entry indexes, -1 when empty. Owner -1 holds the concrete
     /// resource type names, whose `value` is a type index.
-    private var slots: [Int32] = []
-    private var entries: [(owner: Int32, start: Int32, length: Int32, value: Int32)] = []
-    private var keyBytes: [UInt8] = []
+    @exclusivity(unchecked) private var slots: [Int32] = []
+    @exclusivity(unchecked) private var entries: [(owner: Int32, start: Int32, length: Int32, value: Int32)] = []
+    @exclusivity(unchecked) private var keyBytes: [UInt8] = []
 
     private init(_ definitions: FHIRDefinitions) {
         var typeIndex: [String: Int32] = [:]
