@@ -78,22 +78,40 @@ final class OccurrenceCounter: @unchecked Sendable {
     }
 }
 
+/// What expressions read besides the row: lookup tables and specs, value maps, occurrence counts. One object, so
+/// that each row's evaluation context holds a single reference to it.
+final class EvaluationTables: Sendable {
+    let lookupSpecs: [CompiledLookup]
+    let lookups: LookupTables
+    let maps: [ValueMap]
+    let occurrences = OccurrenceCounter()
+
+    init(mapping: CompiledMapping, lookups: LookupTables) {
+        lookupSpecs = mapping.lookups
+        self.lookups = lookups
+        maps = mapping.maps
+    }
+}
+
 /// Turns the rows of one step into resources.
 public struct StepEvaluator: Sendable {
     public let mapping: CompiledMapping
     public let step: CompiledStep
-    let lookups: LookupTables
-    let occurrences = OccurrenceCounter()
+    let tables: EvaluationTables
+    /// Per resource: its `uuid(...)` values appear only as whole string leaves, so its NDJSON form is its bundle
+    /// form with those strings swapped for conditional references (no second rendering).
+    let swapsLocalReferences: [Bool]
 
     public init(mapping: CompiledMapping, stepIndex: Int, lookups: LookupTables) {
         self.mapping = mapping
         self.step = mapping.steps[stepIndex]
-        self.lookups = lookups
+        tables = EvaluationTables(mapping: mapping, lookups: lookups)
+        swapsLocalReferences = step.resources.map { $0.usesLocalReferences && LocalReferences.onlyWholeLeaves($0.template) }
     }
 
     /// The resources that `row` becomes (members whose `$if` is false are left out), or the reason it cannot.
     public func evaluate(_ row: [FieldValue]) -> Result<[ProducedResource], RowFailure> {
-        var context = Context(row: row, aliases: [], memberURNs: [], evaluator: self, counting: true)
+        var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: true)
         do {
             // Conditions and identities first: `uuid(member)` may point at a member rendered later.
             var identities: [(value: String, urn: String)?] = []
@@ -121,7 +139,11 @@ public struct StepEvaluator: Sendable {
                     throw RowFailure("resource '\(resource.name)' came out empty")
                 }
                 var ndjson: [UInt8]?
-                if resource.usesLocalReferences {
+                if swapsLocalReferences[i] {
+                    ndjson = LocalReferences.swap(in: bytes, urns: identities.map { $0?.urn }, conditionalURLs: identities.enumerated().map { j, id in
+                        id.map { step.resources[j].conditionalURLPrefix + ConditionalURL.encodeToken($0.value) }
+                    })
+                } else if resource.usesLocalReferences {
                     // NDJSON has no transaction to resolve urn:uuid references: render again with conditional ones.
                     context.memberURNs = identities.enumerated().map { j, id in
                         id.map { step.resources[j].conditionalURLPrefix + ConditionalURL.encodeToken($0.value) }
@@ -147,8 +169,74 @@ public struct StepEvaluator: Sendable {
     /// The key a reject is filed under: the first resource's identifier value, when it can be computed.
     public func rejectKey(_ row: [FieldValue]) -> String? {
         guard let first = step.resources.first(where: { $0.condition == nil }) ?? step.resources.first else { return nil }
-        var context = Context(row: row, aliases: [], memberURNs: [], evaluator: self, counting: false)
+        var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: false)
         return try? context.identity(first)
+    }
+}
+
+/// The NDJSON form of a resource whose template uses `uuid(...)`: NDJSON has no transaction to resolve `urn:uuid:`
+/// references, so they become conditional references.
+enum LocalReferences {
+    /// Whether every `uuid(...)` of `node` is a whole string leaf (`"{{ uuid('encounter') }}"`): the urn then appears
+    /// in the rendered bytes only as a complete JSON string, and swapping it there gives exactly what rendering again
+    /// with conditional references would. Any other use (in text, a condition, a function) needs the second render.
+    static func onlyWholeLeaves(_ node: TemplateNode) -> Bool {
+        switch node {
+        case .literal: return true
+        case .leaf(let leaf):
+            if leaf.parts.count == 1, case .expression(.call(.uuid, _)) = leaf.parts[0] { return leaf.kind == .string }
+            return !leaf.parts.contains { if case .expression(let e) = $0 { return usesUUID(e) } else { return false } }
+        case .object(let members, let condition):
+            return !(condition.map(usesUUID) ?? false) && members.allSatisfy { onlyWholeLeaves($0.node) }
+        case .array(let items):
+            return items.allSatisfy { item in
+                switch item {
+                case .node(let n): return onlyWholeLeaves(n)
+                case .each(let list, _, let body): return !usesUUID(list) && onlyWholeLeaves(body)
+                }
+            }
+        }
+    }
+
+    private static func usesUUID(_ e: CompiledExpression) -> Bool {
+        switch e {
+        case .call(.uuid, _): return true
+        case .call(_, let args): return args.contains(where: usesUUID)
+        case .field(let base, _, _): return usesUUID(base)
+        case .lookup(_, let key): return usesUUID(key)
+        case .literal, .column, .alias: return false
+        }
+    }
+
+    /// `bytes` with each JSON string `"urn:uuid:…"` that is a member's urn replaced by that member's conditional URL.
+    /// Urns are name-based UUIDs of type and identifier, so no other string of a resource holds one.
+    static func swap(in bytes: [UInt8], urns: [String?], conditionalURLs: [String?]) -> [UInt8] {
+        let marker = Array("\"urn:uuid:".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 64)
+        var i = 0
+        var copied = 0
+        let quotedURNs: [[UInt8]?] = urns.map { $0.map { Array("\"\($0)\"".utf8) } }
+        while i + marker.count <= bytes.count {
+            guard bytes[i] == marker[0], bytes[i..<i + marker.count].elementsEqual(marker) else {
+                i += 1
+                continue
+            }
+            var replaced = false
+            for (j, quoted) in quotedURNs.enumerated() {
+                guard let quoted, let url = conditionalURLs[j], i + quoted.count <= bytes.count,
+                      bytes[i..<i + quoted.count].elementsEqual(quoted) else { continue }
+                out.append(contentsOf: bytes[copied..<i])
+                JSONWriter.writeString(url, into: &out)
+                i += quoted.count
+                copied = i
+                replaced = true
+                break
+            }
+            if !replaced { i += 1 }
+        }
+        out.append(contentsOf: bytes[copied...])
+        return out
     }
 }
 
@@ -157,7 +245,7 @@ private struct Context {
     var row: [FieldValue]
     var aliases: [Value]
     var memberURNs: [String?]
-    let evaluator: StepEvaluator
+    let tables: EvaluationTables
     /// Whether `occurrence()` counts this evaluation (not when only recomputing a reject's key).
     let counting: Bool
     /// One row asks for the same occurrence from its identity and its template: count it once.
@@ -335,9 +423,9 @@ private struct Context {
             }
         case .lookup(let index, let keyExpr):
             let key = try evaluate(keyExpr).text("lookup key")
-            let spec = evaluator.mapping.lookups[index]
-            if spec.multiple { return .list(evaluator.lookups.rows(index, key).map { .record($0) }) }
-            if let row = evaluator.lookups.row(index, key) { return .record(row) }
+            let spec = tables.lookupSpecs[index]
+            if spec.multiple { return .list(tables.lookups.rows(index, key).map { .record($0) }) }
+            if let row = tables.lookups.row(index, key) { return .record(row) }
             if spec.rejectWhenMissing && !key.isEmpty {
                 throw RowFailure("lookup '\(spec.name)' has no row for \(keyExpr.describe) of this row (set 'missing: empty' on the lookup to allow it)", value: key)
             }
@@ -362,7 +450,7 @@ private struct Context {
             }
             return .string(parts.fhirDate)
         case .map(let index):
-            let map = evaluator.mapping.maps[index]
+            let map = tables.maps[index]
             let text = try evaluate(args[0]).text("map")
             if text.isBlank { return .null }
             if let v = map.table[text] ?? map.defaultValue { return .string(v) }
@@ -376,7 +464,7 @@ private struct Context {
             for a in args { parts.append(try evaluate(a).text("occurrence")) }
             let key = parts.joined(separator: "\u{1F}")
             if let n = occurrenceMemo[key] { return .string(String(n)) }
-            let n = evaluator.occurrences.next(key, counting: counting)
+            let n = tables.occurrences.next(key, counting: counting)
             occurrenceMemo[key] = n
             return .string(String(n))
         case .uuid(let member):

@@ -120,8 +120,9 @@ public final class XMLRecordReader: RecordReader {
             pending = nil
             return p
         }
-        guard let record = try readRecord() else { return nil }
-        return .record(SourceRecord(line: record.line, values: values(record)))
+        if fieldSlots == nil { fieldSlots = FieldSlots(paths: fieldPaths) }
+        guard let line = try readRecord(into: &fieldSlots!) else { return nil }
+        return .record(SourceRecord(line: line, values: fieldSlots!.take()))
     }
 
     private func values(_ record: RawRecord) -> [FieldValue] {
@@ -131,8 +132,13 @@ public final class XMLRecordReader: RecordReader {
         }
     }
 
+    /// Where a record's values go while it is read.
+    private protocol RecordSink {
+        mutating func add(_ key: String, _ value: String)
+    }
+
     /// The values of one record by relative path, plus the paths in document order (for field discovery).
-    private struct RawRecord {
+    private struct RawRecord: RecordSink {
         var line: Int
         var values: [String: [String]] = [:]
         var keys: [String] = []
@@ -146,6 +152,51 @@ public final class XMLRecordReader: RecordReader {
             }
         }
     }
+
+    /// The values of the mapped fields of one record, by field position: no dictionary per record. A field met once
+    /// is a single value, more than once a list (empty values left out), never a missing one.
+    private struct FieldSlots: RecordSink {
+        let index: [String: Int]
+        var values: [FieldValue]
+        var seen: [Int32]
+
+        init(paths: [String]) {
+            var index: [String: Int] = [:]
+            for (i, p) in paths.enumerated() where index[p] == nil { index[p] = i }
+            self.index = index
+            values = Array(repeating: .single(""), count: paths.count)
+            seen = Array(repeating: 0, count: paths.count)
+        }
+
+        mutating func add(_ key: String, _ value: String) {
+            guard let i = index[key] else { return }
+            seen[i] += 1
+            switch seen[i] {
+            case 1: values[i] = .single(value)
+            case 2:
+                guard case .single(let first) = values[i] else { return }
+                values[i] = .list([first, value].filter { !$0.isEmpty })
+            default:
+                if !value.isEmpty, case .list(var list) = values[i] {
+                    values[i] = .single("")  // release the list's storage so the append does not copy it
+                    list.append(value)
+                    values[i] = .list(list)
+                }
+            }
+        }
+
+        /// This record's values; the slots are cleared for the next one.
+        mutating func take() -> [FieldValue] {
+            let out = values
+            for i in values.indices where seen[i] > 0 {
+                values[i] = .single("")
+                seen[i] = 0
+            }
+            return out
+        }
+    }
+
+    private var fieldSlots: FieldSlots?
 
     private func fail() -> SourceError {
         let r = reader!
@@ -189,6 +240,14 @@ public final class XMLRecordReader: RecordReader {
     }
 
     private func readRecord() throws -> RawRecord? {
+        var record = RawRecord(line: 0)
+        guard let line = try readRecord(into: &record) else { return nil }
+        record.line = line
+        return record
+    }
+
+    /// Reads the next record into `sink`; returns its line, nil at the end of the file.
+    private func readRecord<Sink: RecordSink>(into sink: inout Sink) throws -> Int? {
         guard let r = reader else { return nil }
         while true {
             let status = cxml_reader_read(r)
@@ -204,9 +263,10 @@ public final class XMLRecordReader: RecordReader {
                 stack.append((string(cxml_reader_namespace_uri(r)), string(cxml_reader_local_name(r)) ?? ""))
                 let empty = cxml_reader_is_empty_element(r) == 1
                 if matchesRecordPath() {
-                    let record = try collectRecord(depth: depth, empty: empty)
+                    let line = Int(cxml_reader_line(r))
+                    try collectRecord(depth: depth, empty: empty, into: &sink)
                     stack.removeLast()
-                    return record
+                    return line
                 }
                 if empty { stack.removeLast() }
             case Int(CXML_END_ELEMENT):
@@ -220,11 +280,10 @@ public final class XMLRecordReader: RecordReader {
     }
 
     /// Reads the current record element to its end.
-    private func collectRecord(depth: Int, empty: Bool) throws -> RawRecord {
+    private func collectRecord<Sink: RecordSink>(depth: Int, empty: Bool, into record: inout Sink) throws {
         let r = reader!
-        var record = RawRecord(line: Int(cxml_reader_line(r)))
         for (name, value) in attributes().list { record.add("@" + name, value) }
-        if empty { return record }
+        if empty { return }
         // Open elements inside the record: relative path, collected text, xsi:nil.
         var open: [(path: String, text: String, isNil: Bool)] = []
         while true {
@@ -251,7 +310,7 @@ public final class XMLRecordReader: RecordReader {
             case Int(CXML_TEXT), Int(CXML_CDATA), Int(CXML_SIGNIFICANT_WHITESPACE):
                 if !open.isEmpty, let text = string(cxml_reader_value(r)) { open[open.count - 1].text += text }
             case Int(CXML_END_ELEMENT):
-                if Int(cxml_reader_depth(r)) == depth { return record }
+                if Int(cxml_reader_depth(r)) == depth { return }
                 if let element = open.popLast() {
                     let blank = element.text.utf8.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
                     record.add(element.path, element.isNil || blank ? "" : element.text)
