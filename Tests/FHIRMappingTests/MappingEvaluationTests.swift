@@ -1,3 +1,4 @@
+import Foundation
 import FHIRMapping
 import Testing
 
@@ -245,5 +246,26 @@ struct GroupEvaluationTests {
         // Derived, so the same input gives the same full URL on every run.
         let again = try #require(evaluator.evaluate([.single("E1"), .single("P1")]).success)
         #expect(again[0].fullUrl == produced[0].fullUrl)
+    }
+
+    /// NDJSON has no transaction: its form of a resource refers to group members conditionally, whether the urn was
+    /// a whole leaf (swapped in the rendered bytes) or part of a text (rendered again).
+    @Test(arguments: [
+        (#"encounter: { reference: "{{ uuid('encounter') }}" }"#, "Encounter?identifier=http://example.org/encounterId|E1"),
+        (#"encounter: { reference: "{{ uuid('encounter') }}", display: "{{ uuid('encounter') }}" }"#, "Encounter?identifier=http://example.org/encounterId|E1"),
+        (#"encounter: { reference: "{{ uuid('encounter') }}", display: "see {{ uuid('encounter') }}" }"#, "Encounter?identifier=http://example.org/encounterId|E1"),
+    ])
+    func ndjsonFormRefersToGroupMembersConditionally(template: String, expected: String) throws {
+        let m = try compileMapping(yaml.replacingOccurrences(of: #"encounter: { reference: "{{ uuid('encounter') }}" }"#, with: template),
+                                   fields: ["patients": ["id"], "encounters": ["id", "patient_id"], "notes": ["note_id", "encounter_id"]])
+        let tables = LookupTables(count: 1)
+        _ = tables.add(index: 0, key: "E1", row: [.single("N1"), .single("E1")], multiple: false)
+        let produced = try #require(StepEvaluator(mapping: m, stepIndex: 1, lookups: tables).evaluate([.single("E1"), .single("P1")]).success)
+        let urn = produced[0].fullUrl
+        let bundleForm = String(decoding: produced[1].bytes, as: UTF8.self)
+        let ndjson = String(decoding: try #require(produced[1].ndjsonBytes), as: UTF8.self)
+        #expect(bundleForm.contains(urn))
+        #expect(!ndjson.contains("urn:uuid:"))
+        #expect(ndjson == bundleForm.replacingOccurrences(of: urn, with: expected))
     }
 }
