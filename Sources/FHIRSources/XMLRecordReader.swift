@@ -411,10 +411,8 @@ final class XMLInput {
             return Int32(n)
         }
         do {
-            var chunk = [UInt8](repeating: 0, count: length)
-            let n = try rawRead(&chunk)
-            chunk.withUnsafeBytes { p in UnsafeMutableRawPointer(buffer).copyMemory(from: p.baseAddress!, byteCount: n) }
-            return Int32(n)
+            // Straight into libxml2's buffer: no array per callback.
+            return Int32(try rawRead(into: UnsafeMutableRawBufferPointer(start: buffer, count: length)))
         } catch {
             refusal = error as? SourceError
             return -1
@@ -423,13 +421,17 @@ final class XMLInput {
 
 
     private func rawRead(_ chunk: inout [UInt8]) throws -> Int {
+        try chunk.withUnsafeMutableBytes { p in try rawRead(into: p) }
+    }
+
+    /// Reads the next bytes of the file into `p`, hashing them; 0 at the end.
+    private func rawRead(into p: UnsafeMutableRawBufferPointer) throws -> Int {
         if closed { return 0 }
-        let n = chunk.withUnsafeMutableBytes { p -> Int in
-            while true {
-                let r = Glibc.read(fd, p.baseAddress!, p.count)
-                if r < 0 && errno == EINTR { continue }
-                return r
-            }
+        var n = 0
+        while true {
+            n = Glibc.read(fd, p.baseAddress!, p.count)
+            if n < 0 && errno == EINTR { continue }
+            break
         }
         if n < 0 { throw SourceError(file: path, line: 1, message: "reading failed: \(String(cString: strerror(errno)))") }
         if n == 0 {
@@ -439,7 +441,7 @@ final class XMLInput {
             close(fd)
             return 0
         }
-        chunk.withUnsafeBytes { p in hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[0..<n])) }
+        hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[0..<n]))
         bytesRead += n
         return n
     }
