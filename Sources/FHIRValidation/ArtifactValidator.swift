@@ -64,6 +64,9 @@ public final class ArtifactValidator {
         self.options = options
     }
 
+    /// Bundle files being read ahead while one is checked.
+    private static let readAhead = 4
+
     /// Runs every rule; throws `ValidationFailure` only when the folder cannot be read.
     public func run() throws -> ValidationReport {
         let fm = FileManager.default
@@ -89,15 +92,23 @@ public final class ArtifactValidator {
         // One pass over the bundles in upload order: each bundle is indexed (so references within it resolve),
         // then checked; conditional references to targets not seen yet wait until the end.
         var transactionCounter: Int32 = 0
+        let order = steps.flatMap { $0 }
+        var position = 0
         for (s, files) in steps.enumerated() {
             for file in files {
-                guard let bytes = readFile(file) else { continue }
-                if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: bytes)), size: bytes.count) }
-                guard tape.parse(bytes) else {
+                // Ask for the bundles after this one while it is checked: from a cold cache, each small file read
+                // would otherwise wait for the disk in turn.
+                let window = position == 0 ? 1...Self.readAhead : (position + Self.readAhead)...(position + Self.readAhead)
+                for ahead in window where ahead < order.count { FileStreaming.prefetch(folder + "/" + order[ahead]) }
+                position += 1
+                guard tape.read(folder + "/" + file) else { continue }
+                let size = tape.bytes.count
+                if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: tape.bytes)), size: size) }
+                guard tape.parse() else {
                     reportSyntaxError(in: tape.bytes, file: file)
                     continue
                 }
-                checkBundle(file: file, size: bytes.count, step: Int32(s), transactionCounter: &transactionCounter)
+                checkBundle(file: file, size: size, step: Int32(s), transactionCounter: &transactionCounter)
             }
         }
         resolvePending()

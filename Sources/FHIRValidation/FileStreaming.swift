@@ -9,6 +9,14 @@ import Glibc
 enum FileStreaming {
     private static let chunk = 4 << 20
 
+    /// Starts reading `path` into the page cache in the background (a hint; errors are ignored).
+    static func prefetch(_ path: String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_WILLNEED))
+        close(fd)
+    }
+
     /// SHA-256 and size of a file, or nil when it cannot be read.
     static func digest(_ path: String) -> (sha256: String, size: Int)? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)

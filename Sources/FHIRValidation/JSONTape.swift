@@ -36,6 +36,34 @@ struct JSONTape {
         return build()
     }
 
+    /// Reads a whole file into the reused storage (no allocation per file once it is large enough); false when it
+    /// cannot be read. `parse()` then parses it.
+    mutating func read(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return false }
+        bytes.removeAll(keepingCapacity: true)
+        var filled = 0
+        var size = max(Int(info.st_size), 1)
+        while true {
+            if bytes.count < size { bytes.append(contentsOf: repeatElement(0, count: size - bytes.count)) }
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if n < 0 { if errno == EINTR { continue } else { return false } }
+            if n == 0 { break }
+            filled += n
+            if filled == bytes.count { size = bytes.count * 2 }  // it grew while read
+        }
+        bytes.removeLast(bytes.count - filled)
+        return true
+    }
+
+    /// Parses what `read` loaded.
+    mutating func parse() -> Bool {
+        build()
+    }
+
     /// Parses a copy of `text` into the reused storage (for NDJSON lines, valid only during a callback).
     mutating func parse(copying text: UnsafeBufferPointer<UInt8>) -> Bool {
         bytes.removeAll(keepingCapacity: true)
@@ -384,7 +412,11 @@ private struct TapeBuilder {
                 let quote = w ^ (ones &* 0x22)
                 let backslash = w ^ (ones &* 0x5C)
                 let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w) | w
-                if special & high != 0 { break }
+                if special & high != 0 {
+                    // The lowest flagged byte is a real match (the tricks above only misfire above one).
+                    pos += (special & high).trailingZeroBitCount >> 3
+                    break
+                }
                 pos += 8
             }
             guard pos < p.count else { break }
