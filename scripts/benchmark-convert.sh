@@ -76,4 +76,4 @@ rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
 resources=$(python3 -c "import json;m=json.load(open('$WORK/out-csv/manifest.json'));print(sum(m['resourceCounts'].values()))")
 printf '%-28s %9d resources %7.2f s %9.0f resources/s %6d MiB peak (%s)\n' validate-full-example "$resources" "$secs" \
     "$(python3 -c "print($resources/$secs)")" "$rss" "$(tail -1 "$WORK/validate.out")"
-[ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
+if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$WORK"; fi

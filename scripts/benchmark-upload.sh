@@ -84,4 +84,4 @@ if [ -n "${SEKMET_BIN:-}" ]; then
     for c in 1 4 16; do upload_to_sekmet "$WORK/out-synthea" "$c"; done
     validation_alone "$WORK/out-synthea"
 fi
-[ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
+if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$WORK"; fi
