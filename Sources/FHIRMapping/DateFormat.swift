@@ -158,24 +158,47 @@ func pad2(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
 
 extension DateFormat.Parts {
     /// FHIR `date`: `yyyy`, `yyyy-MM` or `yyyy-MM-dd`, as precise as the source.
-    var fhirDate: String {
-        var s = String(year)
-        while s.utf8.count < 4 { s = "0" + s }
-        if month > 0 { s += "-" + pad2(month) }
-        if month > 0 && day > 0 { s += "-" + pad2(day) }
-        return s
-    }
+    var fhirDate: String { render(time: false, offset: nil) }
 
     /// FHIR `dateTime`. With a time, the offset comes from the source or else `defaultOffset`. Without a time, the
     /// date alone, unless `defaultOffset` is given: then midnight at that offset (the seed's `2023-06-15T00:00:00Z`).
     func fhirDateTime(defaultOffset: String?) -> String? {
         if hour < 0 {
             guard let defaultOffset, day > 0 else { return fhirDate }
-            return fhirDate + "T00:00:00" + defaultOffset
+            return render(time: true, offset: defaultOffset)
         }
         guard let off = offset ?? defaultOffset else { return nil }
-        var s = fhirDate + "T" + pad2(hour) + ":" + pad2(minute) + ":" + pad2(second)
-        if !fraction.isEmpty { s += "." + fraction }
-        return s + off
+        return render(time: true, offset: off)
+    }
+
+    /// Writes the value into one buffer: every row has dates, and joining small strings cost more than parsing them.
+    private func render(time: Bool, offset: String?) -> String {
+        let capacity = 32 + fraction.utf8.count + (offset?.utf8.count ?? 0) + 8
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
+            var n = 0
+            func put(_ b: UInt8) { buffer[n] = b; n += 1 }
+            func two(_ v: Int) { put(UInt8(48 + v / 10 % 10)); put(UInt8(48 + v % 10)) }
+            if year < 10_000 {
+                two(year / 100)
+                two(year % 100)
+            } else {
+                for b in String(year).utf8 { put(b) }
+            }
+            if month > 0 {
+                put(UInt8(ascii: "-")); two(month)
+                if day > 0 { put(UInt8(ascii: "-")); two(day) }
+            }
+            if time {
+                put(UInt8(ascii: "T"))
+                let clock = hour < 0 ? (0, 0, 0) : (hour, minute, second)  // no time in the source: midnight
+                two(clock.0); put(UInt8(ascii: ":")); two(clock.1); put(UInt8(ascii: ":")); two(clock.2)
+                if hour >= 0 && !fraction.isEmpty {
+                    put(UInt8(ascii: "."))
+                    for b in fraction.utf8 { put(b) }
+                }
+                for b in (offset ?? "").utf8 { put(b) }
+            }
+            return String(decoding: UnsafeBufferPointer(rebasing: buffer[0..<n]), as: UTF8.self)
+        }
     }
 }

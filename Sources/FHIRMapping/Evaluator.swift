@@ -250,6 +250,8 @@ private struct Context {
     let counting: Bool
     /// One row asks for the same occurrence from its identity and its template: count it once.
     var occurrenceMemo: [String: Int] = [:]
+    /// Lookup rows already found for this row.
+    var lookupMemo: [(index: Int, key: String, value: Value)] = []
 
     mutating func identity(_ resource: CompiledResource) throws -> String {
         var value = ""
@@ -423,15 +425,23 @@ private struct Context {
             }
         case .lookup(let index, let keyExpr):
             let key = try evaluate(keyExpr).text("lookup key")
-            let spec = tables.lookupSpecs[index]
-            if spec.multiple { return .list(tables.lookups.rows(index, key).map { .record($0) }) }
-            if let row = tables.lookups.row(index, key) { return .record(row) }
-            if spec.rejectWhenMissing && !key.isEmpty {
-                throw RowFailure("lookup '\(spec.name)' has no row for \(keyExpr.describe) of this row (set 'missing: empty' on the lookup to allow it)", value: key)
-            }
-            return .null
+            // Templates read several fields of one lookup row (code, display, text): look it up once per row.
+            for m in lookupMemo where m.index == index && m.key == key { return m.value }
+            let value = try lookup(index, key: key, keyExpr)
+            lookupMemo.append((index, key, value))
+            return value
         case .call(let f, let args): return try call(f, args)
         }
+    }
+
+    private func lookup(_ index: Int, key: String, _ keyExpr: CompiledExpression) throws -> Value {
+        let spec = tables.lookupSpecs[index]
+        if spec.multiple { return .list(tables.lookups.rows(index, key).map { .record($0) }) }
+        if let row = tables.lookups.row(index, key) { return .record(row) }
+        if spec.rejectWhenMissing && !key.isEmpty {
+            throw RowFailure("lookup '\(spec.name)' has no row for \(keyExpr.describe) of this row (set 'missing: empty' on the lookup to allow it)", value: key)
+        }
+        return .null
     }
 
     mutating func call(_ f: Function, _ args: [CompiledExpression]) throws -> Value {
