@@ -106,6 +106,14 @@ struct MappingEvaluationTests {
         #expect(withTime?.contains(#""deceasedDateTime":"1980-07-15T09:30:05.25+01:30""#) == true)
     }
 
+    @Test(arguments: [("yyyy", "1980", "1980"), ("MM/yyyy", "07/1980", "1980-07"), ("yyyy-MM-dd", "0999-01-02", "0999-01-02")])
+    func datesKeepTheSourcesPrecision(format: String, value: String, expected: String) throws {
+        var other = row
+        other[3] = value
+        let out = try run("birthDate: \"{{ date(dob, '\(format)') }}\"", row: other).success?.first
+        #expect(out?.contains("\"birthDate\":\"\(expected)\"") == true, "\(out ?? "")")
+    }
+
     @Test func dateTimeWithATimeButNoOffsetIsAMappingError() {
         let e = mappingError(patientMapping("deceasedDateTime: \"{{ dateTime(dob, 'yyyy-MM-dd HH:mm') }}\""), fields: fields)
         #expect(e?.message.contains("no UTC offset") == true)
