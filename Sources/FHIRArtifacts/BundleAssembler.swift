@@ -47,7 +47,8 @@ public final class BundleAssembler {
     private let writer: JSONWriter
     /// Called with each finished bundle's bytes.
     private let emit: ([UInt8]) throws -> Void
-    private var entries: [[UInt8]] = []
+    /// The bundle being filled: its header and the entries so far (the footer is added when it is written).
+    private var body: [UInt8] = []
     private var entryCount = 0
     private var entryBytes = 0
     public private(set) var bundleCount = 0
@@ -60,6 +61,7 @@ public final class BundleAssembler {
         writer = JSONWriter(indent: layout == .pretty ? 2 : nil)
         self.emit = emit
         frameBytes = frame(header: true).count + frame(header: false).count
+        body = frame(header: true)
     }
 
     private var bundleType: String { packing == .transaction ? "transaction" : "batch" }
@@ -183,26 +185,29 @@ public final class BundleAssembler {
         if entryCount > 0 && (entryCount + count > cap || frameBytes + entryBytes + groupBytes > limits.bundleBytes) {
             try flush()
         }
-        entries.append(contentsOf: group)
+        for e in group {
+            if !bodyIsEmpty { body.append(UInt8(ascii: ",")) }
+            body.append(UInt8(ascii: "\n"))
+            if layout == .pretty { body.append(contentsOf: [0x20, 0x20, 0x20, 0x20]) }
+            body.append(contentsOf: e)
+            bodyIsEmpty = false
+        }
         entryCount += count
         entryBytes += groupBytes
     }
 
+    /// No entry in `body` yet.
+    private var bodyIsEmpty = true
+
     private func flush() throws {
-        guard !entries.isEmpty else { return }
-        var out = frame(header: true)
-        out.reserveCapacity(frameBytes + entryBytes)
-        for (i, e) in entries.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(UInt8(ascii: "\n"))
-            if layout == .pretty { out.append(contentsOf: [0x20, 0x20, 0x20, 0x20]) }
-            out.append(contentsOf: e)
-        }
-        out.append(contentsOf: frame(header: false))
-        entries.removeAll(keepingCapacity: true)
+        guard !bodyIsEmpty else { return }
+        body.append(contentsOf: frame(header: false))
+        bundleCount += 1
+        try emit(body)
+        body.removeAll(keepingCapacity: true)
+        body.append(contentsOf: frame(header: true))
+        bodyIsEmpty = true
         entryCount = 0
         entryBytes = 0
-        bundleCount += 1
-        try emit(out)
     }
 }

@@ -47,6 +47,10 @@ public final class HashingFileWriter {
     }
 
     public func write(_ bytes: [UInt8]) throws(ArtifactError) {
+        if buffer.isEmpty && bytes.count >= HashingFileWriter.flushThreshold / 2 {
+            try writeOut(bytes)  // a whole bundle: straight from the caller's buffer, no copy
+            return
+        }
         buffer.append(contentsOf: bytes)
         if buffer.count >= HashingFileWriter.flushThreshold { try flush() }
     }
@@ -58,9 +62,15 @@ public final class HashingFileWriter {
 
     private func flush() throws(ArtifactError) {
         guard !buffer.isEmpty else { return }
-        hasher.update(data: buffer)
-        size += buffer.count
-        let ok = buffer.withUnsafeBytes { raw -> Bool in
+        try writeOut(buffer)
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// Hashes and writes `bytes`.
+    private func writeOut(_ bytes: [UInt8]) throws(ArtifactError) {
+        hasher.update(data: bytes)
+        size += bytes.count
+        let ok = bytes.withUnsafeBytes { raw -> Bool in
             var offset = 0
             while offset < raw.count {
                 let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
@@ -73,7 +83,6 @@ public final class HashingFileWriter {
             return true
         }
         if !ok { throw .posix(path, "writing") }
-        buffer.removeAll(keepingCapacity: true)
     }
 
     /// Flushes and closes; returns the file's SHA-256 and size. Durability comes from one sync of the whole staging
