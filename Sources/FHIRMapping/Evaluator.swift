@@ -1,6 +1,10 @@
 import FHIRModel
 import FHIRSources
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Why a row did not become resources. The message names columns and elements, never cell values; `value` holds
 /// the offending value for the rejects file only.
 public struct RowFailure: Error, Sendable, Equatable {
@@ -211,33 +215,33 @@ enum LocalReferences {
     /// `bytes` with each JSON string `"urn:uuid:…"` that is a member's urn replaced by that member's conditional URL.
     /// Urns are name-based UUIDs of type and identifier, so no other string of a resource holds one.
     static func swap(in bytes: [UInt8], urns: [String?], conditionalURLs: [String?]) -> [UInt8] {
-        let marker = Array("\"urn:uuid:".utf8)
+        let quotedURNs: [[UInt8]?] = urns.map { $0.map { Array("\"\($0)\"".utf8) } }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count + 64)
-        var i = 0
-        var copied = 0
-        let quotedURNs: [[UInt8]?] = urns.map { $0.map { Array("\"\($0)\"".utf8) } }
-        while i + marker.count <= bytes.count {
-            guard bytes[i] == marker[0], bytes[i..<i + marker.count].elementsEqual(marker) else {
-                i += 1
-                continue
+        bytes.withUnsafeBufferPointer { p in
+            let base = p.baseAddress!
+            var copied = 0
+            var i = 0
+            while i < p.count, let hit = memchr(base + i, 0x22, p.count - i) {  // the next '"'
+                let at = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+                i = at + 1
+                guard at + marker.count <= p.count, memcmp(base + at, marker, marker.count) == 0 else { continue }
+                for (j, quoted) in quotedURNs.enumerated() {
+                    guard let quoted, let url = conditionalURLs[j], at + quoted.count <= p.count,
+                          memcmp(base + at, quoted, quoted.count) == 0 else { continue }
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: p[copied..<at]))
+                    JSONWriter.writeString(url, into: &out)
+                    i = at + quoted.count
+                    copied = i
+                    break
+                }
             }
-            var replaced = false
-            for (j, quoted) in quotedURNs.enumerated() {
-                guard let quoted, let url = conditionalURLs[j], i + quoted.count <= bytes.count,
-                      bytes[i..<i + quoted.count].elementsEqual(quoted) else { continue }
-                out.append(contentsOf: bytes[copied..<i])
-                JSONWriter.writeString(url, into: &out)
-                i += quoted.count
-                copied = i
-                replaced = true
-                break
-            }
-            if !replaced { i += 1 }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: p[copied...]))
         }
-        out.append(contentsOf: bytes[copied...])
         return out
     }
+
+    private static let marker = Array("\"urn:uuid:".utf8)
 }
 
 /// Evaluation state for one row.
