@@ -7,6 +7,25 @@ public struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertib
     public var description: String { "line \(line), column \(column): \(message)" }
 }
 
+/// JSON's one-letter escapes (`\n`, `\"`, ...), shared by the readers.
+public enum JSONEscape {
+    /// The byte `\` + `letter` stands for; nil for `u` (four hex digits follow) and for letters JSON does not allow.
+    @inlinable
+    public static func byte(for letter: UInt8) -> UInt8? {
+        switch letter {
+        case UInt8(ascii: "\""): return 0x22
+        case UInt8(ascii: "\\"): return 0x5C
+        case UInt8(ascii: "/"): return 0x2F
+        case UInt8(ascii: "b"): return 0x08
+        case UInt8(ascii: "f"): return 0x0C
+        case UInt8(ascii: "n"): return 0x0A
+        case UInt8(ascii: "r"): return 0x0D
+        case UInt8(ascii: "t"): return 0x09
+        default: return nil
+        }
+    }
+}
+
 /// Parses JSON text into `JSONValue`, keeping member order and number text.
 ///
 /// Strict RFC 8259: no comments, no trailing commas, no leading zeros, duplicate keys kept as they are (the
@@ -305,15 +324,11 @@ public struct JSONParser {
             guard pos < bytes.count else { break }
             let e = bytes[pos]
             pos += 1
+            if let byte = JSONEscape.byte(for: e) {
+                out.append(byte)
+                continue
+            }
             switch e {
-            case UInt8(ascii: "\""): out.append(0x22)
-            case UInt8(ascii: "\\"): out.append(0x5C)
-            case UInt8(ascii: "/"): out.append(0x2F)
-            case UInt8(ascii: "b"): out.append(0x08)
-            case UInt8(ascii: "f"): out.append(0x0C)
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "t"): out.append(0x09)
             case UInt8(ascii: "u"):
                 var scalar = try parseHex4()
                 if (0xD800...0xDBFF).contains(scalar) {

@@ -1,3 +1,5 @@
+import FHIRModel
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -267,12 +269,11 @@ struct JSONTape {
             }
             let e = raw[i + 1]
             i += 2
+            if let byte = JSONEscape.byte(for: e) {
+                out.append(byte)
+                continue
+            }
             switch e {
-            case UInt8(ascii: "b"): out.append(0x08)
-            case UInt8(ascii: "f"): out.append(0x0C)
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "t"): out.append(0x09)
             case UInt8(ascii: "u"):
                 var scalar = hex4(i)
                 i += 4
@@ -282,7 +283,7 @@ struct JSONTape {
                     scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                 }
                 if let u = Unicode.Scalar(scalar) { out.append(contentsOf: UTF8.encode(u)!) }
-            default: out.append(e)  // " \ /
+            default: break  // the parser refused any other letter
             }
         }
         return out
@@ -443,11 +444,11 @@ private struct TapeBuilder {
     /// Checks one escape sequence at `pos` (the backslash) and moves past it.
     mutating func escape() -> Bool {
         guard pos + 1 < p.count else { return false }
-        switch p[pos + 1] {
-        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
-             UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+        if JSONEscape.byte(for: p[pos + 1]) != nil {
             pos += 2
             return true
+        }
+        switch p[pos + 1] {
         case UInt8(ascii: "u"):
             pos += 2
             guard let high = hex4() else { return false }
