@@ -185,28 +185,23 @@ public final class BundleAssembler {
         if entryCount > 0 && (entryCount + count > cap || frameBytes + entryBytes + groupBytes > limits.bundleBytes) {
             try flush()
         }
-        for e in group {
-            if !bodyIsEmpty { body.append(UInt8(ascii: ",")) }
+        for (i, e) in group.enumerated() {
+            if entryCount > 0 || i > 0 { body.append(UInt8(ascii: ",")) }
             body.append(UInt8(ascii: "\n"))
             if layout == .pretty { body.append(contentsOf: [0x20, 0x20, 0x20, 0x20]) }
             body.append(contentsOf: e)
-            bodyIsEmpty = false
         }
         entryCount += count
         entryBytes += groupBytes
     }
 
-    /// No entry in `body` yet.
-    private var bodyIsEmpty = true
-
     private func flush() throws {
-        guard !bodyIsEmpty else { return }
+        guard entryCount > 0 else { return }
         body.append(contentsOf: frame(header: false))
         bundleCount += 1
         try emit(body)
         body.removeAll(keepingCapacity: true)
         body.append(contentsOf: frame(header: true))
-        bodyIsEmpty = true
         entryCount = 0
         entryBytes = 0
     }

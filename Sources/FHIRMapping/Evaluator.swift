@@ -131,12 +131,16 @@ public struct StepEvaluator: Sendable {
                     ? "" : "urn:uuid:" + NameUUID.v5(resource.resourceType + "|" + resource.identifierSystem + "|" + value)
                 identities.append((value, urn))
             }
-            context.memberURNs = identities.map { $0?.urn }
+            let urns = identities.map { $0?.urn }
+            // Each member's `Type?identifier=system|value`: its update URL, and what NDJSON refers to it by.
+            let conditionalURLs = identities.enumerated().map { j, id in
+                id.map { step.resources[j].conditionalURLPrefix + ConditionalURL.encodeToken($0.value) }
+            }
+            context.memberURNs = urns
             var out: [ProducedResource] = []
             out.reserveCapacity(step.resources.count)
             for (i, resource) in step.resources.enumerated() {
-                guard let identity = identities[i] else { continue }
-                let conditionalURL = resource.conditionalURLPrefix + ConditionalURL.encodeToken(identity.value)
+                guard let identity = identities[i], let conditionalURL = conditionalURLs[i] else { continue }
                 var bytes: [UInt8] = []
                 bytes.reserveCapacity(768)
                 guard try context.emit(resource.template, into: &bytes) else {
@@ -144,18 +148,14 @@ public struct StepEvaluator: Sendable {
                 }
                 var ndjson: [UInt8]?
                 if swapsLocalReferences[i] {
-                    ndjson = LocalReferences.swap(in: bytes, urns: identities.map { $0?.urn }, conditionalURLs: identities.enumerated().map { j, id in
-                        id.map { step.resources[j].conditionalURLPrefix + ConditionalURL.encodeToken($0.value) }
-                    })
+                    ndjson = LocalReferences.swap(in: bytes, urns: urns, conditionalURLs: conditionalURLs)
                 } else if resource.usesLocalReferences {
                     // NDJSON has no transaction to resolve urn:uuid references: render again with conditional ones.
-                    context.memberURNs = identities.enumerated().map { j, id in
-                        id.map { step.resources[j].conditionalURLPrefix + ConditionalURL.encodeToken($0.value) }
-                    }
+                    context.memberURNs = conditionalURLs
                     var alternative: [UInt8] = []
                     _ = try context.emit(resource.template, into: &alternative)
                     ndjson = alternative
-                    context.memberURNs = identities.map { $0?.urn }
+                    context.memberURNs = urns
                 }
                 out.append(ProducedResource(
                     member: i, resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,

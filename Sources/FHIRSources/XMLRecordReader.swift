@@ -101,12 +101,16 @@ public final class XMLRecordReader: RecordReader {
             fieldPaths = fields.map { f in
                 f.path.split(separator: "/").map { step in String(step.split(separator: ":").last ?? step) }.joined(separator: "/")
             }
+            fieldSlots = FieldSlots(paths: fieldPaths)
         } else {
             // Learn the fields from the first record, and hand that record out first.
-            if let first = try readRecord() {
-                fieldNames = first.keys
-                fieldPaths = first.keys
-                pending = .record(SourceRecord(line: first.line, values: values(first)))
+            var first = DiscoveredRecord()
+            if let line = try readRecord(into: &first) {
+                fieldNames = first.paths
+                fieldPaths = first.paths
+                fieldSlots = FieldSlots(paths: fieldPaths)
+                for (key, value) in first.pairs { fieldSlots.add(key, value) }
+                pending = .record(SourceRecord(line: line, values: fieldSlots.take()))
             }
         }
     }
@@ -120,16 +124,8 @@ public final class XMLRecordReader: RecordReader {
             pending = nil
             return p
         }
-        if fieldSlots == nil { fieldSlots = FieldSlots(paths: fieldPaths) }
-        guard let line = try readRecord(into: &fieldSlots!) else { return nil }
-        return .record(SourceRecord(line: line, values: fieldSlots!.take()))
-    }
-
-    private func values(_ record: RawRecord) -> [FieldValue] {
-        fieldPaths.map { path in
-            guard let v = record.values[path] else { return .single("") }
-            return v.count == 1 ? .single(v[0]) : .list(v.filter { !$0.isEmpty })
-        }
+        guard let line = try readRecord(into: &fieldSlots) else { return nil }
+        return .record(SourceRecord(line: line, values: fieldSlots.take()))
     }
 
     /// Where a record's values go while it is read.
@@ -137,35 +133,40 @@ public final class XMLRecordReader: RecordReader {
         mutating func add(_ key: String, _ value: String)
     }
 
-    /// The values of one record by relative path, plus the paths in document order (for field discovery).
-    private struct RawRecord: RecordSink {
-        var line: Int
-        var values: [String: [String]] = [:]
-        var keys: [String] = []
+    /// The first record when the fields are discovered: its values in document order.
+    private struct DiscoveredRecord: RecordSink {
+        var pairs: [(key: String, value: String)] = []
 
-        mutating func add(_ key: String, _ value: String) {
-            if values[key] == nil {
-                keys.append(key)
-                values[key] = [value]
-            } else {
-                values[key]!.append(value)
-            }
+        mutating func add(_ key: String, _ value: String) { pairs.append((key, value)) }
+
+        /// The relative paths met, each once, in document order.
+        var paths: [String] {
+            var seen = Set<String>()
+            return pairs.map(\.key).filter { seen.insert($0).inserted }
         }
     }
 
     /// The values of the mapped fields of one record, by field position: no dictionary per record. A field met once
     /// is a single value, more than once a list (empty values left out), never a missing one.
     private struct FieldSlots: RecordSink {
+        /// Path → its slot; fields that share a path share a slot.
         let index: [String: Int]
+        /// Field position → slot, when some fields share a path (nil: field i is slot i).
+        let slotOfField: [Int]?
         var values: [FieldValue]
         var seen: [Int32]
 
         init(paths: [String]) {
             var index: [String: Int] = [:]
-            for (i, p) in paths.enumerated() where index[p] == nil { index[p] = i }
+            var slots: [Int] = []
+            for p in paths {
+                if index[p] == nil { index[p] = index.count }
+                slots.append(index[p]!)
+            }
             self.index = index
-            values = Array(repeating: .single(""), count: paths.count)
-            seen = Array(repeating: 0, count: paths.count)
+            slotOfField = index.count == paths.count ? nil : slots
+            values = Array(repeating: .single(""), count: index.count)
+            seen = Array(repeating: 0, count: index.count)
         }
 
         mutating func add(_ key: String, _ value: String) {
@@ -187,7 +188,7 @@ public final class XMLRecordReader: RecordReader {
 
         /// This record's values; the slots are cleared for the next one.
         mutating func take() -> [FieldValue] {
-            let out = values
+            let out = slotOfField.map { $0.map { values[$0] } } ?? values
             for i in values.indices where seen[i] > 0 {
                 values[i] = .single("")
                 seen[i] = 0
@@ -196,7 +197,7 @@ public final class XMLRecordReader: RecordReader {
         }
     }
 
-    private var fieldSlots: FieldSlots?
+    private var fieldSlots = FieldSlots(paths: [])
 
     private func fail() -> SourceError {
         let r = reader!
@@ -237,13 +238,6 @@ public final class XMLRecordReader: RecordReader {
         }
         cxml_reader_to_element(r)
         return (list, isNil)
-    }
-
-    private func readRecord() throws -> RawRecord? {
-        var record = RawRecord(line: 0)
-        guard let line = try readRecord(into: &record) else { return nil }
-        record.line = line
-        return record
     }
 
     /// Reads the next record into `sink`; returns its line, nil at the end of the file.

@@ -98,8 +98,9 @@ public final class ArtifactValidator {
             for file in files {
                 // Ask for the bundles after this one while it is checked: from a cold cache, each small file read
                 // would otherwise wait for the disk in turn.
-                let window = position == 0 ? 1...Self.readAhead : (position + Self.readAhead)...(position + Self.readAhead)
-                for ahead in window where ahead < order.count { FileStreaming.prefetch(folder + "/" + order[ahead]) }
+                for ahead in (position == 0 ? 1 : position + Self.readAhead)...(position + Self.readAhead) where ahead < order.count {
+                    FileStreaming.prefetch(folder + "/" + order[ahead])
+                }
                 position += 1
                 guard tape.read(folder + "/" + file) else { continue }
                 let size = tape.bytes.count
@@ -152,26 +153,6 @@ public final class ArtifactValidator {
         return out.sorted()
     }
 
-    /// The bytes of a file of the folder (nil when it cannot be read).
-    private func readFile(_ file: String) -> [UInt8]? {
-        let fd = open(folder + "/" + file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { return nil }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-        var filled = 0
-        while true {
-            if filled == bytes.count { bytes.append(contentsOf: repeatElement(0, count: max(4096, bytes.count))) }  // it grew
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
-            if n < 0 { if errno == EINTR { continue } else { return nil } }
-            if n == 0 { break }
-            filled += n
-        }
-        bytes.removeLast(bytes.count - filled)
-        return bytes
-    }
-
     /// Reports why `bytes` is not JSON, with the line and column `JSONParser` gives.
     private func reportSyntaxError(in bytes: [UInt8], file: String) {
         do {
@@ -184,10 +165,10 @@ public final class ArtifactValidator {
 
     /// Reads and parses a JSON file into a `JSONValue`, checking it against the manifest's checksum on the way.
     private func parseJSON(_ file: String) -> JSONValue? {
-        guard let bytes = readFile(file) else { return nil }
-        if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: bytes)), size: bytes.count) }
+        guard tape.read(folder + "/" + file) else { return nil }
+        if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: tape.bytes)), size: tape.bytes.count) }
         do {
-            return try JSONParser.parse(bytes)
+            return try JSONParser.parse(tape.bytes)
         } catch {
             findings.append(Finding(rule: .jsonSyntax, file: file, line: error.line, message: "invalid JSON at column \(error.column): \(error.message)"))
             return nil
@@ -242,8 +223,7 @@ public final class ArtifactValidator {
 
     // MARK: Identifiers
 
-    /// The resource type counts, by type index of the R4 tables (other names in `otherTypeCounts`): no String per
-    /// resource.
+    /// Resource counts by type: by type index of the R4 tables (no String per resource), other names by name.
     private struct TypeCounts {
         var known: [Int] = Array(repeating: 0, count: StructureTables.r4.types.count)
         var other: [String: Int] = [:]
@@ -468,11 +448,16 @@ public final class ArtifactValidator {
                 checkEntries(resource, file: file, step: step, transactionCounter: &transactionCounter)
                 continue
             }
-            let urlType = tape.withString(url) { u in u.prefix { $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "/") } }!
-            let typeMatches = tape.withString(resourceTypeToken ?? url) { t in resourceTypeToken != nil && t.elementsEqual(urlType) }!
-            if !typeMatches && !(resourceTypeToken == nil && urlType.isEmpty) {
+            // The type at the start of request.url must be the resource's (a resource without one matches none).
+            let typeMatches = tape.withString(url) { u -> Bool in
+                let urlType = u.prefix { $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "/") }
+                guard let resourceTypeToken else { return urlType.isEmpty }
+                return tape.withString(resourceTypeToken) { $0.elementsEqual(urlType) } ?? false
+            }!
+            if !typeMatches {
+                let urlType = tape.string(url)!.prefix { $0 != "?" && $0 != "/" }
                 findings.append(Finding(rule: .entryResourceType, file: file, pointer: pointer(entry) + "/request/url",
-                                        message: "request.url is for \(String(decoding: urlType, as: UTF8.self)) but the resource is a \(resourceTypeToken.map { typeName($0) } ?? "")"))
+                                        message: "request.url is for \(urlType) but the resource is a \(resourceTypeToken.map { typeName($0) } ?? "")"))
             }
             if isPost {
                 findings.append(Finding(rule: .notIdempotent, file: file, pointer: pointer(entry) + "/request",

@@ -93,7 +93,6 @@ struct JSONTape {
     // MARK: Reading
 
     @inline(__always) func kind(_ i: Int) -> Kind { tokens[i].kind }
-    @inline(__always) func next(_ i: Int) -> Int { Int(tokens[i].next) }
     @inline(__always) func count(_ i: Int) -> Int { Int(tokens[i].count) }
 
     /// The value of the first member of object `i` whose key is `key` (nil when `i` is not an object or has none).
@@ -175,75 +174,59 @@ struct JSONTape {
         return try bytes.withUnsafeBufferPointer { p in try body(UnsafeBufferPointer(rebasing: p[Int(t.start)..<Int(t.end)])) }
     }
 
-    /// The JSON pointer (RFC 6901) of token `target` inside the value at `root`, found by descending the tape: paths
-    /// are built only for findings, never on the hot path.
-    func pointer(to target: Int, from root: Int) -> String {
-        var s = ""
+    /// One step from a container into a member or item, on the way to a token.
+    enum Step {
+        case key(Int)  // the key's token
+        case index(Int)
+    }
+
+    /// The steps from the value at `root` down to token `target`, found by descending the tape: paths are worked
+    /// out only for findings, never on the hot path.
+    func steps(to target: Int, from root: Int) -> [Step] {
+        var out: [Step] = []
         var i = root
-        while i != target {
-            var found = false
+        descending: while i != target {
+            var k = i + 1
             switch tokens[i].kind {
             case .object:
-                var k = i + 1
                 for _ in 0..<tokens[i].count {
                     let v = k + 1
                     if target >= v && target < Int(tokens[v].next) {
-                        s += "/" + escapePointer(string(k) ?? "")
+                        out.append(.key(k))
                         i = v
-                        found = true
-                        break
+                        continue descending
                     }
                     k = Int(tokens[v].next)
                 }
             case .array:
-                var k = i + 1
                 for n in 0..<Int(tokens[i].count) {
                     if target >= k && target < Int(tokens[k].next) {
-                        s += "/\(n)"
+                        out.append(.index(n))
                         i = k
-                        found = true
-                        break
+                        continue descending
                     }
                     k = Int(tokens[k].next)
                 }
             default: break
             }
-            if !found { break }
+            break  // `target` is not inside `i`
         }
-        return s
+        return out
+    }
+
+    /// The JSON pointer (RFC 6901) of token `target` inside the value at `root`.
+    func pointer(to target: Int, from root: Int) -> String {
+        steps(to: target, from: root).map { step in
+            switch step {
+            case .key(let k): "/" + escapePointer(string(k) ?? "")
+            case .index(let n): "/\(n)"
+            }
+        }.joined()
     }
 
     /// The member keys on the way from `root` to `target` (array positions left out): a FHIR path's elements.
     func keys(to target: Int, from root: Int) -> [String] {
-        var out: [String] = []
-        var i = root
-        while i != target {
-            var found = false
-            var k = i + 1
-            if tokens[i].kind == .object {
-                for _ in 0..<tokens[i].count {
-                    let v = k + 1
-                    if target >= v && target < Int(tokens[v].next) {
-                        out.append(string(k) ?? "")
-                        i = v
-                        found = true
-                        break
-                    }
-                    k = Int(tokens[v].next)
-                }
-            } else if tokens[i].kind == .array {
-                for _ in 0..<tokens[i].count {
-                    if target >= k && target < Int(tokens[k].next) {
-                        i = k
-                        found = true
-                        break
-                    }
-                    k = Int(tokens[k].next)
-                }
-            }
-            if !found { break }
-        }
-        return out
+        steps(to: target, from: root).compactMap { if case .key(let k) = $0 { string(k) ?? "" } else { nil } }
     }
 
     /// Decodes the escapes of a string's raw bytes (already checked by the parser).
@@ -273,18 +256,15 @@ struct JSONTape {
                 out.append(byte)
                 continue
             }
-            switch e {
-            case UInt8(ascii: "u"):
-                var scalar = hex4(i)
-                i += 4
-                if (0xD800...0xDBFF).contains(scalar) {
-                    let low = hex4(i + 2)
-                    i += 6
-                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                }
-                if let u = Unicode.Scalar(scalar) { out.append(contentsOf: UTF8.encode(u)!) }
-            default: break  // the parser refused any other letter
+            // `\uXXXX` (the parser refused any other letter), a surrogate pair as two.
+            var scalar = hex4(i)
+            i += 4
+            if (0xD800...0xDBFF).contains(scalar) {
+                let low = hex4(i + 2)
+                i += 6
+                scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
             }
+            if let u = Unicode.Scalar(scalar) { out.append(contentsOf: UTF8.encode(u)!) }
         }
         return out
     }

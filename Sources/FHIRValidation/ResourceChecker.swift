@@ -168,14 +168,8 @@ struct ResourceChecker {
                 return
             }
             if binding < 0 && (primitive.format == .nonEmpty || primitive.format == .any) { return }  // nothing more to check
-            let problem: (Rule, String)? = tape.withString(value) { p -> (Rule, String)? in
-                if p.isEmpty { return (.emptyValue, "is an empty string") }
-                if !PrimitiveFormats.check(p, primitive.format) { return (.primitiveFormat, "is not a valid FHIR \(primitive.name)") }
-                return nil
-            } ?? nil
-            if let (rule, message) = problem {
-                add(rule, at: value, "\(path(value, place, tape)) \(message)", place, tape, &findings)
-                if rule == .emptyValue { return }
+            if tape.withString(value, { PrimitiveFormats.check($0, primitive.format) }) == false {
+                add(.primitiveFormat, at: value, "\(path(value, place, tape)) is not a valid FHIR \(primitive.name)", place, tape, &findings)
             }
             if binding >= 0, let codes = tables.bindings[Int(binding)].codes, let s = tape.string(value), !codes.contains(s) {
                 add(.requiredBinding, at: value, "\(path(value, place, tape)) must be a code of \(tables.bindings[Int(binding)].valueSet)", place, tape, &findings)

@@ -199,9 +199,4 @@ final class StructureTables: @unchecked Sendable {
     func resourceType(_ tape: JSONTape, _ token: Int) -> Int32? {
         tape.withString(token) { find(-1, $0) } ?? nil
     }
-
-    /// The type index of a concrete resource type's name.
-    func resourceType(named name: String) -> Int32? {
-        lookup(-1, Array(name.utf8))
-    }
 }

@@ -45,6 +45,16 @@ struct XMLRecordReaderTests {
         #expect(r[0].values == [.list(["1", "2", "3"]), .single("work")])
     }
 
+    @Test func fieldsThatShareAPathGetTheSameValues() throws {
+        let r = try records(xmlReader("""
+            <people><person id="7"><phone>1</phone><phone>2</phone></person><person id="8"/></people>
+            """, record: "/people/person", fields: [("id", "@id"), ("phone", "phone"), ("key", "@id"), ("phones", "phone")]))
+        #expect(r.map(\.values) == [
+            [.single("7"), .list(["1", "2"]), .single("7"), .list(["1", "2"])],
+            [.single("8"), .single(""), .single("8"), .single("")],
+        ])
+    }
+
     @Test func namespacesMatchByURIInTheRecordPathAndByLocalNameInFields() throws {
         let text = """
             <x:export xmlns:x="urn:a" xmlns="urn:b"><x:patient><name>Ann</name></x:patient><patient><name>Not me</name></patient></x:export>
