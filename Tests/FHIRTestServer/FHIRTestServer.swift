@@ -356,6 +356,8 @@ private final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
             case .respond(let status, let headers, let bytes, let delay):
                 let keepAlive = head.isKeepAlive
                 let write = { [self] (context: ChannelHandlerContext) in
+                    // A delayed answer to a client that gave up (timed out) goes nowhere.
+                    guard context.channel.isActive else { return }
                     var h = HTTPHeaders(headers)
                     h.add(name: "Content-Length", value: String(bytes.count))
                     if !keepAlive { h.add(name: "Connection", value: "close") }

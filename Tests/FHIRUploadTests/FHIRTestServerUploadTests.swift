@@ -208,7 +208,9 @@ struct FHIRTestServerUploadTests {
 
     @Test func aSlowResponseTimesOutAndTheResendUpdatesInsteadOfDuplicating() async throws {
         try await UploadFixtures.withServer { server, folder in
-            server.inject([.slow(seconds: 2)])
+            // The answer comes 30 s after the write, far beyond the 1 s timeout, so that a loaded machine (where the
+            // client's event loop may stall for seconds) cannot let it arrive in time: a resend must follow.
+            server.inject([.slow(seconds: 30)])
             var options = UploadFixtures.options(server)
             options.timeout = 1
             let report = try await Uploader(folder: folder, options: options).run()
