@@ -48,10 +48,11 @@ public final class BundleAssembler {
     /// Called with each finished bundle's bytes.
     private let emit: ([UInt8]) throws -> Void
     /// The bundle being filled: its header and the entries so far (the footer is added when it is written).
-    private var body: [UInt8] = []
-    private var entryCount = 0
-    private var entryBytes = 0
-    public private(set) var bundleCount = 0
+    // Used by one thread at a time; the per-entry state skips the runtime exclusivity checks.
+    @exclusivity(unchecked) private var body: [UInt8] = []
+    @exclusivity(unchecked) private var entryCount = 0
+    @exclusivity(unchecked) private var entryBytes = 0
+    @exclusivity(unchecked) public private(set) var bundleCount = 0
 
     /// Creates an assembler; `emit` receives each complete bundle file.
     public init(packing: BundlePacking, limits: BundleLimits, layout: BundleLayout = .entryPerLine, emit: @escaping ([UInt8]) throws -> Void) {
@@ -67,7 +68,7 @@ public final class BundleAssembler {
     private var bundleType: String { packing == .transaction ? "transaction" : "batch" }
 
     /// Bytes of the bundle around its entries.
-    private var frameBytes = 0
+    @exclusivity(unchecked) private var frameBytes = 0
     /// Bytes around each entry: comma, line break and (pretty) indentation.
     private var perEntryOverhead: Int { layout == .pretty ? 1 + 1 + 4 : 1 + 1 }
 

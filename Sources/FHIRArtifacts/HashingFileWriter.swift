@@ -28,9 +28,10 @@ public struct ArtifactError: Error, Sendable, CustomStringConvertible {
 public final class HashingFileWriter {
     public let path: String
     private let fd: Int32
-    private var buffer: [UInt8] = []
-    private var hasher = SHA256()
-    public private(set) var size = 0
+    // Used by one thread at a time; the per-entry state skips the runtime exclusivity checks.
+    @exclusivity(unchecked) private var buffer: [UInt8] = []
+    @exclusivity(unchecked) private var hasher = SHA256()
+    @exclusivity(unchecked) public private(set) var size = 0
     private static let flushThreshold = 1 << 20
 
     public init(path: String) throws(ArtifactError) {

@@ -54,8 +54,9 @@ public struct CompiledStep: Sendable {
     let location: MappingLocation
 }
 
-/// One resource template of a step.
-public struct CompiledResource: Sendable {
+/// One resource template of a step. A class: rows read it many times, and a reference costs one retain where a
+/// copy of its fields would cost one each.
+public final class CompiledResource: Sendable {
     public let name: String
     public let resourceType: String
     /// The system of the identifier that conditional updates and references match on.
@@ -67,6 +68,18 @@ public struct CompiledResource: Sendable {
     let template: TemplateNode
     /// Whether the template uses `uuid(...)`: its NDJSON form then differs from its bundle form.
     let usesLocalReferences: Bool
+
+    init(name: String, resourceType: String, identifierSystem: String, conditionalURLPrefix: String,
+         identifierValue: TemplateNode, condition: CompiledExpression?, template: TemplateNode, usesLocalReferences: Bool) {
+        self.name = name
+        self.resourceType = resourceType
+        self.identifierSystem = identifierSystem
+        self.conditionalURLPrefix = conditionalURLPrefix
+        self.identifierValue = identifierValue
+        self.condition = condition
+        self.template = template
+        self.usesLocalReferences = usesLocalReferences
+    }
 }
 
 /// A value map: source code → FHIR code.
@@ -100,8 +113,9 @@ indirect enum TemplateNode: Sendable {
     }
 }
 
-/// A member of a template object.
-struct ObjectMember: Sendable {
+/// A member of a template object. Classes (here and for `Leaf`): every row walks the template, and passing a
+/// reference costs one retain where copying the fields would cost one each.
+final class ObjectMember: Sendable {
     let key: String
     /// `"key":`, serialised once.
     let keyBytes: [UInt8]
@@ -118,11 +132,20 @@ struct ObjectMember: Sendable {
 }
 
 /// A leaf: one expression (keeps lists, which fill arrays) or text with embedded expressions.
-struct Leaf: Sendable {
+final class Leaf: Sendable {
     let parts: [CompiledPart]
+    /// The expression when the leaf is exactly one (`"{{ birth_date }}"`), the common case.
+    let single: CompiledExpression?
     let kind: LeafKind
     /// FHIR path of the element, for reject reasons (`Patient.birthDate`).
     let path: String
+
+    init(parts: [CompiledPart], kind: LeafKind, path: String) {
+        self.parts = parts
+        if parts.count == 1, case .expression(let e) = parts[0] { single = e } else { single = nil }
+        self.kind = kind
+        self.path = path
+    }
 }
 
 enum CompiledPart: Sendable {

@@ -18,8 +18,8 @@ public struct RowFailure: Error, Sendable, Equatable {
 }
 
 /// One resource produced from a row, as compact JSON bytes, with what bundling needs: its conditional URL and
-/// `urn:uuid:` full URL.
-public struct ProducedResource: Sendable {
+/// `urn:uuid:` full URL. A class, because the conversion hands it on several times per row.
+public final class ProducedResource: Sendable {
     /// Index of the template in its step.
     public let member: Int
     public let resourceType: String
@@ -33,6 +33,18 @@ public struct ProducedResource: Sendable {
     public let conditionalURL: String
     /// `urn:uuid:` derived from type and identifier (stable across runs); empty in batch steps, which do not use it.
     public let fullUrl: String
+
+    init(member: Int, resourceType: String, identifierSystem: String, identifierValue: String, bytes: [UInt8],
+         ndjsonBytes: [UInt8]?, conditionalURL: String, fullUrl: String) {
+        self.member = member
+        self.resourceType = resourceType
+        self.identifierSystem = identifierSystem
+        self.identifierValue = identifierValue
+        self.bytes = bytes
+        self.ndjsonBytes = ndjsonBytes
+        self.conditionalURL = conditionalURL
+        self.fullUrl = fullUrl
+    }
 
     /// The resource as a JSON value (parsed back from `bytes`; for tests and indented output).
     public var json: JSONValue { (try? JSONParser.parse(bytes)) ?? .null }
@@ -365,6 +377,11 @@ private struct Context {
 
     /// Writes one leaf value as the JSON primitive its FHIR type needs; false when it is empty.
     func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
+        if case .string(let s) = value, leaf.kind == .string {  // the common case, without a JSONValue
+            if s.isBlank { return false }
+            JSONWriter.writeString(s, into: &out)
+            return true
+        }
         guard let json = try json(value, leaf) else { return false }
         switch json {
         case .string(let s): JSONWriter.writeString(s, into: &out)
@@ -376,7 +393,7 @@ private struct Context {
     }
 
     mutating func leafValue(_ leaf: Leaf) throws -> Value {
-        if leaf.parts.count == 1, case .expression(let e) = leaf.parts[0] { return try evaluate(e) }
+        if let e = leaf.single { return try evaluate(e) }
         var s = ""
         var anyValue = false
         for part in leaf.parts {

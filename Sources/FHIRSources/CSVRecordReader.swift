@@ -30,22 +30,23 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
 /// Strings are made only for finished fields. A row with the wrong number of fields or bytes that are not UTF-8
 /// becomes a reject naming its line; reading goes on.
 public final class CSVRecordReader: RecordReader {
+    // The reader is used by one thread at a time; its hot state skips the runtime exclusivity checks (about 6 a row).
     public let path: String
     public private(set) var fieldNames: [String]
-    public private(set) var bytesRead = 0
+    @exclusivity(unchecked) public private(set) var bytesRead = 0
     private var digest: String?
-    private var hasher = SHA256()
+    @exclusivity(unchecked) private var hasher = SHA256()
 
     private let fd: Int32
     private let delimiter: UInt8
     private let quote: UInt8
-    private var buffer: [UInt8]
-    private var start = 0
-    private var end = 0
-    private var eof = false
+    @exclusivity(unchecked) private var buffer: [UInt8]
+    @exclusivity(unchecked) private var start = 0
+    @exclusivity(unchecked) private var end = 0
+    @exclusivity(unchecked) private var eof = false
     private var closed = false
     /// Line number of the next unread byte.
-    private var line = 1
+    @exclusivity(unchecked) private var line = 1
 
     /// Opens `path` and reads its header row.
     public init(path: String, delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\"")) throws {
@@ -134,8 +135,8 @@ public final class CSVRecordReader: RecordReader {
 
     /// The current row's unescaped field bytes, back to back, and where each field ends: reused from row to row so
     /// that reading allocates nothing per field.
-    private var rowBytes: [UInt8] = []
-    private var fieldEnds: [Int] = []
+    @exclusivity(unchecked) private var rowBytes: [UInt8] = []
+    @exclusivity(unchecked) private var fieldEnds: [Int] = []
 
     /// Reads the bytes of one record into `rowBytes` and `fieldEnds`, or nil at the end of the file.
     private func readRow() throws -> RawRow? {
