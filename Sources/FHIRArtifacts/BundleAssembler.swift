@@ -90,6 +90,40 @@ public final class BundleAssembler {
     public func add(group: [PlannedEntry]) throws {
         guard !group.isEmpty else { return }
         let conditional = group.contains { $0.url.utf8.contains(UInt8(ascii: "?")) }
+        if layout == .entryPerLine {
+            // One-line entries are written straight into the open bundle.
+            switch packing {
+            case .batch:
+                for entry in group {
+                    try appendWritten(count: 1, cap: limits.batchEntries) { out in
+                        separate(&out, first: true)
+                        writeEntry(entry, fullUrl: false, into: &out)
+                    }
+                }
+            case .transaction:
+                let cap = transactionCap(conditional: conditional)
+                guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
+                try appendWritten(count: group.count, cap: cap) { out in
+                    for (i, entry) in group.enumerated() {
+                        separate(&out, first: i == 0)
+                        writeEntry(entry, fullUrl: true, into: &out)
+                    }
+                }
+            case .batchOfTransactions:
+                let cap = transactionCap(conditional: conditional)
+                guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
+                try appendWritten(count: 1, cap: limits.batchEntries) { out in
+                    separate(&out, first: true)
+                    out.append(contentsOf: BundleAssembler.innerTransactionHead)
+                    for (i, entry) in group.enumerated() {
+                        if i > 0 { out.append(UInt8(ascii: ",")) }
+                        writeEntry(entry, fullUrl: true, into: &out)
+                    }
+                    out.append(contentsOf: BundleAssembler.innerTransactionTail)
+                }
+            }
+            return
+        }
         switch packing {
         case .batch:
             for entry in group {
@@ -97,16 +131,12 @@ public final class BundleAssembler {
             }
         case .transaction:
             let cap = transactionCap(conditional: conditional)
-            guard group.count <= cap else {
-                throw GroupTooLarge(message: "the group has \(group.count) entries, more than one transaction may hold (\(cap)\(conditional ? " with conditional updates" : ""))")
-            }
+            guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
             try append(group.map { entryBytes($0, fullUrl: true) }, count: group.count, cap: cap)
         case .batchOfTransactions:
             let cap = transactionCap(conditional: conditional)
-            guard group.count <= cap else {
-                throw GroupTooLarge(message: "the group has \(group.count) entries, more than one transaction may hold (\(cap)\(conditional ? " with conditional updates" : ""))")
-            }
-            if layout == .pretty {
+            guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
+            do {
                 let inner = JSONValue.object([
                     JSONMember("resource", .object([
                         JSONMember("resourceType", .string("Bundle")),
@@ -116,16 +146,18 @@ public final class BundleAssembler {
                     JSONMember("request", .object([JSONMember("method", .string("POST")), JSONMember("url", .string("/"))])),
                 ])
                 try append([serialise(inner)], count: 1, cap: limits.batchEntries)
-            } else {
-                var out = BundleAssembler.innerTransactionHead
-                for (i, entry) in group.enumerated() {
-                    if i > 0 { out.append(UInt8(ascii: ",")) }
-                    out.append(contentsOf: entryBytes(entry, fullUrl: true))
-                }
-                out.append(contentsOf: BundleAssembler.innerTransactionTail)
-                try append([out], count: 1, cap: limits.batchEntries)
             }
         }
+    }
+
+    private func transactionTooLarge(_ count: Int, _ cap: Int, _ conditional: Bool) -> String {
+        "the group has \(count) entries, more than one transaction may hold (\(cap)\(conditional ? " with conditional updates" : ""))"
+    }
+
+    /// The separator before an entry of the open bundle: a comma unless it is the bundle's first, then a line break.
+    private func separate(_ out: inout [UInt8], first: Bool) {
+        if entryCount > 0 || !first { out.append(UInt8(ascii: ",")) }
+        out.append(UInt8(ascii: "\n"))
     }
 
     private static let innerTransactionHead = Array(#"{"resource":{"resourceType":"Bundle","type":"transaction","entry":["#.utf8)
@@ -134,11 +166,13 @@ public final class BundleAssembler {
     private static let resourceHead = Array(#""resource":"#.utf8)
     private static let requestHead = Array(#","request":{"method":"PUT","url":"#.utf8)
 
-    /// One entry's bytes: spliced from the compact resource for one-line layout, serialised for pretty layout.
+    /// One entry's bytes, serialised for pretty layout.
     private func entryBytes(_ entry: PlannedEntry, fullUrl: Bool) -> [UInt8] {
-        if layout == .pretty { return serialise(entryValue(entry, fullUrl: fullUrl)) }
-        var out: [UInt8] = []
-        out.reserveCapacity(entry.compactResource.count + entry.url.utf8.count + 120)
+        serialise(entryValue(entry, fullUrl: fullUrl))
+    }
+
+    /// One one-line entry, spliced from the compact resource.
+    private func writeEntry(_ entry: PlannedEntry, fullUrl: Bool, into out: inout [UInt8]) {
         if fullUrl {
             out.append(contentsOf: BundleAssembler.fullUrlHead)
             JSONWriter.writeString(entry.fullUrl, into: &out)
@@ -150,8 +184,8 @@ public final class BundleAssembler {
         out.append(contentsOf: entry.compactResource)
         out.append(contentsOf: BundleAssembler.requestHead)
         JSONWriter.writeString(entry.url, into: &out)
-        out.append(contentsOf: [UInt8(ascii: "}"), UInt8(ascii: "}")])
-        return out
+        out.append(UInt8(ascii: "}"))
+        out.append(UInt8(ascii: "}"))
     }
 
     /// Writes the last, partly filled bundle.
@@ -191,6 +225,28 @@ public final class BundleAssembler {
             body.append(UInt8(ascii: "\n"))
             if layout == .pretty { body.append(contentsOf: [0x20, 0x20, 0x20, 0x20]) }
             body.append(contentsOf: e)
+        }
+        entryCount += count
+        entryBytes += groupBytes
+    }
+
+    /// Adds entries that `write` puts straight into the open bundle (with their separators), then applies the limits
+    /// as `append` does: a group too large for any bundle is taken out again and refused, and one that does not fit
+    /// the open bundle moves to a new one. Sizes count every entry with a comma and a line break, like `append`.
+    private func appendWritten(count: Int, cap: Int, _ write: (inout [UInt8]) -> Void) throws {
+        let mark = body.count
+        let wasEmpty = entryCount == 0
+        write(&body)
+        let groupBytes = body.count - mark + (wasEmpty ? 1 : 0)
+        guard frameBytes + groupBytes <= limits.bundleBytes else {
+            body.removeLast(body.count - mark)
+            throw GroupTooLarge(message: "the group needs \(frameBytes + groupBytes) bytes, more than one bundle may hold (\(limits.bundleBytes))")
+        }
+        if !wasEmpty && (entryCount + count > cap || frameBytes + entryBytes + groupBytes > limits.bundleBytes) {
+            let moved = Array(body[(mark + 1)...])  // without the comma: it opens the next bundle
+            body.removeLast(body.count - mark)
+            try flush()
+            body.append(contentsOf: moved)
         }
         entryCount += count
         entryBytes += groupBytes
