@@ -94,6 +94,22 @@ public struct JSONWriter: Sendable {
         var i = 0
         let n = buffer.count
         while i < n {
+            // Eight plain bytes at a time: none a quote, backslash or control character (the lowest flagged byte is
+            // a real one; the borrow tricks only misfire above it).
+            while i + 8 <= n {
+                let w = UInt64(littleEndian: UnsafeRawPointer(buffer.baseAddress! + i).loadUnaligned(as: UInt64.self))
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let quote = w ^ (ones &* 0x22)
+                let backslash = w ^ (ones &* 0x5C)
+                let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w)
+                let flagged = special & 0x8080_8080_8080_8080
+                if flagged != 0 {
+                    i += flagged.trailingZeroBitCount >> 3
+                    break
+                }
+                i += 8
+            }
+            guard i < n else { break }
             let byte = buffer[i]
             if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
                 i += 1
