@@ -24,6 +24,8 @@ struct ConversionRun {
     /// Identifier hash → line that first produced it; a second row with the same identifier is a reject, because a
     /// conditional update would silently overwrite the first.
     private var seenIdentifiers = IdentifierIndex()
+    /// The identifier hashes of the row being handled (reused from row to row).
+    private var rowHashes: [UInt128] = []
     private let compact = JSONWriter()
 
     let isCancelled: @Sendable () -> Bool
@@ -135,8 +137,9 @@ struct ConversionRun {
                                    reason: "filtered: the $if of every resource of this step is false")
                     return
                 }
-                let hashes = resources.map { identifierHash($0) }
-                for (i, h) in hashes.enumerated() {
+                run.rowHashes.removeAll(keepingCapacity: true)
+                for resource in resources { run.rowHashes.append(identifierHash(resource)) }
+                for (i, h) in run.rowHashes.enumerated() {
                     if let first = run.seenIdentifiers.line(of: h) {
                         try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources[i].identifierValue,
                                        reason: "duplicate identifier: line \(first) already produced \(resources[i].resourceType) with this identifier; a conditional update would overwrite it")
@@ -152,7 +155,7 @@ struct ConversionRun {
                                    reason: tooLarge.message + "; raise the limit or split the group")
                     return
                 }
-                for h in hashes { run.seenIdentifiers.insert(h, line: record.line) }
+                for h in run.rowHashes { run.seenIdentifiers.insert(h, line: record.line) }
                 for resource in resources {
                     try run.writeNDJSON(member: resource.member, type: resource.resourceType, line: resource.ndjsonBytes ?? resource.bytes)
                     perMember[resource.member] += 1

@@ -130,7 +130,7 @@ public struct StepEvaluator: Sendable {
         var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: true)
         do {
             // Conditions and identities first: `uuid(member)` may point at a member rendered later.
-            var identities: [(value: String, urn: String)?] = []
+            var identities: [MemberIdentity?] = []
             identities.reserveCapacity(step.resources.count)
             for resource in step.resources {
                 if let condition = resource.condition, !(try context.evaluate(condition).isTruthy) {
@@ -140,19 +140,22 @@ public struct StepEvaluator: Sendable {
                 let value = try context.identity(resource)
                 // Batch entries carry no fullUrl, so the SHA-1 behind a urn:uuid is spent only where it is written.
                 let urn = step.bundle == .batch
-                    ? "" : "urn:uuid:" + NameUUID.v5(resource.resourceType + "|" + resource.identifierSystem + "|" + value)
-                identities.append((value, urn))
+                    ? "" : NameUUID.urn(type: resource.resourceType, system: resource.identifierSystem, value: value)
+                // `Type?identifier=system|value`: the member's update URL, and what NDJSON refers to it by.
+                identities.append(MemberIdentity(value: value, urn: urn,
+                                                 conditionalURL: ConditionalURL.appending(token: value, to: resource.conditionalURLPrefix)))
             }
-            let urns = identities.map { $0?.urn }
-            // Each member's `Type?identifier=system|value`: its update URL, and what NDJSON refers to it by.
-            let conditionalURLs = identities.enumerated().map { j, id in
-                id.map { step.resources[j].conditionalURLPrefix + ConditionalURL.encodeToken($0.value) }
+            var urns: [String?] = []
+            var conditionalURLs: [String?] = []
+            if step.usesLocalReferences {
+                urns = identities.map { $0?.urn }
+                conditionalURLs = identities.map { $0?.conditionalURL }
+                context.memberURNs = urns
             }
-            context.memberURNs = urns
             var out: [ProducedResource] = []
             out.reserveCapacity(step.resources.count)
             for (i, resource) in step.resources.enumerated() {
-                guard let identity = identities[i], let conditionalURL = conditionalURLs[i] else { continue }
+                guard let identity = identities[i] else { continue }
                 var bytes: [UInt8] = []
                 bytes.reserveCapacity(768)
                 guard try context.emit(resource.template, into: &bytes) else {
@@ -172,7 +175,7 @@ public struct StepEvaluator: Sendable {
                 out.append(ProducedResource(
                     member: i, resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
                     identifierValue: identity.value, bytes: bytes, ndjsonBytes: ndjson,
-                    conditionalURL: conditionalURL, fullUrl: identity.urn))
+                    conditionalURL: identity.conditionalURL, fullUrl: identity.urn))
             }
             return .success(out)
         } catch let failure as RowFailure {
@@ -188,6 +191,13 @@ public struct StepEvaluator: Sendable {
         var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: false)
         return try? context.identity(first)
     }
+}
+
+/// What a row's member is known by: its identifier value, `urn:uuid:` and conditional URL.
+private struct MemberIdentity {
+    let value: String
+    let urn: String
+    let conditionalURL: String
 }
 
 /// The NDJSON form of a resource whose template uses `uuid(...)`: NDJSON has no transaction to resolve `urn:uuid:`
@@ -227,7 +237,6 @@ enum LocalReferences {
     /// `bytes` with each JSON string `"urn:uuid:…"` that is a member's urn replaced by that member's conditional URL.
     /// Urns are name-based UUIDs of type and identifier, so no other string of a resource holds one.
     static func swap(in bytes: [UInt8], urns: [String?], conditionalURLs: [String?]) -> [UInt8] {
-        let quotedURNs: [[UInt8]?] = urns.map { $0.map { Array("\"\($0)\"".utf8) } }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count + 64)
         bytes.withUnsafeBufferPointer { p in
@@ -238,12 +247,16 @@ enum LocalReferences {
                 let at = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
                 i = at + 1
                 guard at + marker.count <= p.count, memcmp(base + at, marker, marker.count) == 0 else { continue }
-                for (j, quoted) in quotedURNs.enumerated() {
-                    guard let quoted, let url = conditionalURLs[j], at + quoted.count <= p.count,
-                          memcmp(base + at, quoted, quoted.count) == 0 else { continue }
+                for (j, urn) in urns.enumerated() {
+                    // `"` urn `"`
+                    guard let urn, let url = conditionalURLs[j] else { continue }
+                    let end = at + 1 + urn.utf8.count
+                    guard end < p.count, base[end] == 0x22,
+                          urn.utf8.withContiguousStorageIfAvailable({ memcmp(base + at + 1, $0.baseAddress!, $0.count) == 0 }) == true
+                    else { continue }
                     out.append(contentsOf: UnsafeBufferPointer(rebasing: p[copied..<at]))
                     JSONWriter.writeString(url, into: &out)
-                    i = at + quoted.count
+                    i = end + 1
                     copied = i
                     break
                 }
@@ -489,7 +502,7 @@ private struct Context {
         case .ref(let prefix):
             let value = try evaluate(args[0]).text("reference key")
             if value.isBlank { return .null }
-            return .string(prefix + ConditionalURL.encodeToken(value))
+            return .string(ConditionalURL.appending(token: value, to: prefix))
         case .occurrence:
             var parts: [String] = []
             for a in args { parts.append(try evaluate(a).text("occurrence")) }

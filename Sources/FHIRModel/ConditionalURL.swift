@@ -6,12 +6,49 @@
 public enum ConditionalURL {
     /// `Type?identifier=system|value`.
     public static func identifier(type: String, system: String, value: String) -> String {
-        prefix(type: type, system: system) + encodeToken(value)
+        appending(token: value, to: prefix(type: type, system: system))
     }
 
     /// `Type?identifier=system|`: the part that is the same for every resource of a template, computed once.
     public static func prefix(type: String, system: String) -> String {
         "\(type)?identifier=\(encodeToken(system))|"
+    }
+
+    /// `prefix` followed by `token` escaped as `encodeToken` does, built in one allocation: this runs for every
+    /// resource and reference, and String's `+` takes a slow generic path.
+    public static func appending(token: String, to prefix: String) -> String {
+        var token = token
+        var prefix = prefix
+        return token.withUTF8 { t in
+            prefix.withUTF8 { p in
+                var size = p.count
+                for b in t { size += isPlain(b) ? 1 : isTokenSpecial(b) ? 6 : 3 }
+                return String(unsafeUninitializedCapacity: size) { out in
+                    _ = out.initialize(fromContentsOf: p)
+                    var o = p.count
+                    for b in t {
+                        if isPlain(b) {
+                            out[o] = b
+                            o += 1
+                            continue
+                        }
+                        if isTokenSpecial(b) {
+                            out[o] = UInt8(ascii: "%"); out[o + 1] = UInt8(ascii: "5"); out[o + 2] = UInt8(ascii: "C")
+                            o += 3
+                        }
+                        out[o] = UInt8(ascii: "%"); out[o + 1] = hex[Int(b >> 4)]; out[o + 2] = hex[Int(b & 0xF)]
+                        o += 3
+                    }
+                    return o
+                }
+            }
+        }
+    }
+
+    /// Characters a token search escapes with a backslash.
+    @inline(__always)
+    private static func isTokenSpecial(_ b: UInt8) -> Bool {
+        b == UInt8(ascii: "\\") || b == UInt8(ascii: "|") || b == UInt8(ascii: ",") || b == UInt8(ascii: "$")
     }
 
     /// Escapes one part of a token search parameter.

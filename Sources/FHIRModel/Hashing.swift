@@ -32,19 +32,56 @@ public enum NameUUID {
     /// The version-5 UUID for `name` in `namespace`, lowercase with hyphens.
     public static func v5(_ name: String, namespace: [UInt8] = fhirbundleNamespace) -> String {
         var hasher = Insecure.SHA1()
-        hasher.update(data: namespace)
-        hasher.update(data: Array(name.utf8))
-        var bytes = Array(hasher.finalize().prefix(16))
-        bytes[6] = (bytes[6] & 0x0F) | 0x50
-        bytes[8] = (bytes[8] & 0x3F) | 0x80
-        let hex = Array(Hex.encode(bytes).utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(36)
-        for (i, c) in hex.enumerated() {
-            if i == 8 || i == 12 || i == 16 || i == 20 { out.append(UInt8(ascii: "-")) }
-            out.append(c)
+        namespace.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        update(&hasher, name)
+        return format(hasher, prefix: "")
+    }
+
+    /// `urn:uuid:` and the version-5 UUID of `type|system|value` in fhirbundle's namespace: the full URL of a
+    /// resource in a transaction. Hashed part by part and formatted in one allocation (it runs for every resource).
+    public static func urn(type: String, system: String, value: String) -> String {
+        var hasher = Insecure.SHA1()
+        fhirbundleNamespace.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        update(&hasher, type)
+        update(&hasher, "|")
+        update(&hasher, system)
+        update(&hasher, "|")
+        update(&hasher, value)
+        return format(hasher, prefix: "urn:uuid:")
+    }
+
+    private static func update(_ hasher: inout Insecure.SHA1, _ text: String) {
+        var text = text
+        text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+    }
+
+    private static let hexDigits: StaticString = "0123456789abcdef"
+
+    /// `prefix` and the UUID from the first 16 bytes of the digest, with the version (5) and variant bits set.
+    private static func format(_ hasher: Insecure.SHA1, prefix: StaticString) -> String {
+        hasher.finalize().withUnsafeBytes { digest in
+            String(unsafeUninitializedCapacity: prefix.utf8CodeUnitCount + 36) { out in
+                var o = 0
+                for i in 0..<prefix.utf8CodeUnitCount {
+                    out[o] = prefix.utf8Start[i]
+                    o += 1
+                }
+                let digits = hexDigits.utf8Start
+                for i in 0..<16 {
+                    if i == 4 || i == 6 || i == 8 || i == 10 {
+                        out[o] = UInt8(ascii: "-")
+                        o += 1
+                    }
+                    var b = digest[i]
+                    if i == 6 { b = (b & 0x0F) | 0x50 }
+                    if i == 8 { b = (b & 0x3F) | 0x80 }
+                    out[o] = digits[Int(b >> 4)]
+                    out[o + 1] = digits[Int(b & 0xF)]
+                    o += 2
+                }
+                return o
+            }
         }
-        return String(decoding: out, as: UTF8.self)
     }
 }
 

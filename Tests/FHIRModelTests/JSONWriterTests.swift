@@ -98,6 +98,11 @@ struct NameUUIDTests {
         #expect(NameUUID.v5("www.example.com", namespace: dns) == "2ed6657d-e927-568b-95e1-2665a8aea6a2")
     }
 
+    @Test func aResourcesURNIsTheUUIDOfTypeSystemAndValue() {
+        #expect(NameUUID.urn(type: "Patient", system: "http://x/id", value: "P001") == "urn:uuid:" + NameUUID.v5("Patient|http://x/id|P001"))
+        #expect(NameUUID.urn(type: "Encounter", system: "", value: "é|1") == "urn:uuid:" + NameUUID.v5("Encounter||é|1"))
+    }
+
     @Test func sameNameGivesSameUUIDAndDifferentNamesDiffer() {
         #expect(NameUUID.v5("Patient|s|P001") == NameUUID.v5("Patient|s|P001"))
         #expect(NameUUID.v5("Patient|s|P001") != NameUUID.v5("Patient|s|P002"))
@@ -105,6 +110,11 @@ struct NameUUIDTests {
 }
 
 struct ConditionalURLTests {
+    @Test(arguments: ["P001", "", "a b&c|d,e$f\\g#h", "é😀", "x\u{01}\u{7F}?=:/"])
+    func appendingATokenEncodesItAsEncodeTokenDoes(token: String) {
+        #expect(ConditionalURL.appending(token: token, to: "Patient?identifier=s|") == "Patient?identifier=s|" + ConditionalURL.encodeToken(token))
+    }
+
     @Test func plainIdentifiersStayReadable() {
         #expect(ConditionalURL.identifier(type: "Patient", system: "http://your-source-system.com/patientId", value: "P001")
             == "Patient?identifier=http://your-source-system.com/patientId|P001")
