@@ -722,9 +722,17 @@ enum LeafCoercion {
     }
 }
 
+extension UInt8 {
+    /// Space, tab or line break.
+    var isBlankByte: Bool { self == 0x20 || self == 0x09 || self == 0x0A || self == 0x0D }
+}
+
 extension String {
     /// Empty or only spaces, tabs and line breaks.
-    var isBlank: Bool { utf8.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D } }
+    var isBlank: Bool {
+        // In place for native strings; most values stop at their first byte.
+        utf8.withContiguousStorageIfAvailable { $0.allSatisfy(\.isBlankByte) } ?? utf8.allSatisfy(\.isBlankByte)
+    }
 
     var trimmingBlanks: String {
         let u = Array(utf8)
