@@ -117,12 +117,15 @@ public struct StepEvaluator: Sendable {
     /// Per resource: its `uuid(...)` values appear only as whole string leaves, so its NDJSON form is its bundle
     /// form with those strings swapped for conditional references (no second rendering).
     let swapsLocalReferences: [Bool]
+    /// Each resource's template, flattened for rendering.
+    let programs: [TemplateProgram]
 
     public init(mapping: CompiledMapping, stepIndex: Int, lookups: LookupTables) {
         self.mapping = mapping
         self.step = mapping.steps[stepIndex]
         tables = EvaluationTables(mapping: mapping, lookups: lookups)
         swapsLocalReferences = step.resources.map { $0.usesLocalReferences && LocalReferences.onlyWholeLeaves($0.template) }
+        programs = step.resources.map { TemplateProgram($0.template) }
     }
 
     /// The resources that `row` becomes (members whose `$if` is false are left out), or the reason it cannot.
@@ -158,7 +161,7 @@ public struct StepEvaluator: Sendable {
                 guard let identity = identities[i] else { continue }
                 var bytes: [UInt8] = []
                 bytes.reserveCapacity(768)
-                guard try context.emit(resource.template, into: &bytes) else {
+                guard try context.render(programs[i], at: 0, into: &bytes) else {
                     throw RowFailure("resource '\(resource.name)' came out empty")
                 }
                 var ndjson: [UInt8]?
@@ -168,7 +171,7 @@ public struct StepEvaluator: Sendable {
                     // NDJSON has no transaction to resolve urn:uuid references: render again with conditional ones.
                     context.memberURNs = conditionalURLs
                     var alternative: [UInt8] = []
-                    _ = try context.emit(resource.template, into: &alternative)
+                    _ = try context.render(programs[i], at: 0, into: &alternative)
                     ndjson = alternative
                     context.memberURNs = urns
                 }
@@ -297,42 +300,40 @@ private struct Context {
 
     // MARK: Templates
 
-    /// Writes `node` as compact JSON into `out`; returns false (writing nothing) when it is empty, so that FHIR's
-    /// "no empty values" holds without building a tree first.
-    mutating func emit(_ node: TemplateNode, into out: inout [UInt8]) throws -> Bool {
-        switch node {
-        case .literal(let v, let bytes):
-            if v.isPrunable { return false }
-            out.append(contentsOf: bytes)
+    /// Writes the node at `pc` of `program` as compact JSON into `out`; returns false (writing nothing) when it is
+    /// empty, so that FHIR's "no empty values" holds without building a tree first.
+    mutating func render(_ program: TemplateProgram, at pc: Int, into out: inout [UInt8]) throws -> Bool {
+        switch program.ops[pc] {
+        case .literal(let start, let count):
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: program.bytes[start..<(start + count)]))
             return true
-        case .leaf(let leaf):
-            let value = try leafValue(leaf)
-            if case .list(let items) = value {
-                let nonEmpty = items.filter { !$0.isEmpty }
-                if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
-                guard let first = nonEmpty.first else { return false }
-                return try writeLeaf(first, leaf, into: &out)
-            }
-            return try writeLeaf(value, leaf, into: &out)
-        case .object(let members, let condition):
-            if let condition, !(try evaluate(condition).isTruthy) { return false }
+        case .nothing:
+            return false
+        case .leaf(let index):
+            let leaf = program.leaves[index]
+            return try writeLeafValue(try leafValue(leaf), leaf, into: &out)
+        case .object(let condition, let end):
+            if condition >= 0, !(try evaluate(program.expressions[condition]).isTruthy) { return false }
             let start = out.count
             out.append(UInt8(ascii: "{"))
             // A condition that held makes the object row-dependent even when its members are fixed. Otherwise an
             // object whose row-dependent parts are all empty is dropped with its fixed parts: a coding whose code
             // is empty must not survive as a bare `system`.
-            var hasDynamicValue = condition != nil
+            var hasDynamicValue = condition >= 0
             var wrote = false
-            for member in members {
+            var p = pc + 1
+            while p < end {
+                guard case .member(let keyStart, let keyCount, let literal) = program.ops[p] else { preconditionFailure("object member expected") }
                 let mark = out.count
                 if wrote { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: member.keyBytes)
-                if try emit(member.node, into: &out) {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: program.bytes[keyStart..<(keyStart + keyCount)]))
+                if try render(program, at: p + 1, into: &out) {
                     wrote = true
-                    if !member.node.isLiteral { hasDynamicValue = true }
+                    if !literal { hasDynamicValue = true }
                 } else {
                     out.removeLast(out.count - mark)
                 }
+                p = program.next(after: p + 1)
             }
             guard wrote && hasDynamicValue else {
                 out.removeLast(out.count - start)
@@ -340,7 +341,7 @@ private struct Context {
             }
             out.append(UInt8(ascii: "}"))
             return true
-        case .array(let items):
+        case .array(let end):
             let start = out.count
             out.append(UInt8(ascii: "["))
             var count = 0
@@ -349,10 +350,13 @@ private struct Context {
                 if count > 0 { out.append(UInt8(ascii: ",")) }
                 return mark
             }
-            for item in items {
-                switch item {
-                case .node(let n):
-                    if case .leaf(let leaf) = n, case .list(let values) = try leafValue(leaf) {
+            var p = pc + 1
+            while p < end {
+                switch program.ops[p] {
+                case .leaf(let index):
+                    let leaf = program.leaves[index]
+                    let value = try leafValue(leaf)
+                    if case .list(let values) = value {
                         // A list-valued leaf fills the array (e.g. `given: "{{ split(first_names, ' ') }}"`).
                         for v in values {
                             let mark = separate(&out)
@@ -360,10 +364,11 @@ private struct Context {
                         }
                     } else {
                         let mark = separate(&out)
-                        if try emit(n, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                        if try writeLeaf(value, leaf, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                     }
-                case .each(let list, let slot, let body):
-                    let listValue = try evaluate(list)
+                    p += 1
+                case .each(let list, let slot, let eachEnd):
+                    let listValue = try evaluate(program.expressions[list])
                     let elements: [Value]
                     switch listValue {
                     case .list(let l): elements = l
@@ -374,9 +379,14 @@ private struct Context {
                     for element in elements {
                         aliases[slot] = element
                         let mark = separate(&out)
-                        if try emit(body, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                        if try render(program, at: p + 1, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                     }
                     aliases[slot] = .null
+                    p = eachEnd
+                default:
+                    let mark = separate(&out)
+                    if try render(program, at: p, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                    p = program.next(after: p)
                 }
             }
             guard count > 0 else {
@@ -385,7 +395,20 @@ private struct Context {
             }
             out.append(UInt8(ascii: "]"))
             return true
+        case .member, .each:
+            preconditionFailure("not a node")
         }
+    }
+
+    /// Writes a leaf's value; a list must hold at most one non-empty value (only arrays take several).
+    func writeLeafValue(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
+        if case .list(let items) = value {
+            let nonEmpty = items.filter { !$0.isEmpty }
+            if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
+            guard let first = nonEmpty.first else { return false }
+            return try writeLeaf(first, leaf, into: &out)
+        }
+        return try writeLeaf(value, leaf, into: &out)
     }
 
     /// Writes one leaf value as the JSON primitive its FHIR type needs; false when it is empty.
