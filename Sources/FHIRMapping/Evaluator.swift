@@ -311,7 +311,7 @@ private struct Context {
             return false
         case .leaf(let index):
             let leaf = program.leaves[index]
-            return try writeLeafValue(try leafValue(leaf), leaf, into: &out)
+            return try Self.writeLeafValue(try leafValue(leaf), leaf, into: &out)
         case .object(let condition, let end):
             if condition >= 0, !(try evaluate(program.expressions[condition]).isTruthy) { return false }
             let start = out.count
@@ -345,11 +345,6 @@ private struct Context {
             let start = out.count
             out.append(UInt8(ascii: "["))
             var count = 0
-            func separate(_ out: inout [UInt8]) -> Int {
-                let mark = out.count
-                if count > 0 { out.append(UInt8(ascii: ",")) }
-                return mark
-            }
             var p = pc + 1
             while p < end {
                 switch program.ops[p] {
@@ -359,12 +354,14 @@ private struct Context {
                     if case .list(let values) = value {
                         // A list-valued leaf fills the array (e.g. `given: "{{ split(first_names, ' ') }}"`).
                         for v in values {
-                            let mark = separate(&out)
-                            if try writeLeaf(v, leaf, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                            let mark = out.count
+                            if count > 0 { out.append(UInt8(ascii: ",")) }
+                            if try Self.writeLeaf(v, leaf, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                         }
                     } else {
-                        let mark = separate(&out)
-                        if try writeLeaf(value, leaf, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                        let mark = out.count
+                        if count > 0 { out.append(UInt8(ascii: ",")) }
+                        if try Self.writeLeaf(value, leaf, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                     }
                     p += 1
                 case .each(let list, let slot, let eachEnd):
@@ -378,13 +375,15 @@ private struct Context {
                     if aliases.count <= slot { aliases.append(contentsOf: repeatElement(.null, count: slot + 1 - aliases.count)) }
                     for element in elements {
                         aliases[slot] = element
-                        let mark = separate(&out)
+                        let mark = out.count
+                        if count > 0 { out.append(UInt8(ascii: ",")) }
                         if try render(program, at: p + 1, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                     }
                     aliases[slot] = .null
                     p = eachEnd
                 default:
-                    let mark = separate(&out)
+                    let mark = out.count
+                    if count > 0 { out.append(UInt8(ascii: ",")) }
                     if try render(program, at: p, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
                     p = program.next(after: p)
                 }
@@ -401,24 +400,25 @@ private struct Context {
     }
 
     /// Writes a leaf's value; a list must hold at most one non-empty value (only arrays take several).
-    func writeLeafValue(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
+    // Static: called on an inout Context, an instance method would copy the whole context (six retains) each time.
+    static func writeLeafValue(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
         if case .list(let items) = value {
             let nonEmpty = items.filter { !$0.isEmpty }
             if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
             guard let first = nonEmpty.first else { return false }
-            return try writeLeaf(first, leaf, into: &out)
+            return try Self.writeLeaf(first, leaf, into: &out)
         }
-        return try writeLeaf(value, leaf, into: &out)
+        return try Self.writeLeaf(value, leaf, into: &out)
     }
 
     /// Writes one leaf value as the JSON primitive its FHIR type needs; false when it is empty.
-    func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
+    static func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
         if case .string(let s) = value, leaf.kind == .string {  // the common case, without a JSONValue
             if s.isBlank { return false }
             JSONWriter.writeString(s, into: &out)
             return true
         }
-        guard let json = try json(value, leaf) else { return false }
+        guard let json = try Self.json(value, leaf) else { return false }
         switch json {
         case .string(let s): JSONWriter.writeString(s, into: &out)
         case .number(let n): out.append(contentsOf: n.utf8)
@@ -446,7 +446,7 @@ private struct Context {
         return anyValue ? .string(s) : .null
     }
 
-    func json(_ value: Value, _ leaf: Leaf) throws -> JSONValue? {
+    static func json(_ value: Value, _ leaf: Leaf) throws -> JSONValue? {
         switch value {
         case .null: return nil
         case .bool(let b):
@@ -460,7 +460,7 @@ private struct Context {
             let nonEmpty = items.filter { !$0.isEmpty }
             if nonEmpty.isEmpty { return nil }
             if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
-            return try json(nonEmpty[0], leaf)
+            return try Self.json(nonEmpty[0], leaf)
         case .string(let s):
             if s.isBlank { return nil }
             return try LeafCoercion.coerce(s, kind: leaf.kind, path: leaf.path)
@@ -484,14 +484,15 @@ private struct Context {
             let key = try evaluate(keyExpr).text("lookup key")
             // Templates read several fields of one lookup row (code, display, text): look it up once per row.
             for m in lookupMemo where m.index == index && m.key == key { return m.value }
-            let value = try lookup(index, key: key, keyExpr)
+            let value = try Self.lookup(tables, index, key: key, keyExpr)
             lookupMemo.append((index, key, value))
             return value
         case .call(let f, let args): return try call(f, args)
         }
     }
 
-    private func lookup(_ index: Int, key: String, _ keyExpr: CompiledExpression) throws -> Value {
+    /// Static for the same reason as `writeLeaf`: no copy of the context.
+    private static func lookup(_ tables: EvaluationTables, _ index: Int, key: String, _ keyExpr: CompiledExpression) throws -> Value {
         let spec = tables.lookupSpecs[index]
         if spec.multiple { return .list(tables.lookups.rows(index, key).map { .record($0) }) }
         if let row = tables.lookups.row(index, key) { return .record(row) }
