@@ -157,22 +157,24 @@ public struct StepEvaluator: Sendable {
             }
             var out: [ProducedResource] = []
             out.reserveCapacity(step.resources.count)
+            var buffer = RenderBuffer()
+            defer { buffer.free() }
             for (i, resource) in step.resources.enumerated() {
                 guard let identity = identities[i] else { continue }
-                var bytes: [UInt8] = []
-                bytes.reserveCapacity(768)
-                guard try context.render(programs[i], at: 0, into: &bytes) else {
+                buffer.count = 0
+                guard try context.render(programs[i], at: 0, into: &buffer) else {
                     throw RowFailure("resource '\(resource.name)' came out empty")
                 }
+                let bytes = buffer.bytes
                 var ndjson: [UInt8]?
                 if swapsLocalReferences[i] {
                     ndjson = LocalReferences.swap(in: bytes, urns: urns, conditionalURLs: conditionalURLs)
                 } else if resource.usesLocalReferences {
                     // NDJSON has no transaction to resolve urn:uuid references: render again with conditional ones.
                     context.memberURNs = conditionalURLs
-                    var alternative: [UInt8] = []
-                    _ = try context.render(programs[i], at: 0, into: &alternative)
-                    ndjson = alternative
+                    buffer.count = 0
+                    _ = try context.render(programs[i], at: 0, into: &buffer)
+                    ndjson = buffer.bytes
                     context.memberURNs = urns
                 }
                 out.append(ProducedResource(
@@ -302,10 +304,10 @@ private struct Context {
 
     /// Writes the node at `pc` of `program` as compact JSON into `out`; returns false (writing nothing) when it is
     /// empty, so that FHIR's "no empty values" holds without building a tree first.
-    mutating func render(_ program: TemplateProgram, at pc: Int, into out: inout [UInt8]) throws -> Bool {
+    mutating func render(_ program: TemplateProgram, at pc: Int, into out: inout RenderBuffer) throws -> Bool {
         switch program.ops[pc] {
         case .literal(let start, let count):
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: program.bytes[start..<(start + count)]))
+            out.append(bytes: UnsafeBufferPointer(rebasing: program.bytes[start..<(start + count)]))
             return true
         case .nothing:
             return false
@@ -326,17 +328,17 @@ private struct Context {
                 guard case .member(let keyStart, let keyCount, let literal) = program.ops[p] else { preconditionFailure("object member expected") }
                 let mark = out.count
                 if wrote { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: program.bytes[keyStart..<(keyStart + keyCount)]))
+                out.append(bytes: UnsafeBufferPointer(rebasing: program.bytes[keyStart..<(keyStart + keyCount)]))
                 if try render(program, at: p + 1, into: &out) {
                     wrote = true
                     if !literal { hasDynamicValue = true }
                 } else {
-                    out.removeLast(out.count - mark)
+                    out.count = mark
                 }
                 p = program.next(after: p + 1)
             }
             guard wrote && hasDynamicValue else {
-                out.removeLast(out.count - start)
+                out.count = start
                 return false
             }
             out.append(UInt8(ascii: "}"))
@@ -356,12 +358,12 @@ private struct Context {
                         for v in values {
                             let mark = out.count
                             if count > 0 { out.append(UInt8(ascii: ",")) }
-                            if try Self.writeLeaf(v, leaf, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                            if try Self.writeLeaf(v, leaf, into: &out) { count += 1 } else { out.count = mark }
                         }
                     } else {
                         let mark = out.count
                         if count > 0 { out.append(UInt8(ascii: ",")) }
-                        if try Self.writeLeaf(value, leaf, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                        if try Self.writeLeaf(value, leaf, into: &out) { count += 1 } else { out.count = mark }
                     }
                     p += 1
                 case .each(let list, let slot, let eachEnd):
@@ -377,19 +379,19 @@ private struct Context {
                         aliases[slot] = element
                         let mark = out.count
                         if count > 0 { out.append(UInt8(ascii: ",")) }
-                        if try render(program, at: p + 1, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                        if try render(program, at: p + 1, into: &out) { count += 1 } else { out.count = mark }
                     }
                     aliases[slot] = .null
                     p = eachEnd
                 default:
                     let mark = out.count
                     if count > 0 { out.append(UInt8(ascii: ",")) }
-                    if try render(program, at: p, into: &out) { count += 1 } else { out.removeLast(out.count - mark) }
+                    if try render(program, at: p, into: &out) { count += 1 } else { out.count = mark }
                     p = program.next(after: p)
                 }
             }
             guard count > 0 else {
-                out.removeLast(out.count - start)
+                out.count = start
                 return false
             }
             out.append(UInt8(ascii: "]"))
@@ -401,7 +403,7 @@ private struct Context {
 
     /// Writes a leaf's value; a list must hold at most one non-empty value (only arrays take several).
     // Static: called on an inout Context, an instance method would copy the whole context (six retains) each time.
-    static func writeLeafValue(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
+    static func writeLeafValue(_ value: Value, _ leaf: Leaf, into out: inout RenderBuffer) throws -> Bool {
         if case .list(let items) = value {
             let nonEmpty = items.filter { !$0.isEmpty }
             if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
@@ -412,7 +414,7 @@ private struct Context {
     }
 
     /// Writes one leaf value as the JSON primitive its FHIR type needs; false when it is empty.
-    static func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout [UInt8]) throws -> Bool {
+    static func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout RenderBuffer) throws -> Bool {
         if case .string(let s) = value, leaf.kind == .string {  // the common case, without a JSONValue
             if s.isBlank { return false }
             JSONWriter.writeString(s, into: &out)
@@ -421,9 +423,11 @@ private struct Context {
         guard let json = try Self.json(value, leaf) else { return false }
         switch json {
         case .string(let s): JSONWriter.writeString(s, into: &out)
-        case .number(let n): out.append(contentsOf: n.utf8)
-        case .bool(let b): out.append(contentsOf: b ? Array("true".utf8) : Array("false".utf8))
-        default: JSONWriter().write(json, into: &out)
+        case .number(let n): out.append(n)
+        case .bool(let b): out.append(b ? "true" : "false")
+        default:
+            let bytes = JSONWriter().bytes(json)
+            bytes.withUnsafeBufferPointer { out.append(bytes: $0) }
         }
         return true
     }

@@ -76,19 +76,21 @@ public struct JSONWriter: Sendable {
     private static let nullBytes = Array("null".utf8)
     private static let trueBytes = Array("true".utf8)
     private static let falseBytes = Array("false".utf8)
-    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// Appends `s` as a JSON string literal. Escapes only what JSON requires (quote, backslash, control characters),
     /// so non-ASCII text stays readable UTF-8.
-    public static func writeString(_ s: String, into out: inout [UInt8]) {
+    @inlinable
+    public static func writeString<Sink: JSONByteSink>(_ s: String, into out: inout Sink) {
         if s.utf8.withContiguousStorageIfAvailable({ writeString(utf8: $0, into: &out) }) == nil {
             var copy = s  // a bridged or lazy string: make it native first
             copy.withUTF8 { writeString(utf8: $0, into: &out) }
         }
     }
 
-    /// Appends UTF-8 text as a JSON string literal (see `writeString(_:into:)`).
-    public static func writeString(utf8 buffer: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
+    /// Appends UTF-8 text as a JSON string literal (see `writeString(_:into:)`). Inlinable, so that each kind of
+    /// sink gets its own compiled copy (this runs for every string of every resource).
+    @inlinable
+    public static func writeString<Sink: JSONByteSink>(utf8 buffer: UnsafeBufferPointer<UInt8>, into out: inout Sink) {
         out.append(UInt8(ascii: "\""))
         var runStart = 0
         var i = 0
@@ -115,7 +117,7 @@ public struct JSONWriter: Sendable {
                 i += 1
                 continue
             }
-            if runStart < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[runStart..<i])) }
+            if runStart < i { out.append(bytes: UnsafeBufferPointer(rebasing: buffer[runStart..<i])) }
             out.append(UInt8(ascii: "\\"))
             switch byte {
             case UInt8(ascii: "\""): out.append(UInt8(ascii: "\""))
@@ -126,13 +128,25 @@ public struct JSONWriter: Sendable {
             case 0x08: out.append(UInt8(ascii: "b"))
             case 0x0C: out.append(UInt8(ascii: "f"))
             default:
-                out.append(contentsOf: [UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                        hexDigits[Int(byte >> 4)], hexDigits[Int(byte & 0xF)]])
+                let hex = { (d: UInt8) -> UInt8 in d < 10 ? d + 0x30 : d + 0x57 }
+                out.append(UInt8(ascii: "u")); out.append(UInt8(ascii: "0")); out.append(UInt8(ascii: "0"))
+                out.append(hex(byte >> 4)); out.append(hex(byte & 0xF))
             }
             i += 1
             runStart = i
         }
-        if runStart < n { out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[runStart..<n])) }
+        if runStart < n { out.append(bytes: UnsafeBufferPointer(rebasing: buffer[runStart..<n])) }
         out.append(UInt8(ascii: "\""))
     }
+}
+
+/// Where JSON text is written: a byte array, or a renderer's own buffer.
+public protocol JSONByteSink {
+    mutating func append(_ byte: UInt8)
+    mutating func append(bytes: UnsafeBufferPointer<UInt8>)
+}
+
+extension Array: JSONByteSink where Element == UInt8 {
+    @inlinable
+    public mutating func append(bytes: UnsafeBufferPointer<UInt8>) { append(contentsOf: bytes) }
 }
