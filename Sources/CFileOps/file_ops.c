@@ -23,3 +23,12 @@ int file_ops_sync_filesystem(int fd) {
     return 0;
 #endif
 }
+
+int file_ops_start_writeback(int fd, long long offset, long long count) {
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    return sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)fd; (void)offset; (void)count;
+    return 0;
+#endif
+}

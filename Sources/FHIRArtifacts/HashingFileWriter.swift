@@ -1,3 +1,4 @@
+import CFileOps
 import Crypto
 import FHIRModel
 
@@ -84,6 +85,9 @@ public final class HashingFileWriter {
             return true
         }
         if !ok { throw .posix(path, "writing") }
+        // Start writing these bytes to disk now, without waiting: a conversion writes gigabytes, and letting them
+        // pile up as dirty pages makes the kernel stall the writer (and the final sync) later. Advisory only.
+        _ = file_ops_start_writeback(fd, Int64(size - bytes.count), Int64(bytes.count))
     }
 
     /// Flushes and closes; returns the file's SHA-256 and size. Durability comes from one sync of the whole staging

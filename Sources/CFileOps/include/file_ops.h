@@ -8,4 +8,8 @@ int file_ops_exchange(const char *from, const char *to);
 
 /// Flushes the file system holding `fd` to disk (syncfs). Returns 0 on success.
 int file_ops_sync_filesystem(int fd);
+
+/// Starts writing back the given range of `fd` without waiting for it (sync_file_range with
+/// SYNC_FILE_RANGE_WRITE); a no-op where unsupported. Returns 0 on success.
+int file_ops_start_writeback(int fd, long long offset, long long count);
 #endif
