@@ -540,6 +540,8 @@ private struct Context {
             occurrenceMemo[key] = n
             return .string(String(n))
         case .uuid(let member):
+            // The urns are known from the identities on: before that (in a `$if`) there is none yet.
+            guard member < memberURNs.count else { return .null }
             return memberURNs[member].map { .string($0) } ?? .null
         case .hashID:
             var parts: [String] = []
