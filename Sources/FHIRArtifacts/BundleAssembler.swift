@@ -69,8 +69,6 @@ public final class BundleAssembler {
 
     /// Bytes of the bundle around its entries.
     @exclusivity(unchecked) private var frameBytes = 0
-    /// Bytes around each entry: comma, line break and (pretty) indentation.
-    private var perEntryOverhead: Int { layout == .pretty ? 1 + 1 + 4 : 1 + 1 }
 
     private func frame(header: Bool) -> [UInt8] {
         switch (layout, header) {
@@ -90,62 +88,29 @@ public final class BundleAssembler {
     public func add(group: [PlannedEntry]) throws {
         guard !group.isEmpty else { return }
         let conditional = group.contains { $0.url.utf8.contains(UInt8(ascii: "?")) }
-        if layout == .entryPerLine {
-            // One-line entries are written straight into the open bundle.
-            switch packing {
-            case .batch:
-                for entry in group {
-                    try appendWritten(count: 1, cap: limits.batchEntries) { out in
-                        separate(&out, first: true)
-                        writeEntry(entry, fullUrl: false, into: &out)
-                    }
-                }
-            case .transaction:
-                let cap = transactionCap(conditional: conditional)
-                guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
-                try appendWritten(count: group.count, cap: cap) { out in
-                    for (i, entry) in group.enumerated() {
-                        separate(&out, first: i == 0)
-                        writeEntry(entry, fullUrl: true, into: &out)
-                    }
-                }
-            case .batchOfTransactions:
-                let cap = transactionCap(conditional: conditional)
-                guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
-                try appendWritten(count: 1, cap: limits.batchEntries) { out in
-                    separate(&out, first: true)
-                    out.append(contentsOf: BundleAssembler.innerTransactionHead)
-                    for (i, entry) in group.enumerated() {
-                        if i > 0 { out.append(UInt8(ascii: ",")) }
-                        writeEntry(entry, fullUrl: true, into: &out)
-                    }
-                    out.append(contentsOf: BundleAssembler.innerTransactionTail)
-                }
-            }
-            return
-        }
         switch packing {
         case .batch:
             for entry in group {
-                try append([entryBytes(entry, fullUrl: false)], count: 1, cap: limits.batchEntries)
+                try append(count: 1, cap: limits.batchEntries) { out in
+                    separate(&out, first: true)
+                    writeEntry(entry, fullUrl: false, into: &out)
+                }
             }
         case .transaction:
             let cap = transactionCap(conditional: conditional)
             guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
-            try append(group.map { entryBytes($0, fullUrl: true) }, count: group.count, cap: cap)
+            try append(count: group.count, cap: cap) { out in
+                for (i, entry) in group.enumerated() {
+                    separate(&out, first: i == 0)
+                    writeEntry(entry, fullUrl: true, into: &out)
+                }
+            }
         case .batchOfTransactions:
             let cap = transactionCap(conditional: conditional)
             guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
-            do {
-                let inner = JSONValue.object([
-                    JSONMember("resource", .object([
-                        JSONMember("resourceType", .string("Bundle")),
-                        JSONMember("type", .string("transaction")),
-                        JSONMember("entry", .array(group.map { entryValue($0, fullUrl: true) })),
-                    ])),
-                    JSONMember("request", .object([JSONMember("method", .string("POST")), JSONMember("url", .string("/"))])),
-                ])
-                try append([serialise(inner)], count: 1, cap: limits.batchEntries)
+            try append(count: 1, cap: limits.batchEntries) { out in
+                separate(&out, first: true)
+                writeInnerTransaction(group, into: &out)
             }
         }
     }
@@ -154,10 +119,12 @@ public final class BundleAssembler {
         "the group has \(count) entries, more than one transaction may hold (\(cap)\(conditional ? " with conditional updates" : ""))"
     }
 
-    /// The separator before an entry of the open bundle: a comma unless it is the bundle's first, then a line break.
+    /// The separator before an entry of the open bundle: a comma unless it is the bundle's first, a line break and
+    /// (pretty) the entry's indentation.
     private func separate(_ out: inout [UInt8], first: Bool) {
         if entryCount > 0 || !first { out.append(UInt8(ascii: ",")) }
         out.append(UInt8(ascii: "\n"))
+        if layout == .pretty { out.append(contentsOf: [0x20, 0x20, 0x20, 0x20]) }
     }
 
     private static let innerTransactionHead = Array(#"{"resource":{"resourceType":"Bundle","type":"transaction","entry":["#.utf8)
@@ -166,13 +133,12 @@ public final class BundleAssembler {
     private static let resourceHead = Array(#""resource":"#.utf8)
     private static let requestHead = Array(#","request":{"method":"PUT","url":"#.utf8)
 
-    /// One entry's bytes, serialised for pretty layout.
-    private func entryBytes(_ entry: PlannedEntry, fullUrl: Bool) -> [UInt8] {
-        serialise(entryValue(entry, fullUrl: fullUrl))
-    }
-
-    /// One one-line entry, spliced from the compact resource.
+    /// One entry: spliced from the compact resource for one-line layout, serialised for pretty layout.
     private func writeEntry(_ entry: PlannedEntry, fullUrl: Bool, into out: inout [UInt8]) {
+        if layout == .pretty {
+            out.append(contentsOf: serialise(entryValue(entry, fullUrl: fullUrl)))
+            return
+        }
         if fullUrl {
             out.append(contentsOf: BundleAssembler.fullUrlHead)
             JSONWriter.writeString(entry.fullUrl, into: &out)
@@ -186,6 +152,28 @@ public final class BundleAssembler {
         JSONWriter.writeString(entry.url, into: &out)
         out.append(UInt8(ascii: "}"))
         out.append(UInt8(ascii: "}"))
+    }
+
+    /// A batch entry holding the group as an inner transaction (`POST /`).
+    private func writeInnerTransaction(_ group: [PlannedEntry], into out: inout [UInt8]) {
+        if layout == .pretty {
+            let inner = JSONValue.object([
+                JSONMember("resource", .object([
+                    JSONMember("resourceType", .string("Bundle")),
+                    JSONMember("type", .string("transaction")),
+                    JSONMember("entry", .array(group.map { entryValue($0, fullUrl: true) })),
+                ])),
+                JSONMember("request", .object([JSONMember("method", .string("POST")), JSONMember("url", .string("/"))])),
+            ])
+            out.append(contentsOf: serialise(inner))
+            return
+        }
+        out.append(contentsOf: BundleAssembler.innerTransactionHead)
+        for (i, entry) in group.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            writeEntry(entry, fullUrl: true, into: &out)
+        }
+        out.append(contentsOf: BundleAssembler.innerTransactionTail)
     }
 
     /// Writes the last, partly filled bundle.
@@ -210,30 +198,11 @@ public final class BundleAssembler {
         return out
     }
 
-    /// Adds entries that must share one bundle, starting a new bundle when the count or byte limit would be passed.
-    private func append(_ group: [[UInt8]], count: Int, cap: Int) throws {
-        let overhead = perEntryOverhead
-        let groupBytes = group.reduce(0) { $0 + $1.count + overhead }
-        guard frameBytes + groupBytes <= limits.bundleBytes else {
-            throw GroupTooLarge(message: "the group needs \(frameBytes + groupBytes) bytes, more than one bundle may hold (\(limits.bundleBytes))")
-        }
-        if entryCount > 0 && (entryCount + count > cap || frameBytes + entryBytes + groupBytes > limits.bundleBytes) {
-            try flush()
-        }
-        for (i, e) in group.enumerated() {
-            if entryCount > 0 || i > 0 { body.append(UInt8(ascii: ",")) }
-            body.append(UInt8(ascii: "\n"))
-            if layout == .pretty { body.append(contentsOf: [0x20, 0x20, 0x20, 0x20]) }
-            body.append(contentsOf: e)
-        }
-        entryCount += count
-        entryBytes += groupBytes
-    }
-
-    /// Adds entries that `write` puts straight into the open bundle (with their separators), then applies the limits
-    /// as `append` does: a group too large for any bundle is taken out again and refused, and one that does not fit
-    /// the open bundle moves to a new one. Sizes count every entry with a comma and a line break, like `append`.
-    private func appendWritten(count: Int, cap: Int, _ write: (inout [UInt8]) -> Void) throws {
+    /// Adds entries that must share one bundle: `write` puts them, with their separators, straight into the open
+    /// bundle; then the limits apply. A group too large for any bundle is taken out again and refused; one that does
+    /// not fit the open bundle moves to a new one. Sizes count every entry with its full separator, so that a group's
+    /// size does not depend on where it lands.
+    private func append(count: Int, cap: Int, _ write: (inout [UInt8]) -> Void) throws {
         let mark = body.count
         let wasEmpty = entryCount == 0
         write(&body)

@@ -113,9 +113,8 @@ indirect enum TemplateNode: Sendable {
     }
 }
 
-/// A member of a template object. Classes (here and for `Leaf`): every row walks the template, and passing a
-/// reference costs one retain where copying the fields would cost one each.
-final class ObjectMember: Sendable {
+/// A member of a template object.
+struct ObjectMember: Sendable {
     let key: String
     /// `"key":`, serialised once.
     let keyBytes: [UInt8]
@@ -131,7 +130,8 @@ final class ObjectMember: Sendable {
     }
 }
 
-/// A leaf: one expression (keeps lists, which fill arrays) or text with embedded expressions.
+/// A leaf: one expression (keeps lists, which fill arrays) or text with embedded expressions. A class: rendering
+/// takes each leaf of the template for every row, and a reference costs one retain where a copy costs one a field.
 final class Leaf: Sendable {
     let parts: [CompiledPart]
     /// The expression when the leaf is exactly one (`"{{ birth_date }}"`), the common case.

@@ -313,7 +313,7 @@ private struct Context {
             return false
         case .leaf(let index):
             let leaf = program.leaves[index]
-            return try Self.writeLeafValue(try leafValue(leaf), leaf, into: &out)
+            return try Self.writeLeaf(try leafValue(leaf), leaf, into: &out)
         case .object(let condition, let end):
             if condition >= 0, !(try evaluate(program.expressions[condition]).isTruthy) { return false }
             let start = out.count
@@ -326,8 +326,7 @@ private struct Context {
             var p = pc + 1
             while p < end {
                 guard case .member(let keyStart, let keyCount, let literal) = program.ops[p] else { preconditionFailure("object member expected") }
-                let mark = out.count
-                if wrote { out.append(UInt8(ascii: ",")) }
+                let mark = out.beginItem(after: wrote ? 1 : 0)
                 out.append(bytes: UnsafeBufferPointer(rebasing: program.bytes[keyStart..<(keyStart + keyCount)]))
                 if try render(program, at: p + 1, into: &out) {
                     wrote = true
@@ -356,13 +355,11 @@ private struct Context {
                     if case .list(let values) = value {
                         // A list-valued leaf fills the array (e.g. `given: "{{ split(first_names, ' ') }}"`).
                         for v in values {
-                            let mark = out.count
-                            if count > 0 { out.append(UInt8(ascii: ",")) }
+                            let mark = out.beginItem(after: count)
                             if try Self.writeLeaf(v, leaf, into: &out) { count += 1 } else { out.count = mark }
                         }
                     } else {
-                        let mark = out.count
-                        if count > 0 { out.append(UInt8(ascii: ",")) }
+                        let mark = out.beginItem(after: count)
                         if try Self.writeLeaf(value, leaf, into: &out) { count += 1 } else { out.count = mark }
                     }
                     p += 1
@@ -377,15 +374,13 @@ private struct Context {
                     if aliases.count <= slot { aliases.append(contentsOf: repeatElement(.null, count: slot + 1 - aliases.count)) }
                     for element in elements {
                         aliases[slot] = element
-                        let mark = out.count
-                        if count > 0 { out.append(UInt8(ascii: ",")) }
+                        let mark = out.beginItem(after: count)
                         if try render(program, at: p + 1, into: &out) { count += 1 } else { out.count = mark }
                     }
                     aliases[slot] = .null
                     p = eachEnd
                 default:
-                    let mark = out.count
-                    if count > 0 { out.append(UInt8(ascii: ",")) }
+                    let mark = out.beginItem(after: count)
                     if try render(program, at: p, into: &out) { count += 1 } else { out.count = mark }
                     p = program.next(after: p)
                 }
@@ -401,19 +396,9 @@ private struct Context {
         }
     }
 
-    /// Writes a leaf's value; a list must hold at most one non-empty value (only arrays take several).
+    /// Writes one leaf value as the JSON primitive its FHIR type needs; false when it is empty. A list must hold at
+    /// most one non-empty value (only arrays take several, item by item).
     // Static: called on an inout Context, an instance method would copy the whole context (six retains) each time.
-    static func writeLeafValue(_ value: Value, _ leaf: Leaf, into out: inout RenderBuffer) throws -> Bool {
-        if case .list(let items) = value {
-            let nonEmpty = items.filter { !$0.isEmpty }
-            if nonEmpty.count > 1 { throw RowFailure("\(leaf.path) takes one value, but the expression gave \(nonEmpty.count)") }
-            guard let first = nonEmpty.first else { return false }
-            return try Self.writeLeaf(first, leaf, into: &out)
-        }
-        return try Self.writeLeaf(value, leaf, into: &out)
-    }
-
-    /// Writes one leaf value as the JSON primitive its FHIR type needs; false when it is empty.
     static func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout RenderBuffer) throws -> Bool {
         if case .string(let s) = value, leaf.kind == .string {  // the common case, without a JSONValue
             if s.isBlank { return false }

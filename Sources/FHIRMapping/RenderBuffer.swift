@@ -34,6 +34,15 @@ struct RenderBuffer: JSONByteSink {
         count += bytes.count
     }
 
+    /// Starts an item of an array or object: a comma when `items` came before it. Returns where to cut back to if
+    /// the item turns out empty (`count = mark`).
+    @inline(__always)
+    mutating func beginItem(after items: Int) -> Int {
+        let mark = count
+        if items > 0 { append(UInt8(ascii: ",")) }
+        return mark
+    }
+
     mutating func append(_ text: String) {
         var text = text
         text.withUTF8 { append(bytes: $0) }

@@ -53,24 +53,8 @@ public enum ConditionalURL {
 
     /// Escapes one part of a token search parameter.
     public static func encodeToken(_ s: String) -> String {
-        var needsWork = false
-        for b in s.utf8 where !isPlain(b) {
-            needsWork = true
-            break
-        }
-        if !needsWork { return s }
-        var out: [UInt8] = []
-        out.reserveCapacity(s.utf8.count + 8)
-        for b in s.utf8 {
-            switch b {
-            case UInt8(ascii: "\\"), UInt8(ascii: "|"), UInt8(ascii: ","), UInt8(ascii: "$"):
-                out.append(contentsOf: Array("%5C".utf8))
-                if b == UInt8(ascii: "|") { out.append(contentsOf: Array("%7C".utf8)) } else { percent(b, &out) }
-            default:
-                if isPlain(b) { out.append(b) } else { percent(b, &out) }
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
+        if s.utf8.allSatisfy(isPlain) { return s }
+        return appending(token: s, to: "")
     }
 
     /// Characters that may stand unencoded in the query part of a URL and carry no FHIR search meaning.
@@ -89,12 +73,6 @@ public enum ConditionalURL {
     }
 
     private static let hex = Array("0123456789ABCDEF".utf8)
-
-    private static func percent(_ b: UInt8, _ out: inout [UInt8]) {
-        out.append(UInt8(ascii: "%"))
-        out.append(hex[Int(b >> 4)])
-        out.append(hex[Int(b & 0xF)])
-    }
 }
 
 extension ConditionalURL {

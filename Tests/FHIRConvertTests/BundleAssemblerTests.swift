@@ -15,10 +15,11 @@ import Testing
         }
     }
 
-    private func assemble(_ packing: BundlePacking, limits: BundleLimits, groups: [[PlannedEntry]]) throws -> (bundles: [[UInt8]], refused: [Int]) {
+    private func assemble(_ packing: BundlePacking, limits: BundleLimits, layout: BundleLayout = .entryPerLine,
+                          groups: [[PlannedEntry]]) throws -> (bundles: [[UInt8]], refused: [Int]) {
         var bundles: [[UInt8]] = []
         var refused: [Int] = []
-        let assembler = BundleAssembler(packing: packing, limits: limits) { bundles.append($0) }
+        let assembler = BundleAssembler(packing: packing, limits: limits, layout: layout) { bundles.append($0) }
         for (i, g) in groups.enumerated() {
             do { try assembler.add(group: g) } catch is GroupTooLarge { refused.append(i) }
         }
@@ -44,27 +45,29 @@ import Testing
         limits.batchEntries = 7
         // Groups of 1 to 3 entries of varying sizes; some are too large for any bundle of 700 bytes.
         let groups = (0..<60).map { group(row: $0, size: 1 + $0 % 3, padding: ($0 * 37) % 150) }
-        let (bundles, refused) = try assemble(packing, limits: limits, groups: groups)
-        var seen: [[String]] = []
-        for bytes in bundles {
-            #expect(bytes.count <= bundleBytes)
-            let bundle = try JSONParser.parse(bytes)
-            #expect(bundle["type"]?.stringValue == (packing == .transaction ? "transaction" : "batch"))
-            let entries = values(bundle)
-            #expect(!entries.isEmpty)
-            #expect(entries.count <= (packing == .transaction ? 8 : 7))
-            seen.append(contentsOf: entries)
+        for layout in [BundleLayout.entryPerLine, .pretty] {
+            let (bundles, refused) = try assemble(packing, limits: limits, layout: layout, groups: groups)
+            var seen: [[String]] = []
+            for bytes in bundles {
+                #expect(bytes.count <= bundleBytes)
+                let bundle = try JSONParser.parse(bytes)
+                #expect(bundle["type"]?.stringValue == (packing == .transaction ? "transaction" : "batch"))
+                let entries = values(bundle)
+                #expect(!entries.isEmpty)
+                #expect(entries.count <= (packing == .transaction ? 8 : 7))
+                seen.append(contentsOf: entries)
+            }
+            // Every group that was not refused is there once, whole and in order.
+            let expected = groups.indices.filter { !refused.contains($0) }.map { i in groups[i].map { "\(i)-\($0.url.split(separator: "-").last!)" } }
+            let flattened: [[String]] = packing == .batch ? expected.flatMap { $0.map { [$0] } } : expected
+            if packing == .transaction {
+                #expect(seen.flatMap { $0 } == expected.flatMap { $0 })
+            } else {
+                #expect(seen == flattened)
+            }
+            if layout == .entryPerLine && bundleBytes >= 1500 { #expect(refused.isEmpty) }
+            if bundleBytes == 700 && packing != .batch { #expect(!refused.isEmpty) }
         }
-        // Every group that was not refused is there once, whole and in order.
-        let expected = groups.indices.filter { !refused.contains($0) }.map { i in groups[i].map { "\(i)-\($0.url.split(separator: "-").last!)" } }
-        let flattened: [[String]] = packing == .batch ? expected.flatMap { $0.map { [$0] } } : expected
-        if packing == .transaction {
-            #expect(seen.flatMap { $0 } == expected.flatMap { $0 })
-        } else {
-            #expect(seen == flattened)
-        }
-        if bundleBytes >= 1500 { #expect(refused.isEmpty) }
-        if bundleBytes == 700 && packing != .batch { #expect(!refused.isEmpty) }
     }
 
     @Test func aTransactionGroupIsNeverSplitAcrossBundles() throws {

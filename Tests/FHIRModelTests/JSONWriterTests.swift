@@ -110,9 +110,13 @@ struct NameUUIDTests {
 }
 
 struct ConditionalURLTests {
-    @Test(arguments: ["P001", "", "a b&c|d,e$f\\g#h", "é😀", "x\u{01}\u{7F}?=:/"])
-    func appendingATokenEncodesItAsEncodeTokenDoes(token: String) {
-        #expect(ConditionalURL.appending(token: token, to: "Patient?identifier=s|") == "Patient?identifier=s|" + ConditionalURL.encodeToken(token))
+    @Test(arguments: [
+        ("P001", "P001"), ("", ""), ("a b&c|d,e$f\\g#h", "a%20b%26c%5C%7Cd%5C%2Ce%5C%24f%5C%5Cg%23h"),
+        ("é😀", "%C3%A9%F0%9F%98%80"), ("x\u{01}\u{7F}?=:/", "x%01%7F?=:/"),
+    ])
+    func appendingATokenEncodesItAfterThePrefix(token: String, encoded: String) {
+        #expect(ConditionalURL.appending(token: token, to: "Patient?identifier=s|") == "Patient?identifier=s|" + encoded)
+        #expect(ConditionalURL.encodeToken(token) == encoded)
     }
 
     @Test func plainIdentifiersStayReadable() {
