@@ -72,30 +72,24 @@ struct ConversionRun {
 
     // MARK: Lookups
 
-    /// Reads every source that lookups index, once per source, into the lookup tables.
+    /// Reads every source that lookups index, once per source, into the lookup tables (as bytes: no String per field).
     private mutating func buildLookups() throws -> LookupTables {
-        let tables = LookupTables(count: mapping.lookups.count)
+        let tables = LookupTables(mapping: mapping)
         let stepSources = Set(mapping.steps.map(\.sourceIndex))
         let bySource = Dictionary(grouping: mapping.lookups.indices, by: { mapping.lookups[$0].sourceIndex })
         for sourceIndex in bySource.keys.sorted() {
             let indexes = bySource[sourceIndex]!
             let names = indexes.map { mapping.lookups[$0].name }.joined(separator: ", ")
             let task = "lookup \(names)"
-            try read(sourceIndex: sourceIndex, task: task, reportReaderRejects: !stepSources.contains(sourceIndex)) { record, run in
+            try read(sourceIndex: sourceIndex, task: task, reportReaderRejects: !stepSources.contains(sourceIndex), as: .bytes) { record, run in
+                guard case .bytes(let record) = record else { return }
                 for li in indexes {
                     let lookup = run.mapping.lookups[li]
-                    let key: String
-                    switch record.values[lookup.keyColumn] {
-                    case .single(let s): key = s
-                    case .list(let l): key = l.first ?? ""
-                    }
-                    if key.isEmpty { continue }
-                    if !tables.add(index: li, key: key, row: record.values, multiple: lookup.multiple) {
+                    if case .duplicate(let key) = tables.add(index: li, record: record, keyColumn: lookup.keyColumn, multiple: lookup.multiple) {
                         try run.reject(sourceIndex: sourceIndex, line: record.line, task: task, key: key,
                                        reason: "duplicate key in column '\(run.mapping.sources[sourceIndex].fieldNames[lookup.keyColumn])' for lookup '\(lookup.name)'; the first row with this key is used")
                     }
                 }
-                return
             }
         }
         return tables
@@ -125,7 +119,8 @@ struct ConversionRun {
         var rejected = 0
         let task = "step \(step.name)"
         let before = rejectCount
-        try read(sourceIndex: step.sourceIndex, task: task, reportReaderRejects: true) { record, run in
+        try read(sourceIndex: step.sourceIndex, task: task, reportReaderRejects: true, as: .strings) { record, run in
+            guard case .strings(let record) = record else { return }
             rows += 1
             switch evaluator.evaluate(record.values) {
             case .failure(let failure):
@@ -178,9 +173,17 @@ struct ConversionRun {
 
     // MARK: Reading
 
+    /// How `read` hands records over.
+    private enum Reading { case strings, bytes }
+    private enum Record {
+        case strings(SourceRecord)
+        /// Valid during the call only: the next record reuses its storage.
+        case bytes(RecordBytes)
+    }
+
     /// Streams a source, handing records to `handle` and filing the reader's own rejects; records source statistics.
-    private mutating func read(sourceIndex: Int, task: String, reportReaderRejects: Bool,
-                               _ handle: (SourceRecord, inout ConversionRun) throws -> Void) throws {
+    private mutating func read(sourceIndex: Int, task: String, reportReaderRejects: Bool, as reading: Reading,
+                               _ handle: (Record, inout ConversionRun) throws -> Void) throws {
         let source = mapping.sources[sourceIndex]
         let reader: any RecordReader
         do {
@@ -192,14 +195,29 @@ struct ConversionRun {
         progress?.started(task: task, source: source.declaration.file, totalBytes: total)
         var rows = 0
         var readerRejectCount = 0
+        var bytes = RecordBytes()
         while true {
-            let next: ReadResult?
-            do { next = try reader.next() } catch { throw ConvertError.source(name: source.name, underlying: error) }
+            let next: BytesReadResult?
+            var record: SourceRecord?
+            do {
+                switch reading {
+                case .bytes:
+                    next = try reader.next(into: &bytes)
+                case .strings:
+                    switch try reader.next() {
+                    case nil: next = nil
+                    case .reject(let line, let reason): next = .reject(line: line, reason: reason)
+                    case .record(let r):
+                        record = r
+                        next = .record
+                    }
+                }
+            } catch { throw ConvertError.source(name: source.name, underlying: error) }
             guard let next else { break }
             rows += 1
             switch next {
-            case .record(let record):
-                try handle(record, &self)
+            case .record:
+                try handle(record.map { .strings($0) } ?? .bytes(bytes), &self)
             case .reject(let line, let reason):
                 readerRejectCount += 1
                 if reportReaderRejects { try reject(sourceIndex: sourceIndex, line: line, task: task, key: nil, reason: reason) }

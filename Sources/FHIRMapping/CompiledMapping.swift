@@ -29,6 +29,8 @@ public struct CompiledLookup: Sendable {
     public let keyColumn: Int
     public let multiple: Bool
     public let rejectWhenMissing: Bool
+    /// The columns of the source that templates read through this lookup (the others need not be kept in memory).
+    public internal(set) var columnsRead: Set<Int> = []
 }
 
 /// How a step's resources travel to the server.
@@ -175,7 +177,7 @@ enum Value: Sendable {
     case string(String)
     case bool(Bool)
     case list([Value])
-    case record([FieldValue])
+    case record(LookupRow)
 }
 
 /// Built-in functions; arguments that must be known when the mapping is checked are resolved into the case.

@@ -86,6 +86,7 @@ public struct MappingCompiler {
         }
 
         var steps: [CompiledStep] = []
+        var columnsRead: [Int: Set<Int>] = [:]
         for (stepIndex, step) in document.steps.enumerated() {
             let si = try sourceIndex(step.source.name, at: step.source.location, sources)
             guard let kind = BundleKind(rawValue: step.bundle.name) else {
@@ -99,10 +100,12 @@ public struct MappingCompiler {
             for (ri, r) in step.resources.enumerated() {
                 resources.append(try compileResource(r.template, name: r.name, identity: identities[stepIndex][ri], scope: &scope))
             }
+            columnsRead.merge(scope.columnsRead) { $0.union($1) }
             steps.append(CompiledStep(
                 name: step.name, sourceIndex: si, bundle: kind, resources: resources,
                 usesLocalReferences: scope.usesLocalReferences, dependsOn: Array(Set(scope.dependsOn)).sorted(), location: step.location))
         }
+        for i in lookups.indices { lookups[i].columnsRead = columnsRead[lookups[i].sourceIndex] ?? [] }
         return CompiledMapping(document: document, sources: sources, lookups: lookups, steps: try uploadOrder(steps), limits: limits, maps: maps)
     }
 

@@ -50,31 +50,6 @@ public final class ProducedResource: Sendable {
     public var json: JSONValue { (try? JSONParser.parse(bytes)) ?? .null }
 }
 
-/// The lookup tables of a mapping, filled from their sources before the steps run.
-public final class LookupTables: @unchecked Sendable {
-    private var single: [[String: [FieldValue]]]
-    private var multiple: [[String: [[FieldValue]]]]
-
-    public init(count: Int) {
-        single = Array(repeating: [:], count: count)
-        multiple = Array(repeating: [:], count: count)
-    }
-
-    /// Adds a row to lookup `index`. Returns false when a single-row lookup already holds `key`.
-    public func add(index: Int, key: String, row: [FieldValue], multiple isMultiple: Bool) -> Bool {
-        if isMultiple {
-            multiple[index][key, default: []].append(row)
-            return true
-        }
-        if single[index][key] != nil { return false }
-        single[index][key] = row
-        return true
-    }
-
-    func row(_ index: Int, _ key: String) -> [FieldValue]? { single[index][key] }
-    func rows(_ index: Int, _ key: String) -> [[FieldValue]] { multiple[index][key] ?? [] }
-}
-
 /// Counts how often a combination of values has occurred so far in a step, for `occurrence()`: identical source
 /// rows (Synthea repeats some lab results) get distinct, still deterministic, identifiers.
 final class OccurrenceCounter: @unchecked Sendable {
@@ -465,8 +440,8 @@ private struct Context {
         case .alias(let slot): return slot < aliases.count ? aliases[slot] : .null
         case .field(let base, let column, _):
             switch try evaluate(base) {
-            case .record(let r): return Value(r[column])
-            case .list(let rows): return .list(rows.map { if case .record(let r) = $0 { return Value(r[column]) } else { return .null } })
+            case .record(let r): return r.value(column)
+            case .list(let rows): return .list(rows.map { if case .record(let r) = $0 { return r.value(column) } else { return .null } })
             default: return .null
             }
         case .lookup(let index, let keyExpr):

@@ -30,6 +30,8 @@ struct Scope {
     let stepNames: [String]
     var dependsOn: [Int]
     var usesLocalReferences: Bool
+    /// Columns read from rows of other sources (lookup results), by source index.
+    var columnsRead: [Int: Set<Int>] = [:]
 
     mutating func pushAlias(_ name: String, type: StaticType) -> Int {
         let slot = nextSlot
@@ -74,6 +76,7 @@ struct Scope {
                 guard let col = sources[s].fieldNames.firstIndex(of: field) else {
                     throw fail(at, "source '\(sources[s].name)' has no column '\(field)'\(mapping.suggest(field, sources[s].fieldNames))")
                 }
+                columnsRead[s, default: []].insert(col)
                 let isList = if case .records = b.type { true } else { false }
                 return (.field(b.expression, column: col, name: field), isList ? .list : .scalar)
             default:

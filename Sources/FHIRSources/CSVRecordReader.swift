@@ -99,12 +99,7 @@ public final class CSVRecordReader: RecordReader {
         while true {
             guard let row = try readRow() else { return nil }
             if row.fieldCount == 1 && rowBytes.isEmpty && !row.quoted { continue }  // blank line
-            if row.unterminated {
-                return .reject(line: row.line, reason: "a quoted field is never closed (the quote opened on this line runs to the end of the file)")
-            }
-            guard row.fieldCount == fieldNames.count else {
-                return .reject(line: row.line, reason: "expected \(fieldNames.count) fields, found \(row.fieldCount)")
-            }
+            if let reason = problem(row) { return .reject(line: row.line, reason: reason) }
             var values: [FieldValue] = []
             values.reserveCapacity(row.fieldCount)
             var failed: Int?
@@ -123,6 +118,51 @@ public final class CSVRecordReader: RecordReader {
                 return .reject(line: row.line, reason: "invalid UTF-8 in field \(i + 1) (column '\(fieldNames[i])')")
             }
             return .record(SourceRecord(line: row.line, values: values))
+        }
+    }
+
+    /// `next()` without Strings: the row's bytes are checked for UTF-8 and copied into `record`.
+    public func next(into record: inout RecordBytes) throws -> BytesReadResult? {
+        while true {
+            guard let row = try readRow() else { return nil }
+            if row.fieldCount == 1 && rowBytes.isEmpty && !row.quoted { continue }  // blank line
+            if let reason = problem(row) { return .reject(line: row.line, reason: reason) }
+            if let i = invalidUTF8Field() {
+                return .reject(line: row.line, reason: "invalid UTF-8 in field \(i + 1) (column '\(fieldNames[i])')")
+            }
+            record.line = row.line
+            record.bytes.removeAll(keepingCapacity: true)
+            record.bytes.append(contentsOf: rowBytes)
+            record.ends.removeAll(keepingCapacity: true)
+            record.ends.append(contentsOf: fieldEnds)
+            record.lists.removeAll(keepingCapacity: true)
+            return .record
+        }
+    }
+
+    /// Why a row read whole is still a reject (an unclosed quote, a wrong field count), or nil.
+    private func problem(_ row: RawRow) -> String? {
+        if row.unterminated {
+            return "a quoted field is never closed (the quote opened on this line runs to the end of the file)"
+        }
+        guard row.fieldCount == fieldNames.count else {
+            return "expected \(fieldNames.count) fields, found \(row.fieldCount)"
+        }
+        return nil
+    }
+
+    /// The index of the first field of the current row that is not UTF-8, or nil.
+    private func invalidUTF8Field() -> Int? {
+        rowBytes.withUnsafeBufferPointer { p in
+            var acc: UInt8 = 0
+            for b in p { acc |= b }
+            if acc < 0x80 { return nil }  // ASCII
+            var from = 0
+            for (i, to) in fieldEnds.enumerated() {
+                if String(validating: UnsafeBufferPointer(rebasing: p[from..<to]), as: UTF8.self) == nil { return i }
+                from = to
+            }
+            return nil
         }
     }
 

@@ -20,7 +20,7 @@ func mappingError(_ yaml: String, fields: [String: [String]]) -> MappingError? {
 
 /// Evaluates one row of step `step` (by name) and returns the resources as compact JSON strings, or the failure.
 func evaluate(_ mapping: CompiledMapping, step: String, row: [String], lookups: [(lookup: String, rows: [[String]])] = []) -> Result<[String], RowFailure> {
-    let tables = LookupTables(count: mapping.lookups.count)
+    let tables = LookupTables(mapping: mapping)
     for (name, rows) in lookups {
         let index = mapping.lookups.firstIndex { $0.name == name }!
         let spec = mapping.lookups[index]

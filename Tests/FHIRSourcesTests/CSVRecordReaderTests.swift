@@ -108,6 +108,27 @@ struct CSVRecordReaderTests {
         }
     }
 
+    /// Lookups read CSV as bytes: the same records, lines and rejects as the String form, field for field.
+    @Test func readingAsBytesGivesTheSameRecordsAndRejectsAsReadingStrings() throws {
+        var bytes = Array("id,name,note\n1,José,\"a,\"\"b\"\"\nc\"\n2,x\n3,".utf8)
+        bytes += [0xC3, 0x28]
+        bytes += Array(",y\n\n4,,\"\"\r\n5,日本,z\n6,\"open\n".utf8)
+        let path = temporaryFile(bytes)
+        let expected = try readAll(CSVRecordReader(path: path))
+        let reader = try CSVRecordReader(path: path)
+        var record = RecordBytes()
+        var got: [ReadResult] = []
+        while let r = try reader.next(into: &record) {
+            switch r {
+            case .reject(let line, let reason): got.append(.reject(line: line, reason: reason))
+            case .record: got.append(.record(SourceRecord(line: record.line, values: record.ends.indices.map { record.value($0) })))
+            }
+        }
+        #expect(got == expected)
+        #expect(expected.count == 6)
+        #expect(reader.sha256 == (try shellSHA256(path)))
+    }
+
     @Test func sha256AndByteCountCoverTheWholeFileAcrossBufferRefills() throws {
         var text = "id,text\n"
         for i in 0..<60_000 { text += "\(i),\"value \(i), with comma\"\n" }
