@@ -16,6 +16,23 @@ public struct PlannedEntry: Sendable {
     }
 }
 
+/// The entries of one group (one source row's resources), as the assembler reads them: entries of a producer that
+/// keeps its resources in its own buffer are written into the bundle without being copied into arrays first.
+public protocol EntryGroup {
+    var entryCount: Int { get }
+    /// Calls `body` with entry `i`: its compact resource bytes (valid during the call), conditional URL and full URL.
+    func withEntry<R>(_ i: Int, _ body: (_ resource: UnsafeBufferPointer<UInt8>, _ url: String, _ fullUrl: String) throws -> R) rethrows -> R
+}
+
+extension Array: EntryGroup where Element == PlannedEntry {
+    public var entryCount: Int { count }
+
+    public func withEntry<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>, String, String) throws -> R) rethrows -> R {
+        let entry = self[i]
+        return try entry.compactResource.withUnsafeBufferPointer { try body($0, entry.url, entry.fullUrl) }
+    }
+}
+
 /// How a step's groups are packed into bundles.
 public enum BundlePacking: String, Sendable {
     case batch
@@ -85,29 +102,31 @@ public final class BundleAssembler {
     }
 
     /// Adds one group (one source row's resources). Throws `GroupTooLarge` when the group alone breaks a limit.
-    public func add(group: [PlannedEntry]) throws {
-        guard !group.isEmpty else { return }
-        let conditional = group.contains { $0.url.utf8.contains(UInt8(ascii: "?")) }
+    public func add(group: some EntryGroup) throws {
+        let count = group.entryCount
+        guard count > 0 else { return }
+        var conditional = false
+        for i in 0..<count where group.withEntry(i, { _, url, _ in url.utf8.contains(UInt8(ascii: "?")) }) { conditional = true }
         switch packing {
         case .batch:
-            for entry in group {
+            for i in 0..<count {
                 try append(count: 1, cap: limits.batchEntries) { out in
                     separate(&out, first: true)
-                    writeEntry(entry, fullUrl: false, into: &out)
+                    group.withEntry(i) { resource, url, _ in writeEntry(resource, url: url, fullUrl: nil, into: &out) }
                 }
             }
         case .transaction:
             let cap = transactionCap(conditional: conditional)
-            guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
-            try append(count: group.count, cap: cap) { out in
-                for (i, entry) in group.enumerated() {
+            guard count <= cap else { throw GroupTooLarge(message: transactionTooLarge(count, cap, conditional)) }
+            try append(count: count, cap: cap) { out in
+                for i in 0..<count {
                     separate(&out, first: i == 0)
-                    writeEntry(entry, fullUrl: true, into: &out)
+                    group.withEntry(i) { writeEntry($0, url: $1, fullUrl: $2, into: &out) }
                 }
             }
         case .batchOfTransactions:
             let cap = transactionCap(conditional: conditional)
-            guard group.count <= cap else { throw GroupTooLarge(message: transactionTooLarge(group.count, cap, conditional)) }
+            guard count <= cap else { throw GroupTooLarge(message: transactionTooLarge(count, cap, conditional)) }
             try append(count: 1, cap: limits.batchEntries) { out in
                 separate(&out, first: true)
                 writeInnerTransaction(group, into: &out)
@@ -133,35 +152,36 @@ public final class BundleAssembler {
     private static let resourceHead = Array(#""resource":"#.utf8)
     private static let requestHead = Array(#","request":{"method":"PUT","url":"#.utf8)
 
-    /// One entry: spliced from the compact resource for one-line layout, serialised for pretty layout.
-    private func writeEntry(_ entry: PlannedEntry, fullUrl: Bool, into out: inout [UInt8]) {
+    /// One entry (with `fullUrl` in transactions): spliced from the compact resource for one-line layout,
+    /// serialised for pretty layout.
+    private func writeEntry(_ resource: UnsafeBufferPointer<UInt8>, url: String, fullUrl: String?, into out: inout [UInt8]) {
         if layout == .pretty {
-            out.append(contentsOf: serialise(entryValue(entry, fullUrl: fullUrl)))
+            out.append(contentsOf: serialise(entryValue(resource, url: url, fullUrl: fullUrl)))
             return
         }
-        if fullUrl {
+        if let fullUrl {
             out.append(contentsOf: BundleAssembler.fullUrlHead)
-            JSONWriter.writeString(entry.fullUrl, into: &out)
+            JSONWriter.writeString(fullUrl, into: &out)
             out.append(UInt8(ascii: ","))
         } else {
             out.append(UInt8(ascii: "{"))
         }
         out.append(contentsOf: BundleAssembler.resourceHead)
-        out.append(contentsOf: entry.compactResource)
+        out.append(contentsOf: resource)
         out.append(contentsOf: BundleAssembler.requestHead)
-        JSONWriter.writeString(entry.url, into: &out)
+        JSONWriter.writeString(url, into: &out)
         out.append(UInt8(ascii: "}"))
         out.append(UInt8(ascii: "}"))
     }
 
     /// A batch entry holding the group as an inner transaction (`POST /`).
-    private func writeInnerTransaction(_ group: [PlannedEntry], into out: inout [UInt8]) {
+    private func writeInnerTransaction(_ group: some EntryGroup, into out: inout [UInt8]) {
         if layout == .pretty {
             let inner = JSONValue.object([
                 JSONMember("resource", .object([
                     JSONMember("resourceType", .string("Bundle")),
                     JSONMember("type", .string("transaction")),
-                    JSONMember("entry", .array(group.map { entryValue($0, fullUrl: true) })),
+                    JSONMember("entry", .array((0..<group.entryCount).map { i in group.withEntry(i) { entryValue($0, url: $1, fullUrl: $2) } })),
                 ])),
                 JSONMember("request", .object([JSONMember("method", .string("POST")), JSONMember("url", .string("/"))])),
             ])
@@ -169,9 +189,9 @@ public final class BundleAssembler {
             return
         }
         out.append(contentsOf: BundleAssembler.innerTransactionHead)
-        for (i, entry) in group.enumerated() {
+        for i in 0..<group.entryCount {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            writeEntry(entry, fullUrl: true, into: &out)
+            group.withEntry(i) { writeEntry($0, url: $1, fullUrl: $2, into: &out) }
         }
         out.append(contentsOf: BundleAssembler.innerTransactionTail)
     }
@@ -182,12 +202,12 @@ public final class BundleAssembler {
     }
 
     /// A Bundle.entry in FHIR element order: fullUrl, resource, request.
-    private func entryValue(_ entry: PlannedEntry, fullUrl: Bool) -> JSONValue {
+    private func entryValue(_ resource: UnsafeBufferPointer<UInt8>, url: String, fullUrl: String?) -> JSONValue {
         var members: [JSONMember] = []
-        if fullUrl { members.append(JSONMember("fullUrl", .string(entry.fullUrl))) }
+        if let fullUrl { members.append(JSONMember("fullUrl", .string(fullUrl))) }
         // Indented layout only: the compact bytes are our own output, so they parse.
-        members.append(JSONMember("resource", (try? JSONParser.parse(entry.compactResource)) ?? .null))
-        members.append(JSONMember("request", .object([JSONMember("method", .string("PUT")), JSONMember("url", .string(entry.url))])))
+        members.append(JSONMember("resource", (try? JSONParser.parse(Array(resource))) ?? .null))
+        members.append(JSONMember("request", .object([JSONMember("method", .string("PUT")), JSONMember("url", .string(url))])))
         return .object(members)
     }
 

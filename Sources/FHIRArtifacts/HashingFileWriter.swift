@@ -57,6 +57,13 @@ public final class HashingFileWriter {
         if buffer.count >= HashingFileWriter.flushThreshold { try flush() }
     }
 
+    /// Buffers `bytes` (a line of NDJSON, say) followed by `terminator`.
+    public func write(_ bytes: UnsafeBufferPointer<UInt8>, then terminator: UInt8) throws(ArtifactError) {
+        buffer.append(contentsOf: bytes)
+        buffer.append(terminator)
+        if buffer.count >= HashingFileWriter.flushThreshold { try flush() }
+    }
+
     public func write(_ byte: UInt8) throws(ArtifactError) {
         buffer.append(byte)
         if buffer.count >= HashingFileWriter.flushThreshold { try flush() }

@@ -16,8 +16,8 @@ struct ConversionRun {
     private var rejects: HashingFileWriter
     private var rejectCount = 0
     private var ndjson: [String: HashingFileWriter] = [:]
-    /// The writer each resource template of the current step used last, to skip the dictionary on the hot path.
-    private var stepWriters: [(type: String, writer: HashingFileWriter)?] = []
+    /// The NDJSON writer of each resource template of the current step, to skip the dictionary on the hot path.
+    private var stepWriters: [HashingFileWriter?] = []
     private var artifacts: [Manifest.Artifact] = []
     private var sourceStats: [Int: Manifest.Source] = [:]
     private var resourceCounts: [String: Int] = [:]
@@ -99,7 +99,6 @@ struct ConversionRun {
 
     private mutating func runStep(_ index: Int, lookups: LookupTables) throws -> Manifest.Step {
         let step = mapping.steps[index]
-        stepWriters = []
         let evaluator = StepEvaluator(mapping: mapping, stepIndex: index, lookups: lookups)
         let folderName = "bundles/" + pad(index + 1, 2) + "-" + step.name
         try folder.makeFolder(folderName)
@@ -119,44 +118,44 @@ struct ConversionRun {
         var rejected = 0
         let task = "step \(step.name)"
         let before = rejectCount
+        stepWriters = Array(repeating: nil, count: step.resources.count)
+        let produced = RowResources()
+        let group = RowGroup(row: produced)
         try read(sourceIndex: step.sourceIndex, task: task, reportReaderRejects: true, as: .strings) { record, run in
             guard case .strings(let record) = record else { return }
             rows += 1
-            switch evaluator.evaluate(record.values) {
-            case .failure(let failure):
+            if let failure = evaluator.evaluate(record.values, into: produced) {
                 try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
                                reason: failure.message, value: failure.value)
-            case .success(let resources):
-                if resources.isEmpty {
-                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
-                                   reason: "filtered: the $if of every resource of this step is false")
+                return
+            }
+            let resources = produced.resources
+            if resources.isEmpty {
+                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
+                               reason: "filtered: the $if of every resource of this step is false")
+                return
+            }
+            run.rowHashes.removeAll(keepingCapacity: true)
+            for resource in resources { run.rowHashes.append(FastHash.hash128(resource.conditionalURL)) }
+            for (i, h) in run.rowHashes.enumerated() {
+                if let first = run.seenIdentifiers.line(of: h) {
+                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources[i].identifierValue,
+                                   reason: "duplicate identifier: line \(first) already produced \(step.resources[resources[i].member].resourceType) with this identifier; a conditional update would overwrite it")
                     return
-                }
-                run.rowHashes.removeAll(keepingCapacity: true)
-                for resource in resources { run.rowHashes.append(identifierHash(resource)) }
-                for (i, h) in run.rowHashes.enumerated() {
-                    if let first = run.seenIdentifiers.line(of: h) {
-                        try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources[i].identifierValue,
-                                       reason: "duplicate identifier: line \(first) already produced \(resources[i].resourceType) with this identifier; a conditional update would overwrite it")
-                        return
-                    }
-                }
-                do {
-                    try assembler.add(group: resources.map {
-                        PlannedEntry(compactResource: $0.bytes, url: $0.conditionalURL, fullUrl: $0.fullUrl)
-                    })
-                } catch let tooLarge as GroupTooLarge {
-                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources.first?.identifierValue,
-                                   reason: tooLarge.message + "; raise the limit or split the group")
-                    return
-                }
-                for h in run.rowHashes { run.seenIdentifiers.insert(h, line: record.line) }
-                for resource in resources {
-                    try run.writeNDJSON(member: resource.member, type: resource.resourceType, line: resource.ndjsonBytes ?? resource.bytes)
-                    perMember[resource.member] += 1
                 }
             }
-            return
+            do {
+                try assembler.add(group: group)
+            } catch let tooLarge as GroupTooLarge {
+                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources.first?.identifierValue,
+                               reason: tooLarge.message + "; raise the limit or split the group")
+                return
+            }
+            for h in run.rowHashes { run.seenIdentifiers.insert(h, line: record.line) }
+            for (i, resource) in resources.enumerated() {
+                try produced.withNDJSONForm(i) { try run.writeNDJSON(member: resource.member, of: step, line: $0) }
+                perMember[resource.member] += 1
+            }
         }
         try assembler.finish()
         rejected = rejectCount - before
@@ -253,26 +252,35 @@ struct ConversionRun {
         rejectCount += 1
     }
 
-    mutating func writeNDJSON(member: Int, type: String, line: [UInt8]) throws {
+    /// Appends a resource to its type's NDJSON file (one file per type, shared by every step that writes the type).
+    mutating func writeNDJSON(member: Int, of step: CompiledStep, line: UnsafeBufferPointer<UInt8>) throws {
+        if let writer = stepWriters[member] {
+            try writer.write(line, then: UInt8(ascii: "\n"))
+            return
+        }
+        let type = step.resources[member].resourceType
         let writer: HashingFileWriter
-        if member < stepWriters.count, let w = stepWriters[member], w.type == type {
-            writer = w.writer
-        } else if let w = ndjson[type] {
+        if let w = ndjson[type] {
             writer = w
         } else {
             writer = try folder.writer("ndjson/\(type).ndjson")
             ndjson[type] = writer
         }
-        if member >= stepWriters.count { stepWriters.append(contentsOf: repeatElement(nil, count: member + 1 - stepWriters.count)) }
-        stepWriters[member] = (type, writer)
-        try writer.write(line)
-        try writer.write(UInt8(ascii: "\n"))
+        stepWriters[member] = writer
+        try writer.write(line, then: UInt8(ascii: "\n"))
     }
 }
 
-/// A 128-bit hash of the conditional URL (type, system and value), so the identifier index costs 16 bytes a resource.
-func identifierHash(_ r: ProducedResource) -> UInt128 {
-    FastHash.hash128(r.conditionalURL)
+/// A row's resources as the bundle assembler reads them: straight from the evaluator's buffer.
+private struct RowGroup: EntryGroup {
+    let row: RowResources
+
+    var entryCount: Int { row.resources.count }
+
+    func withEntry<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>, String, String) throws -> R) rethrows -> R {
+        let r = row.resources[i]
+        return try row.withBundleForm(i) { try body($0, r.conditionalURL, r.fullUrl) }
+    }
 }
 
 func pad(_ n: Int, _ width: Int) -> String {

@@ -50,6 +50,55 @@ public final class ProducedResource: Sendable {
     public var json: JSONValue { (try? JSONParser.parse(bytes)) ?? .null }
 }
 
+/// The resources of one row, rendered into one buffer that the conversion reuses from row to row.
+public final class RowResources {
+    /// One produced resource: its member, identity, and where its two forms lie in the buffer.
+    public struct Resource {
+        /// Index of the template in its step.
+        public let member: Int
+        public let identifierValue: String
+        /// `Type?identifier=system|value`, the URL of the conditional update.
+        public let conditionalURL: String
+        /// `urn:uuid:` derived from type and identifier; empty in batch steps, which do not use it.
+        public let fullUrl: String
+        var bundleForm: Range<Int>
+        var ndjsonForm: Range<Int>
+    }
+
+    // Used by one thread at a time, for every row: the state skips the runtime exclusivity checks.
+    /// The row's resources, in template order (members whose `$if` is false are left out).
+    @exclusivity(unchecked) public internal(set) var resources: [Resource] = []
+    @exclusivity(unchecked) var buffer = RenderBuffer()
+    @exclusivity(unchecked) var scratch = RenderBuffer(capacity: 1024)
+    @exclusivity(unchecked) var urns: [String?] = []
+    @exclusivity(unchecked) var conditionalURLs: [String?] = []
+
+    public init() {}
+
+    deinit {
+        buffer.free()
+        scratch.free()
+    }
+
+    func reset() {
+        resources.removeAll(keepingCapacity: true)
+        buffer.count = 0
+    }
+
+    /// Resource `i` in bundle form (`urn:uuid:` references to other members of its group), compact JSON; the bytes
+    /// are valid during the call only.
+    public func withBundleForm<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        let r = resources[i].bundleForm
+        return try body(UnsafeBufferPointer(start: buffer.base + r.lowerBound, count: r.count))
+    }
+
+    /// Resource `i` in NDJSON form (conditional references instead of `urn:uuid:`; usually the bundle form).
+    public func withNDJSONForm<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        let r = resources[i].ndjsonForm
+        return try body(UnsafeBufferPointer(start: buffer.base + r.lowerBound, count: r.count))
+    }
+}
+
 /// Counts how often a combination of values has occurred so far in a step, for `occurrence()`: identical source
 /// rows (Synthea repeats some lab results) get distinct, still deterministic, identifiers.
 final class OccurrenceCounter: @unchecked Sendable {
@@ -105,63 +154,76 @@ public struct StepEvaluator: Sendable {
 
     /// The resources that `row` becomes (members whose `$if` is false are left out), or the reason it cannot.
     public func evaluate(_ row: [FieldValue]) -> Result<[ProducedResource], RowFailure> {
+        let out = RowResources()
+        if let failure = evaluate(row, into: out) { return .failure(failure) }
+        return .success(out.resources.indices.map { i in
+            let r = out.resources[i]
+            let resource = step.resources[r.member]
+            let bytes = out.withBundleForm(i) { Array($0) }
+            let ndjson = out.withNDJSONForm(i) { Array($0) }
+            return ProducedResource(member: r.member, resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
+                                    identifierValue: r.identifierValue, bytes: bytes, ndjsonBytes: resource.usesLocalReferences ? ndjson : nil,
+                                    conditionalURL: r.conditionalURL, fullUrl: r.fullUrl)
+        })
+    }
+
+    /// Renders the resources of `row` into `out` (emptied first); returns why it cannot, or nil. The conversion calls
+    /// this for every row with the same `out`, so a row costs no object or array per resource.
+    public func evaluate(_ row: [FieldValue], into out: RowResources) -> RowFailure? {
+        out.reset()
         var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: true)
         do {
             // Conditions and identities first: `uuid(member)` may point at a member rendered later.
-            var identities: [MemberIdentity?] = []
-            identities.reserveCapacity(step.resources.count)
-            for resource in step.resources {
-                if let condition = resource.condition, !(try context.evaluate(condition).isTruthy) {
-                    identities.append(nil)
-                    continue
-                }
+            for (i, resource) in step.resources.enumerated() {
+                if let condition = resource.condition, !(try context.evaluate(condition).isTruthy) { continue }
                 let value = try context.identity(resource)
                 // Batch entries carry no fullUrl, so the SHA-1 behind a urn:uuid is spent only where it is written.
                 let urn = step.bundle == .batch
                     ? "" : NameUUID.urn(type: resource.resourceType, system: resource.identifierSystem, value: value)
                 // `Type?identifier=system|value`: the member's update URL, and what NDJSON refers to it by.
-                identities.append(MemberIdentity(value: value, urn: urn,
-                                                 conditionalURL: ConditionalURL.appending(token: value, to: resource.conditionalURLPrefix)))
+                out.resources.append(RowResources.Resource(
+                    member: i, identifierValue: value, conditionalURL: ConditionalURL.appending(token: value, to: resource.conditionalURLPrefix),
+                    fullUrl: urn, bundleForm: 0..<0, ndjsonForm: 0..<0))
             }
-            var urns: [String?] = []
-            var conditionalURLs: [String?] = []
             if step.usesLocalReferences {
-                urns = identities.map { $0?.urn }
-                conditionalURLs = identities.map { $0?.conditionalURL }
-                context.memberURNs = urns
-            }
-            var out: [ProducedResource] = []
-            out.reserveCapacity(step.resources.count)
-            var buffer = RenderBuffer()
-            defer { buffer.free() }
-            for (i, resource) in step.resources.enumerated() {
-                guard let identity = identities[i] else { continue }
-                buffer.count = 0
-                guard try context.render(programs[i], at: 0, into: &buffer) else {
-                    throw RowFailure("resource '\(resource.name)' came out empty")
+                out.urns = Array(repeating: nil, count: step.resources.count)
+                out.conditionalURLs = out.urns
+                for r in out.resources {
+                    out.urns[r.member] = r.fullUrl
+                    out.conditionalURLs[r.member] = r.conditionalURL
                 }
-                let bytes = buffer.bytes
-                var ndjson: [UInt8]?
+                context.memberURNs = out.urns
+            }
+            for k in out.resources.indices {
+                let i = out.resources[k].member
+                let start = out.buffer.count
+                guard try context.render(programs[i], at: 0, into: &out.buffer) else {
+                    throw RowFailure("resource '\(step.resources[i].name)' came out empty")
+                }
+                let bundleForm = start..<out.buffer.count
+                var ndjsonForm = bundleForm
                 if swapsLocalReferences[i] {
-                    ndjson = LocalReferences.swap(in: bytes, urns: urns, conditionalURLs: conditionalURLs)
-                } else if resource.usesLocalReferences {
+                    out.scratch.count = 0
+                    LocalReferences.swap(in: UnsafeBufferPointer(start: out.buffer.base + start, count: bundleForm.count),
+                                         urns: out.urns, conditionalURLs: out.conditionalURLs, into: &out.scratch)
+                    ndjsonForm = out.buffer.count..<(out.buffer.count + out.scratch.count)
+                    out.buffer.append(bytes: UnsafeBufferPointer(start: out.scratch.base, count: out.scratch.count))
+                } else if step.resources[i].usesLocalReferences {
                     // NDJSON has no transaction to resolve urn:uuid references: render again with conditional ones.
-                    context.memberURNs = conditionalURLs
-                    buffer.count = 0
-                    _ = try context.render(programs[i], at: 0, into: &buffer)
-                    ndjson = buffer.bytes
-                    context.memberURNs = urns
+                    context.memberURNs = out.conditionalURLs
+                    let again = out.buffer.count
+                    _ = try context.render(programs[i], at: 0, into: &out.buffer)
+                    ndjsonForm = again..<out.buffer.count
+                    context.memberURNs = out.urns
                 }
-                out.append(ProducedResource(
-                    member: i, resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
-                    identifierValue: identity.value, bytes: bytes, ndjsonBytes: ndjson,
-                    conditionalURL: identity.conditionalURL, fullUrl: identity.urn))
+                out.resources[k].bundleForm = bundleForm
+                out.resources[k].ndjsonForm = ndjsonForm
             }
-            return .success(out)
+            return nil
         } catch let failure as RowFailure {
-            return .failure(failure)
+            return failure
         } catch {
-            return .failure(RowFailure("\(error)"))
+            return RowFailure("\(error)")
         }
     }
 
@@ -171,13 +233,6 @@ public struct StepEvaluator: Sendable {
         var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: false)
         return try? context.identity(first)
     }
-}
-
-/// What a row's member is known by: its identifier value, `urn:uuid:` and conditional URL.
-private struct MemberIdentity {
-    let value: String
-    let urn: String
-    let conditionalURL: String
 }
 
 /// The NDJSON form of a resource whose template uses `uuid(...)`: NDJSON has no transaction to resolve `urn:uuid:`
@@ -214,36 +269,31 @@ enum LocalReferences {
         }
     }
 
-    /// `bytes` with each JSON string `"urn:uuid:…"` that is a member's urn replaced by that member's conditional URL.
-    /// Urns are name-based UUIDs of type and identifier, so no other string of a resource holds one.
-    static func swap(in bytes: [UInt8], urns: [String?], conditionalURLs: [String?]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count + 64)
-        bytes.withUnsafeBufferPointer { p in
-            let base = p.baseAddress!
-            var copied = 0
-            var i = 0
-            while i < p.count, let hit = memchr(base + i, 0x22, p.count - i) {  // the next '"'
-                let at = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
-                i = at + 1
-                guard at + marker.count <= p.count, memcmp(base + at, marker, marker.count) == 0 else { continue }
-                for (j, urn) in urns.enumerated() {
-                    // `"` urn `"`
-                    guard let urn, let url = conditionalURLs[j] else { continue }
-                    let end = at + 1 + urn.utf8.count
-                    guard end < p.count, base[end] == 0x22,
-                          urn.utf8.withContiguousStorageIfAvailable({ memcmp(base + at + 1, $0.baseAddress!, $0.count) == 0 }) == true
-                    else { continue }
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: p[copied..<at]))
-                    JSONWriter.writeString(url, into: &out)
-                    i = end + 1
-                    copied = i
-                    break
-                }
+    /// Writes `p` into `out` with each JSON string `"urn:uuid:…"` that is a member's urn replaced by that member's
+    /// conditional URL. Urns are name-based UUIDs of type and identifier, so no other string of a resource holds one.
+    static func swap(in p: UnsafeBufferPointer<UInt8>, urns: [String?], conditionalURLs: [String?], into out: inout RenderBuffer) {
+        let base = p.baseAddress!
+        var copied = 0
+        var i = 0
+        while i < p.count, let hit = memchr(base + i, 0x22, p.count - i) {  // the next '"'
+            let at = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+            i = at + 1
+            guard at + marker.count <= p.count, memcmp(base + at, marker, marker.count) == 0 else { continue }
+            for (j, urn) in urns.enumerated() {
+                // `"` urn `"`
+                guard let urn, let url = conditionalURLs[j] else { continue }
+                let end = at + 1 + urn.utf8.count
+                guard end < p.count, base[end] == 0x22,
+                      urn.utf8.withContiguousStorageIfAvailable({ memcmp(base + at + 1, $0.baseAddress!, $0.count) == 0 }) == true
+                else { continue }
+                out.append(bytes: UnsafeBufferPointer(rebasing: p[copied..<at]))
+                JSONWriter.writeString(url, into: &out)
+                i = end + 1
+                copied = i
+                break
             }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: p[copied...]))
         }
-        return out
+        out.append(bytes: UnsafeBufferPointer(rebasing: p[copied...]))
     }
 
     private static let marker = Array("\"urn:uuid:".utf8)

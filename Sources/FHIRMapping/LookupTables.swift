@@ -79,22 +79,23 @@ struct LookupRow {
 }
 
 /// The rows of one lookup: bytes in an arena, an index from key to first row, and a chain for multi-row keys.
+// Filled by one thread, then only read: the state skips the runtime exclusivity checks.
 final class LookupTable: @unchecked Sendable {
     /// Columns kept (nil: all); the others read as empty.
     private let keep: [Bool]?
     /// Key and kept fields of every row, back to back.
-    private var bytes = RenderBuffer(capacity: 1 << 16)
+    @exclusivity(unchecked) private var bytes = RenderBuffer(capacity: 1 << 16)
     /// Per row: where its key ends, then where each of its fields ends. A row starts where the one before ends.
-    private var ends: [Int] = []
-    private var width = -1
+    @exclusivity(unchecked) private var ends: [Int] = []
+    @exclusivity(unchecked) private var width = -1
     /// List-valued fields (repeated XML children), by `row * width + column`; empty spans in `bytes`.
-    private var lists: [Int: [String]] = [:]
+    @exclusivity(unchecked) private var lists: [Int: [String]] = [:]
     /// Open addressing: the high 32 bits of the key's hash, and the row + 1 (0 for an empty slot).
-    private var slots: [UInt64] = Array(repeating: 0, count: 1 << 10)
+    @exclusivity(unchecked) private var slots: [UInt64] = Array(repeating: 0, count: 1 << 10)
     /// Rows with the same key, in order: `chain[row]` is the next row + 1, or 0; `tails` the last row per slot.
-    private var chain: [UInt32] = []
-    private var tails: [UInt32] = []
-    private(set) var count = 0
+    @exclusivity(unchecked) private var chain: [UInt32] = []
+    @exclusivity(unchecked) private var tails: [UInt32] = []
+    @exclusivity(unchecked) private(set) var count = 0
 
     deinit { bytes.free() }
 

@@ -32,7 +32,7 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
 public final class CSVRecordReader: RecordReader {
     // The reader is used by one thread at a time; its hot state skips the runtime exclusivity checks (about 6 a row).
     public let path: String
-    public private(set) var fieldNames: [String]
+    @exclusivity(unchecked) public private(set) var fieldNames: [String]
     @exclusivity(unchecked) public private(set) var bytesRead = 0
     private var digest: String?
     @exclusivity(unchecked) private var hasher = SHA256()
