@@ -129,32 +129,34 @@ struct ConversionRun {
                                reason: failure.message, value: failure.value)
                 return
             }
-            let resources = produced.resources
-            if resources.isEmpty {
+            let count = produced.resources.count
+            if count == 0 {
                 try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
                                reason: "filtered: the $if of every resource of this step is false")
                 return
             }
+            // Fields are read in place: a copy of a `Resource` retains its three strings.
             run.rowHashes.removeAll(keepingCapacity: true)
-            for resource in resources { run.rowHashes.append(FastHash.hash128(resource.conditionalURL)) }
+            for i in 0..<count { run.rowHashes.append(FastHash.hash128(produced.resources[i].conditionalURL)) }
             for (i, h) in run.rowHashes.enumerated() {
                 if let first = run.seenIdentifiers.line(of: h) {
-                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources[i].identifierValue,
-                                   reason: "duplicate identifier: line \(first) already produced \(step.resources[resources[i].member].resourceType) with this identifier; a conditional update would overwrite it")
+                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: produced.resources[i].identifierValue,
+                                   reason: "duplicate identifier: line \(first) already produced \(step.resources[produced.resources[i].member].resourceType) with this identifier; a conditional update would overwrite it")
                     return
                 }
             }
             do {
                 try assembler.add(group: group)
             } catch let tooLarge as GroupTooLarge {
-                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: resources.first?.identifierValue,
+                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: produced.resources[0].identifierValue,
                                reason: tooLarge.message + "; raise the limit or split the group")
                 return
             }
             for h in run.rowHashes { run.seenIdentifiers.insert(h, line: record.line) }
-            for (i, resource) in resources.enumerated() {
-                try produced.withNDJSONForm(i) { try run.writeNDJSON(member: resource.member, of: step, line: $0) }
-                perMember[resource.member] += 1
+            for i in 0..<count {
+                let member = produced.resources[i].member
+                try produced.withNDJSONForm(i) { try run.writeNDJSON(member: member, of: step, line: $0) }
+                perMember[member] += 1
             }
         }
         try assembler.finish()
@@ -278,8 +280,7 @@ private struct RowGroup: EntryGroup {
     var entryCount: Int { row.resources.count }
 
     func withEntry<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>, String, String) throws -> R) rethrows -> R {
-        let r = row.resources[i]
-        return try row.withBundleForm(i) { try body($0, r.conditionalURL, r.fullUrl) }
+        try row.withBundleForm(i) { try body($0, row.resources[i].conditionalURL, row.resources[i].fullUrl) }
     }
 }
 

@@ -40,14 +40,33 @@ public enum NameUUID {
     /// `urn:uuid:` and the version-5 UUID of `type|system|value` in fhirbundle's namespace: the full URL of a
     /// resource in a transaction. Hashed part by part and formatted in one allocation (it runs for every resource).
     public static func urn(type: String, system: String, value: String) -> String {
-        var hasher = Insecure.SHA1()
-        fhirbundleNamespace.withUnsafeBytes { hasher.update(bufferPointer: $0) }
-        update(&hasher, type)
-        update(&hasher, "|")
-        update(&hasher, system)
-        update(&hasher, "|")
-        update(&hasher, value)
-        return format(hasher, prefix: "urn:uuid:")
+        var type = type, system = system, value = value
+        return type.withUTF8 { t in
+            system.withUTF8 { s in
+                value.withUTF8 { v in
+                    // The whole name in one buffer and one update: each update of the hasher costs far more than copying.
+                    let size = 16 + t.count + 1 + s.count + 1 + v.count
+                    return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: size) { name in
+                        var o = 0
+                        func put(_ bytes: UnsafeBufferPointer<UInt8>) {
+                            if let base = bytes.baseAddress { (name.baseAddress! + o).initialize(from: base, count: bytes.count) }
+                            o += bytes.count
+                        }
+                        fhirbundleNamespace.withUnsafeBufferPointer { put($0) }
+                        put(t)
+                        name[o] = UInt8(ascii: "|")
+                        o += 1
+                        put(s)
+                        name[o] = UInt8(ascii: "|")
+                        o += 1
+                        put(v)
+                        var hasher = Insecure.SHA1()
+                        hasher.update(bufferPointer: UnsafeRawBufferPointer(name))
+                        return format(hasher, prefix: "urn:uuid:")
+                    }
+                }
+            }
+        }
     }
 
     private static func update(_ hasher: inout Insecure.SHA1, _ text: String) {
