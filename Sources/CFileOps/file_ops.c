@@ -32,3 +32,17 @@ int file_ops_start_writeback(int fd, long long offset, long long count) {
     return 0;
 #endif
 }
+
+int file_ops_release_written(int fd, long long offset, long long count) {
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    if (sync_file_range(fd, offset, count,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+        return -1;
+    }
+    (void)posix_fadvise(fd, offset, count, POSIX_FADV_DONTNEED);
+    return 0;
+#else
+    (void)fd; (void)offset; (void)count;
+    return 0;
+#endif
+}

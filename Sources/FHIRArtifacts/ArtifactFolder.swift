@@ -16,6 +16,8 @@ public final class ArtifactFolder {
     /// Where they are written until `commit()`.
     public let staging: String
     private var committed = false
+    /// Keeps the page cache held by the artifacts bounded while they are written.
+    private let writeBehind = WriteBehind()
 
     /// Prepares a staging folder beside `target`. Refuses a target that exists but is not an artifact folder, so a
     /// mistyped `--out` never replaces someone's files.
@@ -69,13 +71,14 @@ public final class ArtifactFolder {
 
     /// Opens a hashed writer for `relative`.
     public func writer(_ relative: String) throws(ArtifactError) -> HashingFileWriter {
-        try HashingFileWriter(path: staging + "/" + relative)
+        try HashingFileWriter(path: staging + "/" + relative, writeBehind: writeBehind)
     }
 
     /// Replaces the target with the staging folder.
     public func commit() throws(ArtifactError) {
         let fm = FileManager.default
         // Everything written reaches the disk before the swap makes it visible.
+        try writeBehind.drain()
         let dir = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 {
             defer { close(dir) }
@@ -103,6 +106,7 @@ public final class ArtifactFolder {
 
     /// Moves the staging folder to `path` (replacing what is there) instead of the target, for review.
     public func keep(at path: String) throws(ArtifactError) {
+        try writeBehind.drain()
         try? FileManager.default.removeItem(atPath: path)
         guard rename(staging, path) == 0 else { throw .posix(path, "keeping the artifacts for review") }
         committed = true
@@ -110,6 +114,7 @@ public final class ArtifactFolder {
 
     /// Removes the staging folder, leaving the target as it was.
     public func discard() {
+        try? writeBehind.drain()  // closes the files still open
         try? FileManager.default.removeItem(atPath: staging)
         committed = true
     }

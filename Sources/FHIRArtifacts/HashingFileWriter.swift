@@ -35,17 +35,28 @@ public final class HashingFileWriter {
     @exclusivity(unchecked) public private(set) var size = 0
     private static let flushThreshold = 1 << 20
 
-    public init(path: String) throws(ArtifactError) {
+    /// Where written ranges go to be released from the page cache; nil to leave them to the kernel.
+    private let writeBehind: WriteBehind?
+    private let file: WriteBehind.File?
+
+    public init(path: String, writeBehind: WriteBehind? = nil) throws(ArtifactError) {
         self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 { throw .posix(path, "creating the file") }
+        self.fd = fd
+        self.writeBehind = writeBehind
+        file = writeBehind == nil ? nil : WriteBehind.File(fd: fd, path: path)
         buffer.reserveCapacity(HashingFileWriter.flushThreshold + 4096)
     }
 
     private var closed = false
 
     deinit {
-        if !closed { close(fd) }
+        if !closed { closeFile() }
+    }
+
+    private func closeFile() {
+        if let writeBehind, let file { writeBehind.close(file) } else { close(fd) }
     }
 
     public func write(_ bytes: [UInt8]) throws(ArtifactError) {
@@ -94,7 +105,11 @@ public final class HashingFileWriter {
         if !ok { throw .posix(path, "writing") }
         // Start writing these bytes to disk now, without waiting: a conversion writes gigabytes, and letting them
         // pile up as dirty pages makes the kernel stall the writer (and the final sync) later. Advisory only.
-        _ = file_ops_start_writeback(fd, Int64(size - bytes.count), Int64(bytes.count))
+        if let writeBehind, let file {
+            writeBehind.wrote(file, offset: size - bytes.count, count: bytes.count)
+        } else {
+            _ = file_ops_start_writeback(fd, Int64(size - bytes.count), Int64(bytes.count))
+        }
     }
 
     /// Flushes and closes; returns the file's SHA-256 and size. Durability comes from one sync of the whole staging
@@ -102,7 +117,11 @@ public final class HashingFileWriter {
     public func finish() throws(ArtifactError) -> (sha256: String, size: Int) {
         try flush()
         closed = true
-        if close(fd) != 0 { throw .posix(path, "closing") }
+        if writeBehind != nil {
+            closeFile()  // write-back failures surface from `WriteBehind.drain()`
+        } else if close(fd) != 0 {
+            throw .posix(path, "closing")
+        }
         return (Hex.encode(hasher.finalize()), size)
     }
 }

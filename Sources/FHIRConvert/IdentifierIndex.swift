@@ -1,60 +1,53 @@
 /// The identifiers written so far (type, system and value hashed to 128 bits) with the line that wrote each.
 ///
-/// An open-addressing table of plain integers: about 24 bytes a resource and no per-lookup hashing beyond the
-/// 128-bit key itself, because every resource of a run passes through it.
+/// An open-addressing table of plain integers, about 20 bytes a resource. Every resource of a run probes it at a
+/// random place, so the probe reads one array only (the keys; a line is read back only for a duplicate): on a
+/// large run each probe is a cache miss, and three parallel arrays made it three.
 struct IdentifierIndex {
-    private var high: [UInt64]
-    private var low: [UInt64]
+    /// 0 marks an empty slot; a real key 0 is stored as 1 (a 2^-128 collision).
+    private var keys: [UInt128]
     private var lines: [Int32]
     private(set) var count = 0
 
     init(capacity: Int = 1 << 12) {
-        high = Array(repeating: 0, count: capacity)
-        low = Array(repeating: 0, count: capacity)
+        keys = Array(repeating: 0, count: capacity)
         lines = Array(repeating: 0, count: capacity)
     }
 
     /// The line that first wrote `key`, or nil.
     func line(of key: UInt128) -> Int? {
-        let (h, l) = split(key)
-        let mask = high.count - 1
-        var i = Int(truncatingIfNeeded: l) & mask
-        while lines[i] != 0 {
-            if high[i] == h && low[i] == l { return Int(lines[i]) }
-            i = (i + 1) & mask
-        }
-        return nil
+        let i = slot(of: key == 0 ? 1 : key)
+        return keys[i] == 0 ? nil : Int(lines[i])
     }
 
-    /// Records `key` as written by `line` (≥ 1).
+    /// Records `key` as written by `line` (≥ 1); a key already present keeps its first line.
     mutating func insert(_ key: UInt128, line: Int) {
-        if (count + 1) * 4 > high.count * 3 { grow() }
-        let (h, l) = split(key)
-        let mask = high.count - 1
-        var i = Int(truncatingIfNeeded: l) & mask
-        while lines[i] != 0 {
-            if high[i] == h && low[i] == l { return }
-            i = (i + 1) & mask
-        }
-        high[i] = h
-        low[i] = l
+        if (count + 1) * 4 > keys.count * 3 { grow() }
+        let k = key == 0 ? 1 : key
+        let i = slot(of: k)
+        guard keys[i] == 0 else { return }
+        keys[i] = k
         lines[i] = Int32(clamping: max(line, 1))
         count += 1
     }
 
-    private func split(_ key: UInt128) -> (UInt64, UInt64) {
-        (UInt64(truncatingIfNeeded: key >> 64), UInt64(truncatingIfNeeded: key))
+    /// The slot holding `key`, or the empty slot where it goes.
+    @inline(__always)
+    private func slot(of key: UInt128) -> Int {
+        let mask = keys.count - 1
+        var i = Int(truncatingIfNeeded: UInt64(truncatingIfNeeded: key)) & mask
+        while keys[i] != 0 && keys[i] != key { i = (i + 1) & mask }
+        return i
     }
 
     private mutating func grow() {
-        let old = (high, low, lines)
-        let capacity = high.count * 2
-        high = Array(repeating: 0, count: capacity)
-        low = Array(repeating: 0, count: capacity)
-        lines = Array(repeating: 0, count: capacity)
-        count = 0
-        for i in old.2.indices where old.2[i] != 0 {
-            insert(UInt128(old.0[i]) << 64 | UInt128(old.1[i]), line: Int(old.2[i]))
+        let (oldKeys, oldLines) = (keys, lines)
+        keys = Array(repeating: 0, count: oldKeys.count * 2)
+        lines = Array(repeating: 0, count: oldKeys.count * 2)
+        for i in oldKeys.indices where oldKeys[i] != 0 {
+            let j = slot(of: oldKeys[i])
+            keys[j] = oldKeys[i]
+            lines[j] = oldLines[i]
         }
     }
 }

@@ -58,6 +58,7 @@ struct JSONTape {
             if filled == bytes.count { size = bytes.count * 2 }  // it grew while read
         }
         bytes.removeLast(bytes.count - filled)
+        FileStreaming.release(fd, offset: 0, count: filled)
         return true
     }
 
