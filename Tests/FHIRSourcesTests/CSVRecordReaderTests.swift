@@ -2,9 +2,17 @@ import FHIRSources
 import Foundation
 import Testing
 
+/// This test process's folder for temporary files, removed when the process exits (tests write hundreds).
+private let scratchPath = NSTemporaryDirectory() + "fhirsources-tests-\(getpid())"
+private let scratch: String = {
+    try? FileManager.default.createDirectory(atPath: scratchPath, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: scratchPath) }
+    return scratchPath
+}()
+
 /// Writes `bytes` to a temporary file and returns its path.
 func temporaryFile(_ bytes: [UInt8], suffix: String = ".csv") -> String {
-    let path = NSTemporaryDirectory() + "fhirsources-\(UUID().uuidString)\(suffix)"
+    let path = scratch + "/\(UUID().uuidString)\(suffix)"
     FileManager.default.createFile(atPath: path, contents: Data(bytes))
     return path
 }

@@ -9,6 +9,14 @@ import Testing
 import Glibc
 #endif
 
+/// This test process's folder for the converted fixtures, removed when the process exits.
+private let fixtureScratchPath = NSTemporaryDirectory() + "upload-fixtures-\(getpid())"
+private let fixtureScratch: String = {
+    try? FileManager.default.createDirectory(atPath: fixtureScratchPath, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: fixtureScratchPath) }
+    return fixtureScratchPath
+}()
+
 /// Artifact folders for the upload tests, converted once and copied per test (each test gets its own journal).
 enum UploadFixtures {
     static let root: String = {
@@ -22,7 +30,7 @@ enum UploadFixtures {
     private static let synthea = convert("synthea/mapping.yaml", batchSize: 100)
 
     private static func convert(_ mapping: String, batchSize: Int?) -> String {
-        let dir = NSTemporaryDirectory() + "upload-fixture-\(UUID().uuidString)"
+        let dir = fixtureScratch + "/\(UUID().uuidString)"
         var options = ConvertOptions(mappingPath: root + "/fixtures/" + mapping, outputPath: dir)
         if let batchSize { options.limitOverrides["batchEntries"] = batchSize }
         _ = try! Converter(options: options).run()

@@ -139,10 +139,18 @@ struct ManifestValidationTests {
     }
 }
 
+/// This test process's folder for the limit tests' artifact folders, removed when the process exits.
+private let scratchPath = NSTemporaryDirectory() + "limits-tests-\(getpid())"
+private let scratch: String = {
+    try? FileManager.default.createDirectory(atPath: scratchPath, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: scratchPath) }
+    return scratchPath
+}()
+
 /// Size limits, on bundles made to break them.
 struct LimitValidationTests {
     private func folder(_ bundle: String) -> String {
-        let dir = NSTemporaryDirectory() + "limits-\(UUID().uuidString)"
+        let dir = scratch + "/\(UUID().uuidString)"
         try? FileManager.default.createDirectory(atPath: dir + "/01", withIntermediateDirectories: true)
         FileManager.default.createFile(atPath: dir + "/01/0001.json", contents: Data(bundle.utf8))
         return dir
