@@ -26,14 +26,18 @@ public final class WriteBehind {
     }
 
     private let window: Int
+    /// At most this many ranges wait, whatever their size: each may hold a file open (thousands of small bundles
+    /// would otherwise run out of file descriptors).
+    private let maxRanges: Int
     private var ranges: [(file: File, offset: Int, count: Int)] = []
     private var head = 0
     private var pendingBytes = 0
     /// The first write-back failure, reported by `drain()`.
     private var failure: ArtifactError?
 
-    public init(window: Int = 64 << 20) {
+    public init(window: Int = 64 << 20, maxRanges: Int = 256) {
         self.window = window
+        self.maxRanges = maxRanges
     }
 
     /// Notes that `count` bytes at `offset` of `file` were written: starts their write-back now, without waiting,
@@ -43,7 +47,7 @@ public final class WriteBehind {
         ranges.append((file, offset, count))
         file.pendingRanges += 1
         pendingBytes += count
-        while pendingBytes > window { releaseOldest() }
+        while pendingBytes > window || ranges.count - head > maxRanges { releaseOldest() }
     }
 
     /// Closes `file` now if nothing of it is waiting, else once its last range is released.
