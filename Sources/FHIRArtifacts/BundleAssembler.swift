@@ -105,8 +105,7 @@ public final class BundleAssembler {
     public func add(group: some EntryGroup) throws {
         let count = group.entryCount
         guard count > 0 else { return }
-        var conditional = false
-        for i in 0..<count where group.withEntry(i, { _, url, _ in url.utf8.contains(UInt8(ascii: "?")) }) { conditional = true }
+        let conditional = (0..<count).contains { i in group.withEntry(i) { _, url, _ in url.utf8.contains(UInt8(ascii: "?")) } }
         switch packing {
         case .batch:
             for i in 0..<count {

@@ -104,7 +104,8 @@ public final class HashingFileWriter {
         }
         if !ok { throw .posix(path, "writing") }
         // Start writing these bytes to disk now, without waiting: a conversion writes gigabytes, and letting them
-        // pile up as dirty pages makes the kernel stall the writer (and the final sync) later. Advisory only.
+        // pile up as dirty pages makes the kernel stall the writer (and the final sync) later. Behind a window, the
+        // pages are also released once on disk (see `WriteBehind`).
         if let writeBehind, let file {
             writeBehind.wrote(file, offset: size - bytes.count, count: bytes.count)
         } else {

@@ -18,7 +18,8 @@ public struct RowFailure: Error, Sendable, Equatable {
 }
 
 /// One resource produced from a row, as compact JSON bytes, with what bundling needs: its conditional URL and
-/// `urn:uuid:` full URL. A class, because the conversion hands it on several times per row.
+/// `urn:uuid:` full URL, each in arrays of its own: for callers that keep a row's resources (tests, tools). The
+/// conversion reads them in place from `RowResources` instead.
 public final class ProducedResource: Sendable {
     /// Index of the template in its step.
     public let member: Int
@@ -160,9 +161,9 @@ public struct StepEvaluator: Sendable {
             let r = out.resources[i]
             let resource = step.resources[r.member]
             let bytes = out.withBundleForm(i) { Array($0) }
-            let ndjson = out.withNDJSONForm(i) { Array($0) }
+            let ndjson = resource.usesLocalReferences ? out.withNDJSONForm(i) { Array($0) } : nil
             return ProducedResource(member: r.member, resourceType: resource.resourceType, identifierSystem: resource.identifierSystem,
-                                    identifierValue: r.identifierValue, bytes: bytes, ndjsonBytes: resource.usesLocalReferences ? ndjson : nil,
+                                    identifierValue: r.identifierValue, bytes: bytes, ndjsonBytes: ndjson,
                                     conditionalURL: r.conditionalURL, fullUrl: r.fullUrl)
         })
     }
@@ -186,8 +187,11 @@ public struct StepEvaluator: Sendable {
                     fullUrl: urn, bundleForm: 0..<0, ndjsonForm: 0..<0))
             }
             if step.usesLocalReferences {
-                out.urns = Array(repeating: nil, count: step.resources.count)
-                out.conditionalURLs = out.urns
+                // Refilled in place: the arrays keep their storage from row to row.
+                out.urns.removeAll(keepingCapacity: true)
+                out.urns.append(contentsOf: repeatElement(nil, count: step.resources.count))
+                out.conditionalURLs.removeAll(keepingCapacity: true)
+                out.conditionalURLs.append(contentsOf: repeatElement(nil, count: step.resources.count))
                 for r in out.resources {
                     out.urns[r.member] = r.fullUrl
                     out.conditionalURLs[r.member] = r.conditionalURL
