@@ -3,6 +3,9 @@
 
 usage: derive-fhir-definitions.py [PACKAGE.tgz] [--out-dir DIR]
 
+PACKAGE.tgz defaults to the copy in the repository, schemas/fhir-r4/hl7.fhir.r4.core-4.0.1.tgz (origin and
+checksum in schemas/fhir-r4/README.md).
+
 Writes, relative to DIR (default: the repository root):
   schemas/fhir-r4-definitions.json                  condensed tables, for people and other tools
   Sources/FHIRDefinitions/Generated/R4Definitions.swift   the same tables embedded for the Swift runtime
@@ -18,7 +21,7 @@ import tarfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, ".."))
-DEFAULT_PACKAGE = os.path.normpath(os.path.join(ROOT, "..", "shared", "fhir-r4", "hl7.fhir.r4.core-4.0.1.tgz"))
+DEFAULT_PACKAGE = os.path.join(ROOT, "schemas", "fhir-r4", "hl7.fhir.r4.core-4.0.1.tgz")
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 REGEX_EXT = "http://hl7.org/fhir/StructureDefinition/regex"
 SEP = "|"  # between codes; derive() checks no code contains it
@@ -219,6 +222,8 @@ def main():
         out_dir = sys.argv[sys.argv.index("--out-dir") + 1]
         args = [a for a in args if a != out_dir]
     package = args[0] if args else DEFAULT_PACKAGE
+    if not os.path.isfile(package):
+        sys.exit(f"error: {package}: no such file; pass the official hl7.fhir.r4.core 4.0.1 package (.tgz)")
     types, primitives, bindings = derive(package)
     os.makedirs(os.path.join(out_dir, "schemas"), exist_ok=True)
     os.makedirs(os.path.join(out_dir, "Sources", "FHIRDefinitions", "Generated"), exist_ok=True)
