@@ -92,6 +92,9 @@ let package = Package(
         ),
 
         // MARK: Tests
+        // What every test target shares: the repository root, built executables, a process runner, and the
+        // external programs some tests need (found, or a failure that says what to install).
+        .target(name: "FHIRTestSupport", path: "Tests/FHIRTestSupport", swiftSettings: swiftSettings),
         // A FHIR server that behaves as Medplum documents and injects faults, for the uploader's tests and benchmark.
         .target(
             name: "FHIRTestServer",
@@ -102,22 +105,23 @@ let package = Package(
         ),
         // The same server as a process (`scripts/benchmark-upload.sh` runs the uploader against it).
         .executableTarget(name: "fhir-test-server", dependencies: ["FHIRTestServer"], path: "Tests/fhir-test-server", swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRTestSupportTests", dependencies: ["FHIRTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRSourcesTests", dependencies: ["FHIRSources"], swiftSettings: swiftSettings),
-        .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions"], swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions", "FHIRTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRUploadTests",
-            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRValidation", "FHIRTestServer", "fhirupload",
+            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRValidation", "FHIRTestServer", "FHIRTestSupport", "fhirupload",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "FHIRValidationTests", dependencies: ["FHIRValidation", "FHIRModel", "FHIRConvert"], swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRValidationTests", dependencies: ["FHIRValidation", "FHIRModel", "FHIRConvert", "FHIRTestSupport"], swiftSettings: swiftSettings),
         // Runs the built executable; depends on it so that `swift test` builds it first.
-        .testTarget(name: "EndToEndTests", dependencies: ["fhirbundle"], swiftSettings: swiftSettings),
+        .testTarget(name: "EndToEndTests", dependencies: ["fhirbundle", "FHIRTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRConvertTests",
-            dependencies: ["FHIRConvert", "FHIRModel", "FHIRSources", "FHIRArtifacts"],
+            dependencies: ["FHIRConvert", "FHIRModel", "FHIRSources", "FHIRArtifacts", "FHIRTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,34 +1,12 @@
+import FHIRTestSupport
 import Foundation
 import Testing
 
 /// The built `fhirbundle` executable, run as a user would: exit statuses, output streams, help.
 struct CommandLineTests {
-    private static let root: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-
-    /// The executable beside the test bundle (.build/debug or .build/release).
-    private static let executable: String = {
-        var dir = Bundle.main.bundleURL
-        if dir.pathExtension == "xctest" { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent("fhirbundle").path
-    }()
-
-    private func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.executable)
-        p.arguments = arguments
-        p.currentDirectoryURL = URL(fileURLWithPath: Self.root)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    /// Runs the built `fhirbundle` from the repository root, as the README's commands do.
+    private func run(_ arguments: [String]) throws -> ProcessResult {
+        try runProcess(TestRepository.builtExecutable("fhirbundle"), arguments, currentDirectory: TestRepository.root)
     }
 
     @Test func convertAndValidateTheExampleExitZero() throws {

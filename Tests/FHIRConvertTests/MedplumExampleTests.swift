@@ -104,8 +104,9 @@ struct MedplumExampleTests {
         try convert(fixture("medplum-example/mapping.yaml"), out: out + "/out")
         let manifest = try Manifest(json: JSONParser.parse(Array(read(out + "/out/manifest.json").utf8)))
         #expect(manifest.resourceCounts == ["Patient": 2, "Condition": 3, "Encounter": 2, "ClinicalImpression": 2])
-        #expect(manifest.mapping.sha256 == sha256Hex(Array(FileManager.default.contents(atPath: fixture("medplum-example/mapping.yaml"))!)))
-        let patientsCSV = Array(FileManager.default.contents(atPath: fixture("medplum-example/patients.csv"))!)
+        let mappingFile = try #require(FileManager.default.contents(atPath: fixture("medplum-example/mapping.yaml")))
+        #expect(manifest.mapping.sha256 == sha256Hex(Array(mappingFile)))
+        let patientsCSV = Array(try #require(FileManager.default.contents(atPath: fixture("medplum-example/patients.csv"))))
         #expect(manifest.sources.first { $0.name == "patients" }?.sha256 == sha256Hex(patientsCSV))
         #expect(manifest.sources.first { $0.name == "patients" }?.rows == 2)
         for artifact in manifest.artifacts {

@@ -3,12 +3,9 @@ import FHIRModel
 import Foundation
 import Testing
 
-/// The Synthea mapping against the team's real Synthea CSV export (../shared/data/synthea-csv beside the checkout).
+/// The Synthea mapping against a real Synthea CSV export, third-party data (`fixtures/synthea/csv`, see its README).
 struct SyntheaTests {
-    private static let exportFolder = repositoryRoot + "/../shared/data/synthea-csv"
-
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: exportFolder + "/patients.csv"), "needs ../shared/data/synthea-csv"))
-    func syntheaExportConvertsWithZeroRejects() throws {
+    @Test func syntheaExportConvertsWithZeroRejects() throws {
         let out = temporaryFolder()
         defer { cleanup(out) }
         let summary = try convert(fixture("synthea/mapping.yaml"), out: out + "/out")

@@ -1,15 +1,9 @@
 import FHIRArtifacts
 import FHIRConvert
+import FHIRTestSupport
 import Foundation
 
-/// The repository root, found from this file's path (fixtures live outside any target).
-let repositoryRoot: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url.path
-}()
-
-func fixture(_ path: String) -> String { repositoryRoot + "/fixtures/" + path }
+func fixture(_ path: String) -> String { TestRepository.fixture(path) }
 
 /// A fresh temporary folder, removed by the caller with `cleanup`.
 func temporaryFolder(_ name: String = "fhirbundle-test") -> String {

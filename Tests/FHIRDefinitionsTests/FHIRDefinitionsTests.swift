@@ -1,4 +1,5 @@
 import FHIRDefinitions
+import FHIRTestSupport
 import Foundation
 import Testing
 
@@ -68,23 +69,18 @@ struct FHIRDefinitionsTests {
         #expect(r4.resourceTypes.count == 146)
     }
 
-    /// The embedded tables are exactly what the script derives from the official package.
+    /// The embedded tables are exactly what the script derives from the official package, which is in the
+    /// repository (`schemas/fhir-r4/`).
     @Test func generatedFilesMatchTheScriptsOutput() throws {
-        var root = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let root = TestRepository.root
         let out = NSTemporaryDirectory() + "fhir-defs-\(UUID().uuidString)"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", root.path + "/scripts/derive-fhir-definitions.py", "--out-dir", out]
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let run = try runProcess(try TestPrerequisite.python3.path(), [root + "/scripts/derive-fhir-definitions.py", "--out-dir", out])
+        try #require(run.status == 0, "scripts/derive-fhir-definitions.py failed: \(run.stderr)")
         for file in ["schemas/fhir-r4-definitions.json", "Sources/FHIRDefinitions/Generated/R4Definitions.swift"] {
             let generated = FileManager.default.contents(atPath: out + "/" + file)
-            let committed = FileManager.default.contents(atPath: root.path + "/" + file)
+            let committed = FileManager.default.contents(atPath: root + "/" + file)
             #expect(generated != nil && generated == committed, "\(file) is not what the script generates; run scripts/derive-fhir-definitions.py")
         }
-        try? FileManager.default.removeItem(atPath: out)
     }
 }

@@ -1,6 +1,7 @@
 import FHIRConvert
 import FHIRModel
 import FHIRTestServer
+import FHIRTestSupport
 @testable import FHIRUpload
 import Foundation
 import Testing
@@ -18,28 +19,24 @@ private let fixtureScratch: String = {
 }()
 
 /// Artifact folders for the upload tests, converted once and copied per test (each test gets its own journal).
+///
+/// A conversion that fails is kept as its error, so each test that needs the folder fails with it and the others
+/// run on (a crash here would take the whole test process down).
 enum UploadFixtures {
-    static let root: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-
     private static let seed = convert("medplum-example/mapping.yaml", batchSize: nil)
     /// The Synthea mapping's output in bundles of 100 entries: about 26,000 resources in some 270 requests.
     private static let synthea = convert("synthea/mapping.yaml", batchSize: 100)
 
-    private static func convert(_ mapping: String, batchSize: Int?) -> String {
+    private static func convert(_ mapping: String, batchSize: Int?) -> Result<String, any Error> {
         let dir = fixtureScratch + "/\(UUID().uuidString)"
-        var options = ConvertOptions(mappingPath: root + "/fixtures/" + mapping, outputPath: dir)
+        var options = ConvertOptions(mappingPath: TestRepository.fixture(mapping), outputPath: dir)
         if let batchSize { options.limitOverrides["batchEntries"] = batchSize }
-        _ = try! Converter(options: options).run()
-        return dir
+        return Result { _ = try Converter(options: options).run(); return dir }
     }
 
     /// A fresh copy of the seed example's artifacts (Medplum's three steps, 9 resources).
-    static func seedCopy() throws -> String { try copy(seed) }
-    static func syntheaCopy() throws -> String { try copy(synthea) }
+    static func seedCopy() throws -> String { try copy(seed.get()) }
+    static func syntheaCopy() throws -> String { try copy(synthea.get()) }
 
     private static func copy(_ folder: String) throws -> String {
         let dir = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"
@@ -49,7 +46,7 @@ enum UploadFixtures {
 
     /// The resource counts the manifest promises.
     static func expectedCounts(_ folder: String) throws -> [String: Int] {
-        let manifest = try JSONParser.parse(Array(FileManager.default.contents(atPath: folder + "/manifest.json")!))
+        let manifest = try JSONParser.parse(Array(try #require(FileManager.default.contents(atPath: folder + "/manifest.json"))))
         var counts: [String: Int] = [:]
         for member in manifest["resourceCounts"]?.objectMembers ?? [] {
             if case .number(let n) = member.value { counts[member.key] = Int(n) }
@@ -80,10 +77,8 @@ enum UploadFixtures {
 
     /// Starts the built `fhirupload` (beside the test bundle) with `arguments`, output discarded.
     static func startUploader(_ arguments: [String]) throws -> Process {
-        var dir = Bundle.main.bundleURL
-        if dir.pathExtension == "xctest" { dir.deleteLastPathComponent() }
         let process = Process()
-        process.executableURL = dir.appendingPathComponent("fhirupload")
+        process.executableURL = URL(fileURLWithPath: TestRepository.builtExecutable("fhirupload"))
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import FHIRConvert
 import FHIRModel
 import NIOCore
+import FHIRTestSupport
 import FHIRUpload
 import Foundation
 import Testing
@@ -10,8 +11,8 @@ import Testing
 import Glibc
 #endif
 
-/// A real, independently written FHIR R4 server on loopback: PyPI's sekmet-fhir (SQLite). `.ci/run` installs it
-/// and sets SEKMET_BIN; without it these tests are skipped with that reason.
+/// A real, independently written FHIR R4 server on loopback: PyPI's sekmet-fhir (SQLite).
+/// `scripts/install-test-tools.sh` installs it; without it the tests that need it fail, saying so.
 final class SekmetServer {
     let base: String
     private let process: Process
@@ -25,7 +26,7 @@ final class SekmetServer {
             try await Task.sleep(nanoseconds: 100_000_000)
         }
         server.stop()
-        throw SekmetUnavailable()
+        throw SekmetUnavailable(executable: executable)
     }
 
     private init(executable: String) throws {
@@ -50,7 +51,11 @@ final class SekmetServer {
         try process.run()
     }
 
-    struct SekmetUnavailable: Error {}
+    /// The server started but did not answer `GET metadata` within 30 s.
+    struct SekmetUnavailable: Error, CustomStringConvertible {
+        let executable: String
+        var description: String { "\(executable) serve did not answer on 127.0.0.1 within 30 s" }
+    }
 
     /// A port nothing listens on now: bind port 0, read what the kernel chose, let it go.
     private static func freePort() -> Int {
@@ -95,20 +100,12 @@ final class SekmetServer {
 }
 
 struct SekmetUploadTests {
-    private static let sekmet = ProcessInfo.processInfo.environment["SEKMET_BIN"]
-    private static let root: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-
-    @Test(.enabled(if: sekmet != nil, "set SEKMET_BIN to a sekmet executable (pip install sekmet-fhir==0.1.1; .ci/run does)"))
-    func uploadTwiceThenRestartLeavesExactlyOneOfEachResource() async throws {
-        let server = try await SekmetServer.start(executable: Self.sekmet!)
+    @Test func uploadTwiceThenRestartLeavesExactlyOneOfEachResource() async throws {
+        let server = try await SekmetServer.start(executable: try TestPrerequisite.sekmet.path())
         defer { server.stop() }
         let folder = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        _ = try Converter(options: ConvertOptions(mappingPath: Self.root + "/fixtures/medplum-example/mapping.yaml", outputPath: folder)).run()
+        _ = try Converter(options: ConvertOptions(mappingPath: TestRepository.fixture("medplum-example/mapping.yaml"), outputPath: folder)).run()
         var options = UploadOptions(server: server.base)
         options.splitTransactions = true  // sekmet takes no nested bundles
         options.retry = RetryPolicy(maxAttempts: 3, baseDelay: 0.05, maxDelay: 0.2)
@@ -140,9 +137,8 @@ struct SekmetUploadTests {
     /// The Synthea output (about 26,000 resources, batches only): the uploader killed after a few seconds and run
     /// again, then a third run that finds nothing left to send, then verify. sekmet stores conditional references
     /// in a batch as they are (it does not resolve them), which verify does not look at.
-    @Test(.enabled(if: sekmet != nil, "set SEKMET_BIN to a sekmet executable (pip install sekmet-fhir==0.1.1; .ci/run does)"))
-    func syntheaInterruptedResumedAndVerifiedOnSekmet() async throws {
-        let server = try await SekmetServer.start(executable: Self.sekmet!)
+    @Test func syntheaInterruptedResumedAndVerifiedOnSekmet() async throws {
+        let server = try await SekmetServer.start(executable: try TestPrerequisite.sekmet.path())
         defer { server.stop() }
         let folder = try UploadFixtures.syntheaCopy()
         defer { try? FileManager.default.removeItem(atPath: folder) }
@@ -165,7 +161,7 @@ struct SekmetUploadTests {
     @Test func anAlteredFolderIsRefusedBeforeAnythingIsSent() async throws {
         let folder = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        _ = try Converter(options: ConvertOptions(mappingPath: Self.root + "/fixtures/medplum-example/mapping.yaml", outputPath: folder)).run()
+        _ = try Converter(options: ConvertOptions(mappingPath: TestRepository.fixture("medplum-example/mapping.yaml"), outputPath: folder)).run()
         let path = folder + "/bundles/01-patients/0001.json"
         try (try String(contentsOfFile: path, encoding: .utf8)).replacingOccurrences(of: "Doe", with: "Roe").write(toFile: path, atomically: true, encoding: .utf8)
         // Nothing listens here: a refusal must come before any connection.

@@ -1,25 +1,13 @@
 import FHIRTestServer
+import FHIRTestSupport
 import Foundation
 import Testing
 
 /// The built `fhirupload`, run as a user would: exit statuses, messages, credentials kept out of the output.
 @Suite(.serialized)
 struct UploadCommandLineTests {
-    private func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-        var dir = Bundle.main.bundleURL
-        if dir.pathExtension == "xctest" { dir.deleteLastPathComponent() }
-        let p = Process()
-        p.executableURL = dir.appendingPathComponent("fhirupload")
-        p.arguments = arguments
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    private func run(_ arguments: [String], environment: [String: String] = [:]) throws -> ProcessResult {
+        try runProcess(TestRepository.builtExecutable("fhirupload"), arguments, environment: environment)
     }
 
     @Test func uploadThenVerifyWithClientCredentialsExitZeroAndNeverShowTheSecret() async throws {

@@ -1,15 +1,12 @@
 import FHIRArtifacts
 import FHIRConvert
 import FHIRModel
+import FHIRTestSupport
 import FHIRUpload
 import Foundation
 import Testing
 
-private let root: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url.path
-}()
+private let root = TestRepository.root
 
 private func seedArtifacts() throws -> (folder: String, manifest: Manifest) {
     let dir = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"

@@ -1,14 +1,11 @@
 import FHIRConvert
 import FHIRModel
+import FHIRTestSupport
 import FHIRValidation
 import Foundation
 import Testing
 
-private let root: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url.path
-}()
+private let root = TestRepository.root
 
 private let ruleFolders: [String] = {
     let dir = root + "/fixtures/validation"
@@ -80,8 +77,7 @@ struct ManifestValidationTests {
         #expect(report.resources == 9)
     }
 
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: root + "/../shared/data/synthea-csv/patients.csv")))
-    func syntheaArtifactsValidateWithNoError() throws {
+    @Test func syntheaArtifactsValidateWithNoError() throws {
         let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         _ = try Converter(options: ConvertOptions(mappingPath: root + "/fixtures/synthea/mapping.yaml", outputPath: dir, toolVersion: "test")).run()
