@@ -7,7 +7,8 @@
 # It generates ROWS rows per table of the seed-shaped export (scripts/generate-seed-export.py: 4 resources per row
 # in three steps, the last a batch of Encounter+ClinicalImpression transactions), converts them, and uploads the
 # folder to the project's FHIR test server (Tests/fhir-test-server: Medplum's semantics, in memory, its own
-# process), once per concurrency, each time into a fresh server. With SEKMET_BIN set it uploads the Synthea
+# process), once per concurrency, each time into a fresh server. With sekmet available (SEKMET_BIN, by default the
+# one scripts/install-test-tools.sh puts in .venv-ci/) it also uploads the Synthea
 # mapping's output (fixtures/synthea, about 26,000 resources in batches) to sekmet-fhir (SQLite, much slower), a
 # fresh server per concurrency. Figures: wall time, resources written per second, the uploader's CPU (user+sys,
 # including its offline validation of the folder, which is also shown alone), CPU ms per resource and % of one
@@ -17,6 +18,7 @@ ROWS=${1:-20000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/fhirupload-bench.XXXXXX)}
 cd "$ROOT"
+if [ -z "${SEKMET_BIN:-}" ] && [ -x .venv-ci/bin/sekmet ]; then SEKMET_BIN="$ROOT/.venv-ci/bin/sekmet"; fi
 for product in fhirbundle fhirupload fhir-test-server; do swift build -c release --product "$product" >/dev/null; done
 BIN="$ROOT/.build/release"
 
