@@ -22,14 +22,18 @@ func mappingError(_ yaml: String, fields: [String: [String]]) -> MappingError? {
 func evaluate(_ mapping: CompiledMapping, step: String, row: [String], lookups: [(lookup: String, rows: [[String]])] = []) -> Result<[String], RowFailure> {
     let tables = LookupTables(mapping: mapping)
     for (name, rows) in lookups {
-        let index = mapping.lookups.firstIndex { $0.name == name }!
+        guard let index = mapping.lookups.firstIndex(where: { $0.name == name }) else {
+            return .failure(RowFailure("test setup: the mapping has no lookup '\(name)'"))
+        }
         let spec = mapping.lookups[index]
         for r in rows {
             guard case .single(let key) = FieldValue.single(r[spec.keyColumn]) else { continue }
             _ = tables.add(index: index, key: key, row: r.map { .single($0) }, multiple: spec.multiple)
         }
     }
-    let stepIndex = mapping.steps.firstIndex { $0.name == step }!
+    guard let stepIndex = mapping.steps.firstIndex(where: { $0.name == step }) else {
+        return .failure(RowFailure("test setup: the mapping has no step '\(step)'"))
+    }
     let evaluator = StepEvaluator(mapping: mapping, stepIndex: stepIndex, lookups: tables)
     return evaluator.evaluate(row.map { .single($0) }).map { $0.map { String(decoding: $0.bytes, as: UTF8.self) } }
 }
