@@ -10,12 +10,15 @@ public struct EntryOutcome: Sendable, Equatable {
     public var issues: [String]
     /// For a nested transaction: the status of each of its entries, from the inner transaction-response.
     public var innerStatuses: [Int] = []
+    /// For a nested transaction: the location of each of its entries.
+    public var innerLocations: [String?] = []
 
-    public init(status: Int, location: String?, issues: [String], innerStatuses: [Int] = []) {
+    public init(status: Int, location: String?, issues: [String], innerStatuses: [Int] = [], innerLocations: [String?] = []) {
         self.status = status
         self.location = location
         self.issues = issues
         self.innerStatuses = innerStatuses
+        self.innerLocations = innerLocations
     }
 
     public var succeeded: Bool { (200...299).contains(status) }
@@ -30,11 +33,14 @@ public struct EntryOutcome: Sendable, Equatable {
         return (json["entry"]?.arrayValue ?? []).map { entry in
             let response = entry["response"]
             var inner: [Int] = []
+            var innerLocations: [String?] = []
             if entry["resource"]?["type"]?.stringValue == "transaction-response" {
-                inner = (entry["resource"]?["entry"]?.arrayValue ?? []).map { status($0["response"]) }
+                let innerEntries = entry["resource"]?["entry"]?.arrayValue ?? []
+                inner = innerEntries.map { status($0["response"]) }
+                innerLocations = innerEntries.map { $0["response"]?["location"]?.stringValue }
             }
             return EntryOutcome(status: status(response), location: response?["location"]?.stringValue,
-                                issues: operationOutcomeIssues(response?["outcome"]), innerStatuses: inner)
+                                issues: operationOutcomeIssues(response?["outcome"]), innerStatuses: inner, innerLocations: innerLocations)
         }
     }
 
@@ -54,5 +60,25 @@ public struct EntryOutcome: Sendable, Equatable {
             }
             return s
         }
+    }
+}
+
+/// What a `response.location` says: `Patient/123/_history/1`, or the same below an absolute base URL.
+public enum ResourceLocation {
+    /// The resource type a location names, or nil when it does not look like `[base/]Type/id[/_history/v]`.
+    public static func type(of location: String) -> String? {
+        var path = Substring(location)
+        if let cut = path.firstIndex(where: { $0 == "?" || $0 == "#" }) { path = path[..<cut] }
+        let parts = path.split(separator: "/").map(String.init)
+        if let h = parts.lastIndex(of: "_history") { return h >= 2 ? parts[h - 2] : nil }
+        return parts.count >= 2 ? parts[parts.count - 2] : nil
+    }
+
+    /// The URL to read the resource at `location` from, below `base`; nil for a location on another origin.
+    static func readURL(_ location: String, base: String) -> String? {
+        var path = location
+        if let h = path.range(of: "/_history/") { path = String(path[..<h.lowerBound]) }
+        if Origin(path) != nil { return Origin(path) == Origin(base) ? path : nil }
+        return base + "/" + path.drop { $0 == "/" }
     }
 }

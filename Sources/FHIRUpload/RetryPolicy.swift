@@ -2,17 +2,31 @@
 ///
 /// Connection errors, timeouts, 408, 429 and 5xx are retried with exponential backoff and full jitter; a server's
 /// `Retry-After` wins, and so does the reset time of Medplum's `RateLimit` header (draft-ietf-httpapi-ratelimit-
-/// headers: `"requests";r=0;t=60`), since Medplum sends no `Retry-After` on 429.
+/// headers: `"requests";r=0;t=60`), since Medplum sends no `Retry-After` on 429. A server that asks for more than
+/// `maxServerWait` is not waited for: the run stops and says so, rather than stalling silently.
 public struct RetryPolicy: Sendable {
     public var maxAttempts: Int
     /// First backoff, in seconds; doubles each attempt up to `maxDelay`.
     public var baseDelay: Double
     public var maxDelay: Double
+    /// The longest wait a server may ask for (`Retry-After`, `RateLimit`), in seconds.
+    public var maxServerWait: Double
 
-    public init(maxAttempts: Int = 8, baseDelay: Double = 0.5, maxDelay: Double = 60) {
+    public init(maxAttempts: Int = 8, baseDelay: Double = 0.5, maxDelay: Double = 60, maxServerWait: Double = 300) {
         self.maxAttempts = maxAttempts
         self.baseDelay = baseDelay
         self.maxDelay = maxDelay
+        self.maxServerWait = maxServerWait
+    }
+
+    /// What to do after a failed attempt.
+    public enum Decision: Equatable, Sendable {
+        /// Wait this many seconds, then resend; `serverAsked` when the server's headers set the wait.
+        case retry(after: Double, serverAsked: Bool)
+        /// Every attempt has been made.
+        case exhausted
+        /// The server asks for a wait longer than `maxServerWait` (seconds asked).
+        case serverWaitTooLong(Double)
     }
 
     /// Whether an HTTP status is worth retrying (the request may succeed later unchanged).
@@ -20,14 +34,23 @@ public struct RetryPolicy: Sendable {
         status == 408 || status == 429 || (500...599).contains(status)
     }
 
-    /// Seconds to wait before attempt `attempt + 1` (attempt counts from 1), or nil when attempts are exhausted.
-    /// `random` gives a value in 0..<1 (injected so tests are deterministic).
+    /// The decision after attempt `attempt` (counting from 1). `random` gives a value in 0..<1 (injected so tests
+    /// are deterministic).
+    public func decision(afterAttempt attempt: Int, headers: [(name: String, value: String)] = [],
+                         random: () -> Double = { Double.random(in: 0..<1) }) -> Decision {
+        guard attempt < maxAttempts else { return .exhausted }
+        if let serverDelay = RetryPolicy.serverDelay(headers) {
+            return serverDelay > maxServerWait ? .serverWaitTooLong(serverDelay) : .retry(after: serverDelay, serverAsked: true)
+        }
+        let exponential = min(maxDelay, baseDelay * Double(1 << min(attempt - 1, 30)))
+        return .retry(after: exponential * random(), serverAsked: false)  // full jitter: spreads concurrent workers apart
+    }
+
+    /// Seconds to wait before attempt `attempt + 1`, or nil when the request should not be resent.
     public func delay(afterAttempt attempt: Int, headers: [(name: String, value: String)] = [],
                       random: () -> Double = { Double.random(in: 0..<1) }) -> Double? {
-        guard attempt < maxAttempts else { return nil }
-        if let serverDelay = RetryPolicy.serverDelay(headers) { return min(serverDelay, maxDelay * 10) }
-        let exponential = min(maxDelay, baseDelay * Double(1 << min(attempt - 1, 30)))
-        return exponential * random()  // full jitter: spreads concurrent workers apart
+        if case .retry(let seconds, _) = decision(afterAttempt: attempt, headers: headers, random: random) { return seconds }
+        return nil
     }
 
     /// The wait a response asks for: `Retry-After` (seconds), else the largest reset among exhausted `RateLimit`

@@ -5,14 +5,15 @@ import Foundation
 import Glibc
 #endif
 
-/// The uploader's memory across runs: an append-only, fsync'd (group commit, see `record`) NDJSON file in the artifact folder
-/// (`upload/journal.ndjson`) recording each request's entry outcomes.
+/// The uploader's memory across runs, for one server (`UploadTarget`): an append-only, fsync'd (group commit, see
+/// `record`) NDJSON file in the target's folder (`DIR/upload/<target>/journal.ndjson`) recording each request's
+/// entry outcomes.
 ///
 /// A rerun skips entries that succeeded, so killing the uploader at any moment loses at most the requests in
 /// flight, and those are safe to resend: every write is a conditional update. A torn last line (a kill during a
 /// write) is ignored. Credentials and resource contents are never written here.
 public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
-    public static let relativePath = "upload/journal.ndjson"
+    public static let fileName = "journal.ndjson"
 
     public let path: String
     private let lock = NSLock()
@@ -22,20 +23,19 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
     /// Request id → entries that failed permanently, with their outcome.
     private var failed: [String: [Int: EntryOutcome]] = [:]
 
-    /// Opens (or creates) the journal of the artifact folder `folder` and reads what earlier runs recorded.
-    /// `exclusive` (an upload) locks it, so that two uploaders never work on one folder at once (they would race
-    /// on the same identifiers); the lock goes with the process, however it ends.
-    public init(folder: String, exclusive: Bool = true) throws {
-        let dir = folder + "/upload"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        path = folder + "/" + UploadJournal.relativePath
+    /// Opens (or creates) the journal in `directory` (a target's folder) and reads what earlier runs recorded.
+    /// `exclusive` (an upload) locks it, so that two uploaders never work on one folder and server at once (they
+    /// would race on the same identifiers); the lock goes with the process, however it ends.
+    public init(directory: String, exclusive: Bool = true) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = directory + "/" + UploadJournal.fileName
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         if fd < 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
         if exclusive && flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let busy = errno == EWOULDBLOCK
             let reason = String(cString: strerror(errno))
             close(fd)
-            throw busy ? UploadError.busy(folder: folder) : UploadError.journal(path: path, message: reason)
+            throw busy ? UploadError.busy(folder: directory) : UploadError.journal(path: path, message: reason)
         }
         if let data = FileManager.default.contents(atPath: path) {
             for line in data.split(separator: 0x0A) {
@@ -62,6 +62,11 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
         if ftruncate(fd, 0) != 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
         succeeded = [:]
         failed = [:]
+    }
+
+    /// How many entries earlier runs wrote, over all requests.
+    public var succeededCount: Int {
+        lock.withLock { succeeded.values.reduce(0) { $0 + $1.count } }
     }
 
     /// Indexes of the entries of `request` that an earlier run already wrote.
@@ -146,7 +151,7 @@ public enum UploadError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .busy(let folder): return "another fhirupload is uploading \(folder) right now; wait for it to end (two at once would race on the same identifiers)"
+        case .busy(let folder): return "another fhirupload is uploading this folder to the same server right now (journal \(folder)); wait for it to end (two at once would race on the same identifiers)"
         case .journal(let path, let message): return "\(path): the journal cannot be written: \(message)"
         case .plan(let file, let message): return "\(file): \(message)"
         }

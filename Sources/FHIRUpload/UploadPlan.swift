@@ -2,28 +2,45 @@ import FHIRArtifacts
 import FHIRModel
 import Foundation
 
-/// One HTTP request of an upload: a bundle file, or one inner transaction of a batch-of-transactions bundle when
-/// the server does not take nested bundles (`--split-transactions`).
+/// Which part of a bundle file one request sends, when it is not the whole file.
+public enum RequestPart: Sendable, Equatable {
+    /// The k-th inner transaction of a batch-of-transactions (`--split-transactions`).
+    case innerTransaction(Int)
+    /// Entries `range` of a batch, sent as a transaction: for a server that stores the conditional references of
+    /// batch entries unresolved (FHIR requires their resolution in transactions only).
+    case transactionChunk(Int, Range<Int>)
+}
+
+/// One HTTP request of an upload: a bundle file, or a part of one (`RequestPart`).
 public struct UploadRequest: Sendable {
-    /// Stable id for the journal: the bundle path, plus `#k` for the k-th inner transaction.
+    /// Stable id for the journal: the bundle path, plus `#k` for the k-th inner transaction or `~txk` for the
+    /// k-th transaction chunk of a batch.
     public let id: String
     public let file: String
-    /// For a split batch-of-transactions: which entry of the file's bundle this inner transaction is.
-    public let innerIndex: Int?
+    public let part: RequestPart?
     public let entryCount: Int
     /// Resources it writes (the entries of nested transactions counted one by one).
     public let resourceCount: Int
     /// Hashes of the conditional URLs this request writes: two requests that write the same identifier must not be
     /// in flight together (servers can create duplicates when two conditional updates race).
     public let writes: [UInt128]
+    /// True for a whole batch file whose plain entries hold conditional references (`Patient?identifier=…`):
+    /// the requests whose links depend on the server resolving them in a batch.
+    public let batchConditionalReferences: Bool
 
     /// The body to POST to the server's base URL, read from the folder now (the plan keeps no bodies).
     public func loadBody(folder: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: folder + "/" + file) else {
             throw UploadError.plan(file: file, message: "the bundle is missing")
         }
-        guard let innerIndex else { return Array(data) }
-        return try UploadPlan.innerTransactions(Array(data), file: file)[innerIndex] ?? []
+        guard let part else { return Array(data) }
+        return try UploadPlan.bodies(Array(data), file: file, parts: [part])[partIndex(part)] ?? []
+    }
+}
+
+private func partIndex(_ part: RequestPart) -> Int {
+    switch part {
+    case .innerTransaction(let k), .transactionChunk(let k, _): return k
     }
 }
 
@@ -32,8 +49,11 @@ public struct UploadRequest: Sendable {
 public struct UploadPlan: Sendable {
     public let steps: [(name: String, requests: [UploadRequest])]
 
-    /// Reads the manifest's steps and their bundle files from `folder`.
-    public static func make(folder: String, manifest: Manifest, splitTransactions: Bool) throws -> UploadPlan {
+    /// Reads the manifest's steps and their bundle files from `folder`. With `batchesAsTransactions`, a batch
+    /// file whose entries hold conditional references becomes transactions of `transactionSize` entries.
+    public static func make(folder: String, manifest: Manifest, splitTransactions: Bool, batchesAsTransactions: Bool = false,
+                            transactionSize: Int? = nil) throws -> UploadPlan {
+        let chunk = max(1, transactionSize ?? manifest.limits.conditionalTransactionEntries)
         var steps: [(String, [UploadRequest])] = []
         for step in manifest.steps {
             var requests: [UploadRequest] = []
@@ -48,19 +68,28 @@ public struct UploadPlan: Sendable {
                 }
                 let entries = bundle["entry"]?.arrayValue ?? []
                 let nested = entries.contains { $0["request"]?["url"]?.stringValue == "/" }
+                let conditional = !nested && bundle["type"]?.stringValue == "batch"
+                    && entries.contains { $0["resource"].map(ReferenceWalk.hasConditionalReference) ?? false }
                 if splitTransactions && nested {
                     for (k, entry) in entries.enumerated() {
                         guard let inner = entry["resource"] else { continue }
                         let innerEntries = inner["entry"]?.arrayValue ?? []
-                        requests.append(UploadRequest(id: "\(file)#\(k)", file: file, innerIndex: k, entryCount: innerEntries.count,
-                                                      resourceCount: innerEntries.count, writes: writes(innerEntries)))
+                        requests.append(UploadRequest(id: "\(file)#\(k)", file: file, part: .innerTransaction(k), entryCount: innerEntries.count,
+                                                      resourceCount: innerEntries.count, writes: writes(innerEntries), batchConditionalReferences: false))
+                    }
+                } else if batchesAsTransactions && conditional {
+                    for (k, start) in stride(from: 0, to: entries.count, by: chunk).enumerated() {
+                        let range = start..<min(entries.count, start + chunk)
+                        let slice = Array(entries[range])
+                        requests.append(UploadRequest(id: "\(file)~tx\(k)", file: file, part: .transactionChunk(k, range), entryCount: slice.count,
+                                                      resourceCount: slice.count, writes: writes(slice), batchConditionalReferences: false))
                     }
                 } else {
                     let all = entries.flatMap { entry -> [JSONValue] in
                         entry["request"]?["url"]?.stringValue == "/" ? (entry["resource"]?["entry"]?.arrayValue ?? []) : [entry]
                     }
-                    requests.append(UploadRequest(id: file, file: file, innerIndex: nil, entryCount: entries.count,
-                                                  resourceCount: all.count, writes: writes(all)))
+                    requests.append(UploadRequest(id: file, file: file, part: nil, entryCount: entries.count,
+                                                  resourceCount: all.count, writes: writes(all), batchConditionalReferences: conditional))
                 }
             }
             steps.append((step.name, requests))
@@ -68,18 +97,29 @@ public struct UploadPlan: Sendable {
         return UploadPlan(steps: steps)
     }
 
-    /// The inner transaction bodies of a batch-of-transactions bundle, by entry index.
-    static func innerTransactions(_ bytes: [UInt8], file: String) throws -> [Int: [UInt8]] {
+    /// The bodies of `parts` of one bundle file, by part index; the file is parsed once for all of them.
+    static func bodies(_ bytes: [UInt8], file: String, parts: [RequestPart]) throws -> [Int: [UInt8]] {
         let bundle: JSONValue
         do { bundle = try JSONParser.parse(bytes) } catch {
             throw UploadError.plan(file: file, message: "invalid JSON at line \(error.line): \(error.message)")
         }
+        let entries = bundle["entry"]?.arrayValue ?? []
         var bodies: [Int: [UInt8]] = [:]
-        for (k, entry) in (bundle["entry"]?.arrayValue ?? []).enumerated() {
-            guard let inner = entry["resource"] else { continue }
-            var body = JSONWriter().bytes(inner)
+        for part in parts {
+            var body: [UInt8]
+            switch part {
+            case .innerTransaction(let k):
+                guard k < entries.count, let inner = entries[k]["resource"] else { continue }
+                body = JSONWriter().bytes(inner)
+            case .transactionChunk(let k, let range):
+                guard range.upperBound <= entries.count else {
+                    throw UploadError.plan(file: file, message: "the bundle has fewer entries than planned")
+                }
+                body = JSONWriter().bytes(.object([JSONMember("resourceType", .string("Bundle")), JSONMember("type", .string("transaction")),
+                                                   JSONMember("entry", .array(Array(entries[range])))]))
+            }
             body.append(0x0A)
-            bodies[k] = body
+            bodies[partIndex(part)] = body
         }
         return bodies
     }
@@ -92,42 +132,98 @@ public struct UploadPlan: Sendable {
     }
 }
 
+/// The references inside a resource, found by walking its JSON (every `reference` string of an object).
+enum ReferenceWalk {
+    /// One reference: where it is (JSON pointer from the resource) and what it says.
+    struct Found: Sendable {
+        var pointer: String
+        var reference: String
+    }
+
+    /// True for `Type?search`: a conditional reference, resolved by the server when it stores the resource.
+    static func isConditional(_ reference: String) -> Bool {
+        !reference.hasPrefix("#") && !reference.hasPrefix("urn:") && reference.contains("?")
+    }
+
+    static func hasConditionalReference(_ resource: JSONValue) -> Bool {
+        references(in: resource).contains { isConditional($0.reference) }
+    }
+
+    /// Every reference of `value`, in document order.
+    static func references(in value: JSONValue) -> [Found] {
+        var found: [Found] = []
+        walk(value, pointer: "", into: &found)
+        return found
+    }
+
+    private static func walk(_ value: JSONValue, pointer: String, into found: inout [Found]) {
+        switch value {
+        case .object(let members):
+            for member in members {
+                let path = pointer + "/" + member.key
+                if member.key == "reference", let reference = member.value.stringValue {
+                    found.append(Found(pointer: path, reference: reference))
+                } else if member.key != "contained" {
+                    walk(member.value, pointer: path, into: &found)
+                }
+            }
+        case .array(let items):
+            for (i, item) in items.enumerated() { walk(item, pointer: pointer + "/\(i)", into: &found) }
+        default:
+            break
+        }
+    }
+
+    /// The value at `pointer` (as `references` writes them: no escaping needed for FHIR element names).
+    static func value(at pointer: String, in root: JSONValue) -> JSONValue? {
+        var current: JSONValue? = root
+        for token in pointer.split(separator: "/", omittingEmptySubsequences: true) {
+            guard let c = current else { return nil }
+            if let i = Int(token), case .array(let items) = c { current = i < items.count ? items[i] : nil } else { current = c[String(token)] }
+        }
+        return current
+    }
+}
+
 /// Reads request bodies as they are sent, so the uploader's memory does not grow with the folder: a bundle file
 /// is read when its request starts; a split file is parsed once and its inner transactions are kept only until
 /// the last of them has been sent.
 final class RequestBodies: @unchecked Sendable {  // state behind `lock`
     private let folder: String
     private let lock = NSLock()
-    private var split: [String: (bodies: [Int: [UInt8]], pending: Int)] = [:]
-    private var siblings: [String: Int] = [:]
+    private var cached: [String: (bodies: [Int: [UInt8]], pending: Int)] = [:]
+    /// The parts of each file that the plan sends as separate requests.
+    private var parts: [String: [RequestPart]] = [:]
 
-    init(folder: String, plan: UploadPlan) {
+    init(folder: String, requests: [UploadRequest]) {
         self.folder = folder
-        for step in plan.steps {
-            for request in step.requests where request.innerIndex != nil { siblings[request.file, default: 0] += 1 }
+        for request in requests {
+            if let part = request.part { parts[request.file, default: []].append(part) }
         }
     }
 
     func body(of request: UploadRequest) throws -> [UInt8] {
-        guard let k = request.innerIndex else { return try request.loadBody(folder: folder) }
-        if let cached = lock.withLock({ split[request.file]?.bodies[k] }) { return cached }
+        guard let part = request.part else { return try request.loadBody(folder: folder) }
+        let k = partIndex(part)
+        if let body = lock.withLock({ cached[request.file]?.bodies[k] }) { return body }
         guard let data = FileManager.default.contents(atPath: folder + "/" + request.file) else {
             throw UploadError.plan(file: request.file, message: "the bundle is missing")
         }
-        let bodies = try UploadPlan.innerTransactions(Array(data), file: request.file)
+        let siblings = parts[request.file] ?? [part]
+        let bodies = try UploadPlan.bodies(Array(data), file: request.file, parts: siblings)
         return lock.withLock {
-            if split[request.file] == nil { split[request.file] = (bodies, siblings[request.file] ?? 0) }
+            if cached[request.file] == nil { cached[request.file] = (bodies, siblings.count) }
             return bodies[k] ?? []
         }
     }
 
-    /// Forgets a split file's bodies once all its inner transactions are done.
+    /// Forgets a file's part bodies once all its parts are done.
     func finished(_ request: UploadRequest) {
-        guard request.innerIndex != nil else { return }
+        guard request.part != nil else { return }
         lock.withLock {
-            guard var entry = split[request.file] else { return }
+            guard var entry = cached[request.file] else { return }
             entry.pending -= 1
-            split[request.file] = entry.pending <= 0 ? nil : entry
+            cached[request.file] = entry.pending <= 0 ? nil : entry
         }
     }
 }

@@ -18,12 +18,18 @@ public struct UploadOptions: Sendable {
     /// Bearer token or OAuth2 client credentials; never printed or journaled.
     public var credentials = Credentials.none
     public var retry = RetryPolicy()
-    /// Seconds to wait for one response.
-    public var timeout: Int64 = 120
+    /// Seconds one request may take, headers and body together.
+    public var timeout = 120.0
+    /// Seconds the server may stay unreachable (no answer, or 502, 503, 504) before the run stops.
+    public var maxOutage = 300.0
+    /// Plain `http://` to another machine (refused by default, for every URL contacted).
+    public var allowInsecureHTTP = false
 
     public init(server: String) {
         self.server = server
     }
+
+    var urlPolicy: URLPolicy { URLPolicy(allowInsecureHTTP: allowInsecureHTTP) }
 }
 
 /// Counts of one upload, per resource type.
@@ -35,6 +41,11 @@ public struct UploadReport: Sendable {
     public var skipped = 0
     public var requests = 0
     public var seconds = 0.0
+    /// The server and principal whose journal this run used.
+    public var target: UploadTarget?
+    /// Steps whose batches went as transactions, because the server stores conditional references in batch
+    /// entries unresolved.
+    public var transactionSteps: [String] = []
 
     public var failures: Int { failed.values.reduce(0, +) }
     public var written: Int { created.values.reduce(0, +) + updated.values.reduce(0, +) }
@@ -51,6 +62,59 @@ public struct UploadProgress: Sendable {
     public var resourcesTotal: Int
     public var failed: Int
     public var seconds: Double
+}
+
+/// What the uploader tells the user while it runs, besides progress.
+public enum UploadEvent: Sendable {
+    /// The journal in use: whose it is, where, how many entries earlier runs wrote to this server, and notes
+    /// (a changed manifest, an old journal that names no server).
+    case journal(target: UploadTarget, directory: String, earlierEntries: Int, notes: [String])
+    /// A wait before resending `request`, and why.
+    case waiting(request: String, seconds: Double, reason: String)
+    /// The server stored a batch entry's conditional reference unresolved; from `step` on, such batches go as
+    /// transactions of `chunkSize` entries.
+    case batchReferencesUnresolved(step: String, chunkSize: Int)
+}
+
+/// An upload that stopped before its end, with what it did until then (also in the journal).
+public struct UploadStopped: Error, CustomStringConvertible {
+    public enum Reason: Sendable {
+        /// Ctrl-C or SIGTERM.
+        case interrupted
+        /// No answer (or only 502, 503, 504) for `seconds`.
+        case serverDown(seconds: Double, lastProblem: String)
+        /// The server asked to wait `asked` seconds, more than the cap.
+        case serverWaitTooLong(asked: Double, cap: Double, request: String, step: String)
+    }
+
+    public var reason: Reason
+    public var report: UploadReport
+
+    public var description: String {
+        let resume = "What was written is in the journal: run the same command again to resume."
+        switch reason {
+        case .interrupted:
+            return "interrupted after \(HumanDuration.describe(report.seconds)): \(report.written) written in this run. \(resume)"
+        case .serverDown(let seconds, let problem):
+            return "the server has not answered for \(HumanDuration.describe(seconds)) (last: \(problem)); stopping after \(HumanDuration.describe(report.seconds)). \(resume)"
+        case .serverWaitTooLong(let asked, let cap, let request, let step):
+            return "the server asks to wait \(HumanDuration.describe(asked)) before \(request) is sent again, more than --max-server-wait (\(HumanDuration.describe(cap))); "
+                + "giving up on step \(step) after \(HumanDuration.describe(report.seconds)). \(resume)"
+        }
+    }
+}
+
+/// Durations as people read them: "0.4 s", "42 s", "5 min 2 s", "11 days".
+public enum HumanDuration {
+    public static func describe(_ seconds: Double) -> String {
+        if seconds < 10 { return String(format: "%.1f s", seconds) }
+        let s = Int(seconds.rounded())
+        if s < 60 { return "\(s) s" }
+        if s < 3600 { return "\(s / 60) min" + (s % 60 == 0 ? "" : " \(s % 60) s") }
+        if s < 86_400 { return "\(s / 3600) h" + (s % 3600 / 60 == 0 ? "" : " \(s % 3600 / 60) min") }
+        let days = s / 86_400
+        return "\(days) day\(days == 1 ? "" : "s")"
+    }
 }
 
 /// Why an upload did not start.
@@ -72,55 +136,106 @@ public enum UploadRefusal: Error, CustomStringConvertible {
 }
 
 /// Replays an artifact folder against a FHIR server: steps in order, bundles of a step concurrently (never two
-/// writing the same identifier at once), retried with backoff, recorded in a journal so that a rerun resumes.
-public final class Uploader: @unchecked Sendable {
+/// writing the same identifier at once), retried with backoff, recorded in the server's journal so that a rerun
+/// resumes.
+public final class Uploader: @unchecked Sendable {  // `report` and `failuresFile` behind `lock`
     private let folder: String
     private let options: UploadOptions
     private let lock = NSLock()
     private var report = UploadReport()
     private var failuresFile: FileHandle?
+    /// Conditional URLs of resources this run created and then wrote again in another form (a probe batch sent
+    /// again as transactions): their second write still counts as a creation.
+    private var createdBefore = Set<String>()
 
     public init(folder: String, options: UploadOptions) {
         self.folder = folder
         self.options = options
     }
 
+    /// The server and principal this upload is for, which name its journal.
+    public var target: UploadTarget { UploadTarget(server: options.server, principal: options.credentials.principal) }
+
     /// Validates and plans without sending anything (`--dry-run`): what would be sent, step by step, and how much
-    /// an earlier run already wrote.
+    /// an earlier run already wrote to this server.
     public func dryRun() throws -> (plan: UploadPlan, alreadyWritten: Int, validation: ValidationReport) {
         let validation = try ArtifactValidator(folder: folder).run()
-        let plan = try UploadPlan.make(folder: folder, manifest: try readManifest(), splitTransactions: options.splitTransactions)
+        let (manifest, manifestSHA256) = try readManifest()
+        let directory = target.directory(inFolder: folder)
+        let record = TargetRecord.read(directory: directory)
+        let current = record?.manifestSHA256 == manifestSHA256 ? record : nil
+        let plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
+                                       batchesAsTransactions: current?.resolvesBatchConditionalReferences == false)
         var written = 0
-        if FileManager.default.fileExists(atPath: folder + "/" + UploadJournal.relativePath) && !options.restart {
-            let journal = try UploadJournal(folder: folder, exclusive: false)
-            for step in plan.steps { for r in step.requests { written += journal.succeededEntries(of: r.id).count } }
+        if current != nil && !options.restart && FileManager.default.fileExists(atPath: directory + "/" + UploadJournal.fileName) {
+            let journal = try UploadJournal(directory: directory, exclusive: false)
+            written = Self.entriesWritten(plan, journal)
         }
         return (plan, written, validation)
     }
 
-    /// Validates, plans and uploads; returns the report. Throws `UploadRefusal` before sending anything, and
-    /// `ConnectionFailure` when the server refuses the credentials (what was written stays in the journal).
-    public func run(progress: @escaping @Sendable (UploadProgress) -> Void = { _ in }) async throws -> UploadReport {
+    /// Validates, plans and uploads; returns the report. Throws `UploadRefusal` before sending anything,
+    /// `ConnectionFailure` when the server refuses the credentials or redirects elsewhere, and `UploadStopped`
+    /// (with the report so far) when interrupted, when the server stays down or asks for too long a wait. What
+    /// was written is in the journal in every case.
+    public func run(progress: @escaping @Sendable (UploadProgress) -> Void = { _ in },
+                    events: @escaping @Sendable (UploadEvent) -> Void = { _ in }) async throws -> UploadReport {
         let started = Date()
         let validation = try ArtifactValidator(folder: folder).run()
         let altered = validation.findings.filter { Self.integrityRules.contains($0.rule) }
         if !altered.isEmpty { throw UploadRefusal.altered(altered) }
         if validation.errors > 0 && !options.force { throw UploadRefusal.invalid(validation) }
-        let manifest = try readManifest()
-        let plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions)
-        let journal = try UploadJournal(folder: folder)
-        if options.restart { try journal.restart() }
-        FileManager.default.createFile(atPath: folder + "/upload/failures.ndjson", contents: Data())
-        failuresFile = FileHandle(forWritingAtPath: folder + "/upload/failures.ndjson")
+        if let refusal = options.urlPolicy.refusal(of: options.server) { throw ConnectionFailure.refusedURL(refusal) }
+        let (manifest, manifestSHA256) = try readManifest()
+        let target = self.target
+        let directory = target.directory(inFolder: folder)
+        let journal = try UploadJournal(directory: directory)
+        var (record, notes) = try openRecord(directory: directory, target: target, manifestSHA256: manifestSHA256, journal: journal)
+        if options.restart {
+            // Start over: forget what was written and what was learnt about the server.
+            try journal.restart()
+            record.resolvesBatchConditionalReferences = nil
+            try record.write(directory: directory)
+        }
+        var plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
+                                       batchesAsTransactions: record.resolvesBatchConditionalReferences == false)
+        report.target = target
+        if record.resolvesBatchConditionalReferences == false { report.transactionSteps = Self.stepsWithTransactionChunks(plan) }
+        events(.journal(target: target, directory: directory, earlierEntries: Self.entriesWritten(plan, journal), notes: notes))
+        FileManager.default.createFile(atPath: directory + "/failures.ndjson", contents: Data())
+        failuresFile = FileHandle(forWritingAtPath: directory + "/failures.ndjson")
         defer { try? failuresFile?.close() }
-        let client = FHIRClient(base: options.server, credentials: options.credentials, timeout: options.timeout)
+        let client = FHIRClient(base: options.server, credentials: options.credentials, timeout: options.timeout, policy: options.urlPolicy)
+        let context = SendContext(client: client, journal: journal, outage: OutageClock(limit: options.maxOutage), events: events, started: started)
         let total = plan.steps.reduce(0) { $0 + $1.requests.reduce(0) { $0 + $1.resourceCount } }
-        let bodies = RequestBodies(folder: folder, plan: plan)
         do {
-            for (number, step) in plan.steps.enumerated() {
-                try await runStep(step.requests, client: client, journal: journal, bodies: bodies) { [self] in
+            for number in plan.steps.indices {
+                let name = plan.steps[number].name
+                var requests = plan.steps[number].requests
+                if record.resolvesBatchConditionalReferences == nil, let probe = requests.first(where: \.batchConditionalReferences) {
+                    // The first batch whose entries hold conditional references goes alone, and one of the written
+                    // resources is read back: does this server resolve them in a batch?
+                    let sent = try await send(probe, body: probe.loadBody(folder: folder), step: name, context: context)
+                    requests.removeAll { $0.id == probe.id }
+                    if let resolves = try await probeBatchReferences(sent, client: client) {
+                        record.resolvesBatchConditionalReferences = resolves
+                        try record.write(directory: directory)
+                        if !resolves {
+                            // Written with unresolved links: sent again, as transactions (conditional updates, so
+                            // the resources are updated, not duplicated). Their first tally no longer counts.
+                            untally(sent)
+                            plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
+                                                       batchesAsTransactions: true)
+                            requests = plan.steps[number].requests
+                            report.transactionSteps = Self.stepsWithTransactionChunks(plan)
+                            events(.batchReferencesUnresolved(step: name, chunkSize: manifest.limits.conditionalTransactionEntries))
+                        }
+                    }
+                }
+                let stepCount = plan.steps.count
+                try await runStep(requests, step: name, context: context) { [self] in
                     let (done, failed) = lock.withLock { (report.written + report.failures + report.skipped, report.failures) }
-                    progress(UploadProgress(step: step.name, stepNumber: number + 1, stepCount: plan.steps.count, resourcesDone: done,
+                    progress(UploadProgress(step: name, stepNumber: number + 1, stepCount: stepCount, resourcesDone: done,
                                             resourcesTotal: total, failed: failed, seconds: Date().timeIntervalSince(started)))
                 }
                 try journal.sync()
@@ -128,6 +243,12 @@ public final class Uploader: @unchecked Sendable {
         } catch {
             try? journal.sync()
             await client.shutdown()
+            let partial = lock.withLock { () -> UploadReport in
+                report.seconds = Date().timeIntervalSince(started)
+                return report
+            }
+            if let reason = error as? StopReason { throw UploadStopped(reason: reason.reason, report: partial) }
+            if error is CancellationError || Task.isCancelled { throw UploadStopped(reason: .interrupted, report: partial) }
             throw error
         }
         await client.shutdown()
@@ -138,20 +259,90 @@ public final class Uploader: @unchecked Sendable {
     /// Findings that mean the folder is not what `convert` wrote.
     static let integrityRules: Set<String> = [Rule.manifestChecksum.id, Rule.manifestMissingFile.id, Rule.manifestInvalid.id, Rule.manifestCounts.id]
 
-    private func readManifest() throws -> Manifest {
+    /// Entries of `plan` that the journal records as written.
+    private static func entriesWritten(_ plan: UploadPlan, _ journal: UploadJournal) -> Int {
+        plan.steps.reduce(0) { sum, step in sum + step.requests.reduce(0) { $0 + journal.succeededEntries(of: $1.id).count } }
+    }
+
+    private static func stepsWithTransactionChunks(_ plan: UploadPlan) -> [String] {
+        plan.steps.filter { step in step.requests.contains { if case .transactionChunk? = $0.part { true } else { false } } }.map(\.name)
+    }
+
+    /// The target's record: a new one, or the existing one if it belongs to this manifest. A journal written for
+    /// another manifest (the folder was regenerated) is set aside and the upload starts from nothing.
+    private func openRecord(directory: String, target: UploadTarget, manifestSHA256: String,
+                            journal: UploadJournal) throws -> (TargetRecord, [String]) {
+        var notes: [String] = []
+        for old in ["journal.ndjson", "failures.ndjson"] where FileManager.default.fileExists(atPath: folder + "/upload/" + old) {
+            notes.append("upload/\(old) was written by an earlier fhirupload that did not record which server it was for; it is ignored (delete it once you no longer need it)")
+        }
+        var record = TargetRecord(server: target.server, principal: target.principal, manifestSHA256: manifestSHA256)
+        if let existing = TargetRecord.read(directory: directory) {
+            if existing.manifestSHA256 == manifestSHA256 {
+                record = existing
+            } else if journal.succeededCount > 0 || existing.resolvesBatchConditionalReferences != nil {
+                let aside = directory + "/journal-of-manifest-\(existing.manifestSHA256.prefix(12)).ndjson"
+                try? FileManager.default.removeItem(atPath: aside)
+                try? FileManager.default.copyItem(atPath: journal.path, toPath: aside)
+                try journal.restart()
+                record.resolvesBatchConditionalReferences = existing.resolvesBatchConditionalReferences
+                notes.append("the folder's manifest changed since the last upload to this server (the artifacts were regenerated); everything is sent again, and the old journal is kept as \((aside as NSString).lastPathComponent)")
+            }
+        } else if journal.succeededCount > 0 {
+            // A journal without its record cannot be trusted to belong to these artifacts.
+            try journal.restart()
+            notes.append("the journal had no target.json; it is ignored and everything is sent again")
+        }
+        try record.write(directory: directory)
+        return (record, notes)
+    }
+
+    private func readManifest() throws -> (Manifest, String) {
         guard let data = FileManager.default.contents(atPath: folder + "/manifest.json") else {
             throw UploadRefusal.manifest("\(folder)/manifest.json is missing: fhirupload takes a folder written by fhirbundle convert")
         }
         do {
-            return try Manifest(json: JSONParser.parse(Array(data)))
+            return (try Manifest(json: JSONParser.parse(Array(data))), sha256Hex(Array(data)))
         } catch {
             throw UploadRefusal.manifest("\(folder)/manifest.json cannot be read: \(error)")
         }
     }
 
+    /// Reads back one resource that a batch wrote with a conditional reference: true when the server stored the
+    /// reference resolved (`Patient/123`), false when it kept `Patient?identifier=…`, nil when it cannot be told.
+    private func probeBatchReferences(_ sent: SentRequest, client: FHIRClient) async throws -> Bool? {
+        for (index, outcome) in sent.successes {
+            guard let resource = sent.entries[index]["resource"],
+                  let conditional = ReferenceWalk.references(in: resource).first(where: { ReferenceWalk.isConditional($0.reference) }),
+                  let location = outcome.location, let url = ResourceLocation.readURL(location, base: client.base) else { continue }
+            let response: FHIRResponse
+            do {
+                response = try await client.send(method: .GET, url: url)
+            } catch let failure as ConnectionFailure {
+                throw failure
+            } catch {
+                return nil
+            }
+            guard response.status == 200, let stored = response.json, stored["resourceType"] == resource["resourceType"] else { return nil }
+            guard let reference = ReferenceWalk.value(at: conditional.pointer, in: stored)?.stringValue else { return false }
+            return !ReferenceWalk.isConditional(reference) && !reference.hasPrefix("urn:")
+        }
+        return nil
+    }
+
+    /// What the requests of one run share.
+    private struct SendContext: Sendable {
+        let client: FHIRClient
+        let journal: UploadJournal
+        let outage: OutageClock
+        let events: @Sendable (UploadEvent) -> Void
+        let started: Date
+    }
+
     /// Runs a step's requests, at most `concurrency` at once and never two that write the same identifier.
-    private func runStep(_ requests: [UploadRequest], client: FHIRClient, journal: UploadJournal, bodies: RequestBodies,
+    private func runStep(_ requests: [UploadRequest], step: String, context: SendContext,
                          finished: @escaping @Sendable () -> Void) async throws {
+        let bodies = RequestBodies(folder: folder, requests: requests)
         var pending = requests[...]
         var waiting: [UploadRequest] = []
         var inFlight: [Int: Set<UInt128>] = [:]
@@ -173,7 +364,7 @@ public final class Uploader: @unchecked Sendable {
                     inFlight[id] = Set(r.writes)
                     group.addTask { [self] in
                         defer { bodies.finished(r) }
-                        try await self.send(r, body: bodies.body(of: r), client: client, journal: journal)
+                        _ = try await self.send(r, body: bodies.body(of: r), step: step, context: context)
                         return id
                     }
                 }
@@ -184,16 +375,24 @@ public final class Uploader: @unchecked Sendable {
         }
     }
 
+    /// What one request wrote: its entries as sent and the outcomes of those that succeeded in this run.
+    private struct SentRequest {
+        var entries: [JSONValue]
+        var successes: [(index: Int, outcome: EntryOutcome)]
+    }
+
     /// Sends one request until every entry has succeeded or failed for good.
-    private func send(_ request: UploadRequest, body requestBody: [UInt8], client: FHIRClient, journal: UploadJournal) async throws {
+    private func send(_ request: UploadRequest, body requestBody: [UInt8], step: String, context: SendContext) async throws -> SentRequest {
         guard let bundle = try? JSONParser.parse(requestBody), let entries = bundle["entry"]?.arrayValue else {
             // The plan parsed it, so the file changed since: stop rather than skip it silently.
             throw UploadError.plan(file: request.file, message: "the bundle can no longer be read as a Bundle with entries")
         }
+        let journal = context.journal
         let isTransaction = bundle["type"]?.stringValue == "transaction"
         let alreadyWritten = journal.succeededEntries(of: request.id)
         let remainingAtStart = Array(entries.indices).filter { !alreadyWritten.contains($0) }
         addSkipped(alreadyWritten.filter { $0 < entries.count }.reduce(0) { $0 + resourceTypes(entries[$1]).count })
+        var sent = SentRequest(entries: entries, successes: [])
         var remaining = remainingAtStart
         var attempt = 0
         var lastProblem = ""
@@ -211,22 +410,36 @@ public final class Uploader: @unchecked Sendable {
                 }
                 body = JSONWriter().bytes(subset)
             }
-            let result = await post(body, client: client)
+            let result = await post(body, client: context.client)
             if case .failure(let error as ConnectionFailure) = result { throw error }
             var outcomes: [(index: Int, outcome: EntryOutcome)] = []
             var headers: [(name: String, value: String)] = []
             switch result {
             case .failure(let error):
+                if error is CancellationError || Task.isCancelled { throw CancellationError() }
                 // Connection error or timeout: nothing known, retry everything left.
-                lastProblem = "no answer (\(error))"
+                lastProblem = "no answer (\(context.client.redactor.redact("\(error)")))"
+                try context.outage.failed(lastProblem)
             case .success(let response):
                 headers = response.headers
+                if [502, 503, 504].contains(response.status) {
+                    try context.outage.failed("HTTP \(response.status)")
+                } else {
+                    context.outage.answered()
+                }
                 if let parsed = response.outcomes, parsed.count == remaining.count {
-                    outcomes = zip(remaining, parsed).map { ($0, $1) }
-                    if let failed = parsed.first(where: { $0.isRetryable }) { lastProblem = "the entry's status was \(failed.status)" }
+                    let sentEntries = remaining.map { entries[$0] }
+                    if let mismatch = Self.mismatch(parsed, sentEntries) {
+                        // The answer's order cannot be trusted: nothing it says is recorded, everything is resent.
+                        lastProblem = "the server's response does not match the request (\(mismatch))"
+                    } else {
+                        outcomes = zip(remaining, parsed).map { ($0, $1) }
+                        if let failed = parsed.first(where: { $0.isRetryable }) { lastProblem = "the entry's status was \(failed.status)" }
+                    }
                 } else if (200...299).contains(response.status) {
                     // Success without the response bundle (a proxy's page, a truncated body): nothing known, retry.
                     lastProblem = "HTTP \(response.status) without a \(isTransaction ? "transaction" : "batch")-response bundle of \(remaining.count) entries"
+                        + (response.outcomes.map { " (it has \($0.count))" } ?? "")
                 } else if RetryPolicy.isRetryable(status: response.status) {
                     lastProblem = "HTTP \(response.status)" + response.issues.map { "; " + $0 }.joined()
                 } else {
@@ -238,19 +451,52 @@ public final class Uploader: @unchecked Sendable {
             if !outcomes.isEmpty { try journal.record(request: request.id, outcomes: outcomes) }
             let retryable = Set(outcomes.filter { $0.outcome.isRetryable }.map(\.index))
             let permanent = outcomes.filter { !$0.outcome.succeeded && !$0.outcome.isRetryable }
-            tally(outcomes.filter { $0.outcome.succeeded }, entries: entries)
+            let succeeded = outcomes.filter { $0.outcome.succeeded }
+            sent.successes += succeeded
+            tally(succeeded, entries: entries)
             for failure in permanent { recordFailure(request: request, index: failure.index, outcome: failure.outcome, entries: entries) }
             remaining = outcomes.isEmpty ? remaining : remaining.filter { retryable.contains($0) }
             if remaining.isEmpty { break }
-            guard let delay = options.retry.delay(afterAttempt: attempt, headers: headers) else {
+            switch options.retry.decision(afterAttempt: attempt, headers: headers) {
+            case .exhausted:
                 for i in remaining {
                     recordFailure(request: request, index: i, outcome: EntryOutcome(status: 0, location: nil, issues: ["gave up after \(attempt) attempts; last: \(lastProblem)"]), entries: entries)
                 }
-                break
+                remaining = []
+            case .serverWaitTooLong(let asked):
+                throw StopReason(reason: .serverWaitTooLong(asked: asked, cap: options.retry.maxServerWait, request: request.id, step: step))
+            case .retry(let delay, let serverAsked):
+                if delay >= 1 {
+                    context.events(.waiting(request: request.id, seconds: delay, reason: serverAsked ? "the server asks for it (\(lastProblem))" : lastProblem))
+                }
+                try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
             }
-            try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
         }
         addRequest()
+        return sent
+    }
+
+    /// Why the answers of a response cannot belong to the entries sent, in their order: a `location` naming
+    /// another resource type than the entry writes (also inside nested transactions).
+    static func mismatch(_ outcomes: [EntryOutcome], _ entries: [JSONValue]) -> String? {
+        for (k, (outcome, entry)) in zip(outcomes, entries).enumerated() where outcome.succeeded {
+            if entry["request"]?["url"]?.stringValue == "/" {
+                let inner = entry["resource"]?["entry"]?.arrayValue ?? []
+                if !outcome.innerStatuses.isEmpty && outcome.innerStatuses.count != inner.count {
+                    return "entry \(k) is a transaction of \(inner.count) entries, its answer has \(outcome.innerStatuses.count)"
+                }
+                for (j, (location, innerEntry)) in zip(outcome.innerLocations, inner).enumerated() {
+                    if let location, let named = ResourceLocation.type(of: location), let written = innerEntry["resource"]?["resourceType"]?.stringValue,
+                       named != written {
+                        return "entry \(k).\(j) writes a \(written), its answer names a \(named)"
+                    }
+                }
+            } else if let location = outcome.location, let named = ResourceLocation.type(of: location),
+                      let written = entry["resource"]?["resourceType"]?.stringValue, named != written {
+                return "entry \(k) writes a \(written), its answer names a \(named)"
+            }
+        }
+        return nil
     }
 
     private struct Response {
@@ -260,29 +506,59 @@ public final class Uploader: @unchecked Sendable {
         var issues: [String]
     }
 
+    /// POSTs a bundle; what the server says is redacted of credentials here, before anything keeps it.
     private func post(_ body: [UInt8], client: FHIRClient) async -> Result<Response, any Error> {
         do {
             let response = try await client.send(method: .POST, url: client.base, body: body)
             let json = response.json
-            return .success(Response(status: response.status, headers: response.headers,
-                                     outcomes: json.flatMap { EntryOutcome.parse(responseBundle: $0) },
-                                     issues: EntryOutcome.operationOutcomeIssues(json)))
+            let redact = client.redactor.redact
+            let outcomes = json.flatMap { EntryOutcome.parse(responseBundle: $0) }?.map { outcome in
+                var o = outcome
+                o.issues = o.issues.map(redact)
+                if let location = o.location { o.location = redact(location) }
+                return o
+            }
+            return .success(Response(status: response.status, headers: response.headers, outcomes: outcomes,
+                                     issues: EntryOutcome.operationOutcomeIssues(json).map(redact)))
         } catch {
             return .failure(error)
         }
     }
 
-    private func tally(_ successes: [(index: Int, outcome: EntryOutcome)], entries: [JSONValue]) {
+    private func tally(_ successes: [(index: Int, outcome: EntryOutcome)], entries: [JSONValue], sign: Int = 1) {
         lock.lock()
         defer { lock.unlock() }
         for s in successes {
             let types = resourceTypes(entries[s.index])
             // A nested transaction reports each inner entry's status in its transaction-response.
             let statuses = s.outcome.innerStatuses.count == types.count ? s.outcome.innerStatuses : Array(repeating: s.outcome.status, count: types.count)
-            for (type, status) in zip(types, statuses) {
-                if status == 201 { report.created[type, default: 0] += 1 } else { report.updated[type, default: 0] += 1 }
+            let urls = entryURLs(entries[s.index])
+            for (k, (type, status)) in zip(types, statuses).enumerated() {
+                let url = k < urls.count ? urls[k] : ""
+                var created = status == 201
+                if sign < 0 && created {
+                    createdBefore.insert(url)
+                } else if sign > 0 && !created && createdBefore.remove(url) != nil {
+                    created = true
+                }
+                if created { report.created[type, default: 0] += sign } else { report.updated[type, default: 0] += sign }
             }
         }
+        report.created = report.created.filter { $0.value != 0 }
+        report.updated = report.updated.filter { $0.value != 0 }
+    }
+
+    /// Takes back the counts of a request whose writes are superseded (sent again in another form).
+    private func untally(_ sent: SentRequest) {
+        tally(sent.successes, entries: sent.entries, sign: -1)
+    }
+
+    /// The request URL(s) of an entry (one per inner entry of a nested transaction).
+    private func entryURLs(_ entry: JSONValue) -> [String] {
+        if entry["request"]?["url"]?.stringValue == "/" {
+            return (entry["resource"]?["entry"]?.arrayValue ?? []).map { $0["request"]?["url"]?.stringValue ?? "" }
+        }
+        return [entry["request"]?["url"]?.stringValue ?? ""]
     }
 
     /// The resource type(s) an entry writes (an inner transaction writes several).
@@ -318,5 +594,33 @@ public final class Uploader: @unchecked Sendable {
         lock.lock()
         report.requests += 1
         lock.unlock()
+    }
+}
+
+/// A reason to stop the whole run, thrown from inside a request and turned into `UploadStopped` with the report.
+struct StopReason: Error {
+    var reason: UploadStopped.Reason
+}
+
+/// How long the server has been unreachable, across all requests of a run: a server that stays down ends the
+/// run after `limit` seconds overall, instead of every request spending its own attempts one after another.
+final class OutageClock: @unchecked Sendable {  // `lastAnswer` behind `lock`
+    private let lock = NSLock()
+    private var lastAnswer = Date()
+    private let limit: Double
+
+    init(limit: Double) {
+        self.limit = limit
+    }
+
+    /// The server answered (with anything but 502, 503 or 504).
+    func answered() {
+        lock.withLock { lastAnswer = Date() }
+    }
+
+    /// A request got no usable answer; throws once the server has been unreachable for longer than the limit.
+    func failed(_ problem: String) throws {
+        let down = lock.withLock { Date().timeIntervalSince(lastAnswer) }
+        if down > limit { throw StopReason(reason: .serverDown(seconds: down, lastProblem: problem)) }
     }
 }

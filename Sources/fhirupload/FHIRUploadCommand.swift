@@ -49,9 +49,23 @@ struct ServerOptions: ParsableArguments {
     @Flag(help: "Allow plain http:// to a host other than this machine (credentials and health data would travel unencrypted).")
     var allowInsecureHttp = false
 
+    @Option(help: ArgumentHelp("Seconds one request may take, its answer's headers and body together; then it is retried.", valueName: "seconds"))
+    var timeout = 120.0
+
+    @Option(help: ArgumentHelp("Seconds the server may stay unreachable (no answer, or 502, 503, 504) before the run stops; a rerun resumes.",
+                               valueName: "seconds"))
+    var maxOutage = 300.0
+
+    @Option(help: ArgumentHelp("The longest wait a server may ask for (Retry-After, RateLimit); a longer one stops the run with a message.",
+                               valueName: "seconds"))
+    var maxServerWait = 300.0
+
     func validate() throws {
         try Self.checkURL(server, option: "--server", allowInsecure: allowInsecureHttp)
         if let tokenUrl { try Self.checkURL(tokenUrl, option: "--token-url", allowInsecure: allowInsecureHttp) }
+        for (value, name) in [(timeout, "--timeout"), (maxOutage, "--max-outage"), (maxServerWait, "--max-server-wait")] where !(value > 0) {
+            throw ValidationError("\(name) must be a number of seconds above 0")
+        }
         let ways = [tokenEnv != nil, tokenFile != nil, clientId != nil].filter { $0 }.count
         if ways > 1 { throw ValidationError("give one of --token-env, --token-file or --client-id") }
         if clientId != nil && (clientSecretEnv == nil) == (clientSecretFile == nil) {
@@ -63,12 +77,18 @@ struct ServerOptions: ParsableArguments {
     }
 
     private static func checkURL(_ text: String, option: String, allowInsecure: Bool) throws {
-        guard let url = URL(string: text), let scheme = url.scheme, scheme == "https" || scheme == "http", url.host != nil else {
-            throw ValidationError("\(option) must be an http(s) URL such as https://api.medplum.com/fhir/R4")
-        }
-        if scheme == "http" && !allowInsecure && !["127.0.0.1", "localhost", "::1", "[::1]"].contains(url.host ?? "") {
-            throw ValidationError("\(text) is plain http:// to another machine; use https:// or --allow-insecure-http")
-        }
+        if let refusal = URLPolicy(allowInsecureHTTP: allowInsecure).refusal(of: text) { throw ValidationError("\(option): \(refusal)") }
+    }
+
+    /// The upload options these arguments give (credentials read from the environment or files).
+    func options() throws -> UploadOptions {
+        var options = UploadOptions(server: server)
+        options.credentials = try credentials()
+        options.timeout = timeout
+        options.maxOutage = maxOutage
+        options.retry.maxServerWait = maxServerWait
+        options.allowInsecureHTTP = allowInsecureHttp
+        return options
     }
 
     /// The credentials, read from the environment or files; their values are never printed.
@@ -108,10 +128,14 @@ struct Upload: AsyncParsableCommand {
             identifier at once. Connection errors, timeouts, 408, 429 and 5xx are retried with backoff, honouring \
             Retry-After and Medplum's RateLimit header; a batch resends only its failed entries.
 
-            A journal in DIR/upload/ records every entry's outcome, so a rerun (after a crash, a kill or a \
-            network failure) resumes where the last one stopped; --restart replays everything, which is safe \
+            A journal per server in DIR/upload/<server>/ records every entry's outcome, so a rerun (after a \
+            crash, a kill, Ctrl-C or a network failure) resumes where the last one stopped; another server, or \
+            the same one with other credentials, starts from nothing. --restart replays everything, which is safe \
             because every write is a conditional update. Entries that fail for good are listed, with the \
-            server's OperationOutcome, in DIR/upload/failures.ndjson.
+            server's OperationOutcome, in the journal's folder as failures.ndjson.
+
+            Every wait is bounded: --timeout per request, --max-server-wait for a Retry-After, --max-outage for a \
+            server that stays down. Redirects to another origin are never followed.
 
             Examples:
               fhirupload out --server https://api.medplum.com/fhir/R4 \\
@@ -148,37 +172,81 @@ struct Upload: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var options = UploadOptions(server: connection.server)
+        var options = try connection.options()
         options.concurrency = concurrency
         options.splitTransactions = splitTransactions
         options.restart = restart
         options.force = force
-        options.credentials = try connection.credentials()
+        let uploader = Uploader(folder: folder, options: options)
         if dryRun {
-            let (plan, written, validation) = try Uploader(folder: folder, options: options).dryRun()
-            var lines = ["Plan for \(connection.server) (nothing sent): validation \(validation.errors) errors, \(validation.warnings) warnings."]
+            let (plan, written, validation) = try uploader.dryRun()
+            var lines = ["Plan for \(uploader.target.description) (nothing sent): validation \(validation.errors) errors, \(validation.warnings) warnings."]
             for step in plan.steps {
                 lines.append("  \(step.name): \(step.requests.count) requests, \(step.requests.reduce(0) { $0 + $1.resourceCount }) resources")
             }
-            lines.append("\(written) entries were already written by an earlier run\(restart ? " (--restart sends them again)" : "").")
+            lines.append("\(written) entries were already written to this server by an earlier run\(restart ? " (--restart sends them again)" : "").")
             print(lines.joined(separator: "\n"))
             if validation.errors > 0 && !force { throw ExitCode.failure }
             return
         }
-        let report = try await ProgressLine.run(quiet: quiet) { line in
-            try await Uploader(folder: folder, options: options).run(progress: { p in
-                let rate = Int(Double(p.resourcesDone) / max(p.seconds, 0.001))
-                line.draw("\(p.step) (step \(p.stepNumber)/\(p.stepCount)): \(p.resourcesDone)/\(p.resourcesTotal) resources, \(rate)/s, \(p.failed) failed")
-            })
+        let folder = self.folder
+        let quiet = self.quiet
+        let outcome: Result<UploadReport, any Error> = await ProgressLine.capture(quiet: quiet) { line in
+            try await Interruption.cancelOnSignal(notice: "interrupting: no new request starts; the journal is being synced (Ctrl-C again to quit at once)") {
+                try await uploader.run(progress: { p in
+                    let rate = Int(Double(p.resourcesDone) / max(p.seconds, 0.001))
+                    line.draw("\(p.step) (step \(p.stepNumber)/\(p.stepCount)): \(p.resourcesDone)/\(p.resourcesTotal) resources, \(rate)/s, \(p.failed) failed")
+                }, events: { event in
+                    line.note(Self.describe(event, folder: folder))
+                })
+            }
         }
+        switch outcome {
+        case .success(let report):
+            Stderr.print(Self.summary(report, folder: folder))
+            if report.failures > 0 { throw ExitCode.failure }
+        case .failure(let stopped as UploadStopped):
+            Stderr.print(Self.summary(stopped.report, folder: folder, stopped: true))
+            Stderr.print("error: \(stopped)")
+            if case .interrupted = stopped.reason { throw ExitCode(130) }
+            throw ExitCode.failure
+        case .failure(let error):
+            Stderr.print("error: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    static func describe(_ event: UploadEvent, folder: String) -> String {
+        switch event {
+        case .journal(let target, let directory, let earlier, let notes):
+            let relative = directory.hasPrefix(folder + "/") ? String(directory.dropFirst(folder.count + 1)) : directory
+            var text = earlier > 0
+                ? "Resuming the upload to \(target.description): \(earlier) entries were written by earlier runs (journal \(relative))."
+                : "Uploading to \(target.description); nothing was written there from this folder before (journal \(relative))."
+            for note in notes { text += "\nnote: " + note }
+            return text
+        case .waiting(let request, let seconds, let reason):
+            return "waiting \(HumanDuration.describe(seconds)) before resending \(request): \(reason)"
+        case .batchReferencesUnresolved(let step, let size):
+            return "note: the server stored a conditional reference inside a batch entry unresolved (FHIR requires resolution only in transactions); "
+                + "from step \(step) on, batches with conditional references are sent as transactions of \(size) entries"
+        }
+    }
+
+    static func summary(_ report: UploadReport, folder: String, stopped: Bool = false) -> String {
         let rate = Double(report.written) / max(report.seconds, 0.001)
-        var lines = ["Uploaded in \(String(format: "%.2f", report.seconds)) s (\(Int(rate)) resources/s): \(report.written) written, \(report.failures) failed, \(report.skipped) already written by an earlier run (\(report.requests) requests)."]
+        var lines = ["\(stopped ? "Stopped after" : "Uploaded in") \(String(format: "%.2f", report.seconds)) s (\(Int(rate)) resources/s): \(report.written) written, \(report.failures) failed, \(report.skipped) already written by an earlier run (\(report.requests) requests)."]
+        if let target = report.target { lines.append("Server: \(target.description).") }
         for type in Set(report.created.keys).union(report.updated.keys).union(report.failed.keys).sorted() {
             lines.append("  \(type): \(report.created[type] ?? 0) created, \(report.updated[type] ?? 0) updated, \(report.failed[type] ?? 0) failed")
         }
-        if report.failures > 0 { lines.append("Failed entries, with the server's OperationOutcome: \(folder)/upload/failures.ndjson") }
-        Stderr.print(lines.joined(separator: "\n"))
-        if report.failures > 0 { throw ExitCode.failure }
+        if !report.transactionSteps.isEmpty {
+            lines.append("Sent as transactions (the server does not resolve conditional references in batches): \(report.transactionSteps.joined(separator: ", ")).")
+        }
+        if report.failures > 0, let target = report.target {
+            lines.append("Failed entries, with the server's OperationOutcome: \(target.directory(inFolder: folder))/failures.ndjson")
+        }
+        return lines.joined(separator: "\n")
     }
 }
 
@@ -189,7 +257,9 @@ struct Verify: AsyncParsableCommand {
             Reads the conditional-update URLs of the folder's bundles and searches the server for them, many \
             identifiers per search (identifier=a,b,c, paged). Reports the identifiers no resource carries \
             (missing: not uploaded, or failed) and those several resources carry (duplicated: a conditional \
-            update on them now fails with 412). Sends no writes.
+            update on them now fails with 412). Then checks links: each reference the folder writes must, on \
+            the server's copy, point at an existing resource of the right type; references stored unresolved \
+            (still Type?identifier=… or urn:uuid:…) are counted by element. Sends no writes.
 
             Example:
               fhirupload verify out --server https://api.medplum.com/fhir/R4 \\
@@ -208,6 +278,10 @@ struct Verify: AsyncParsableCommand {
     @Option(help: "Identifiers per search.")
     var batchSize = 50
 
+    @Option(help: ArgumentHelp("Whose references to check on the server: all, none, or a number N (the first N resources of each type).",
+                               valueName: "all|none|N"))
+    var links = LinkCheckArgument(check: .all)
+
     @Flag(name: .shortAndLong, help: "No progress line.")
     var quiet = false
 
@@ -217,11 +291,10 @@ struct Verify: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var options = UploadOptions(server: connection.server)
+        var options = try connection.options()
         options.concurrency = concurrency
-        options.credentials = try connection.credentials()
         let report = try await ProgressLine.run(quiet: quiet) { line in
-            try await Verifier(folder: folder, options: options, batchSize: batchSize).run { done, total in
+            try await Verifier(folder: folder, options: options, batchSize: batchSize, links: links.check).run { done, total in
                 line.draw("verify: \(done)/\(total) identifiers checked")
             }
         }
@@ -231,11 +304,44 @@ struct Verify: AsyncParsableCommand {
         if report.missing.count > 20 { lines.append("  … and \(report.missing.count - 20) more missing") }
         for d in report.duplicated.prefix(20) { lines.append("  duplicated (\(d.count) resources): \(d.identifier.searchURL)") }
         if report.duplicated.count > 20 { lines.append("  … and \(report.duplicated.count - 20) more duplicated") }
-        if !report.missing.isEmpty { lines.append("Missing: rerun fhirupload (it resumes), then look at DIR/upload/failures.ndjson for entries the server refused.") }
+        let l = report.links
+        if l.checked > 0 || links.check != .none {
+            lines.append("Checked \(l.checked) references of \(l.resourcesChecked) resources\(l.resourcesSkipped > 0 ? " (\(l.resourcesSkipped) not sampled)" : ""): \(l.problemCount) problems.")
+            for (problem, byLink) in l.problems.sorted(by: { $0.key < $1.key }) {
+                for (link, n) in byLink.sorted(by: { $0.key < $1.key }) { lines.append("  \(problem.rawValue): \(n) × \(link)") }
+            }
+            for example in l.examples.prefix(10) { lines.append("    e.g. \(example)") }
+            if l.problems[.unresolved] != nil {
+                lines.append("Unresolved: the server stored conditional references as written; upload again with this fhirupload, which sends such batches as transactions (delete the folder's upload/ or use --restart).")
+            }
+            if l.problems[.dangling] != nil { lines.append("Dangling: the resources they point at are not on the server; rerun fhirupload, then verify again.") }
+        }
+        if !report.missing.isEmpty { lines.append("Missing: rerun fhirupload (it resumes), then look at failures.ndjson in DIR/upload/<server>/ for entries the server refused.") }
         if !report.duplicated.isEmpty { lines.append("Duplicated: keep one resource per identifier on the server (merge or delete the others); conditional updates need exactly one match.") }
         print(lines.joined(separator: "\n"))
         if !report.isClean { throw ExitCode.failure }
     }
+}
+
+/// `--links all|none|N`.
+struct LinkCheckArgument: ExpressibleByArgument {
+    var check: LinkCheck
+
+    init(check: LinkCheck) {
+        self.check = check
+    }
+
+    init?(argument: String) {
+        switch argument {
+        case "all": check = .all
+        case "none": check = .none
+        default:
+            guard let n = Int(argument), n > 0 else { return nil }
+            check = .sample(n)
+        }
+    }
+
+    var defaultValueDescription: String { "all" }
 }
 
 enum Stderr {
@@ -258,15 +364,34 @@ final class ProgressLine: @unchecked Sendable {  // state behind `lock`
     /// Runs `work` with a progress line (on a terminal, unless `quiet`); an error ends the line, is printed, and
     /// exits with status 1.
     static func run<T>(quiet: Bool, _ work: (ProgressLine) async throws -> T) async throws -> T {
+        switch await capture(quiet: quiet, work) {
+        case .success(let result): return result
+        case .failure(let error):
+            Stderr.print("error: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    /// Runs `work` with a progress line and returns its result or error, the line ended either way.
+    static func capture<T>(quiet: Bool, _ work: (ProgressLine) async throws -> T) async -> Result<T, any Error> {
         let line = ProgressLine(enabled: !quiet && isatty(2) == 1)
         do {
             let result = try await work(line)
             line.finish()
-            return result
+            return .success(result)
         } catch {
             line.finish()
-            Stderr.print("error: \(error)")
-            throw ExitCode.failure
+            return .failure(error)
+        }
+    }
+
+    /// Prints a message on a line of its own, above the progress line (printed even when there is none).
+    func note(_ text: String) {
+        lock.withLock {
+            let clear = drawn ? "\r\u{1B}[K" : ""
+            drawn = false
+            last = .distantPast
+            FileHandle.standardError.write(Data((clear + text + "\n").utf8))
         }
     }
 
@@ -287,4 +412,37 @@ final class ProgressLine: @unchecked Sendable {  // state behind `lock`
             drawn = false
         }
     }
+}
+
+/// Ctrl-C and SIGTERM cancel the work instead of killing the process, so that it can sync its journal and say
+/// what it did; a second signal ends the process at once (the journal is append-only, so it stays readable).
+enum Interruption {
+    static func cancelOnSignal<T: Sendable>(notice: String, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+        let task = Task { try await work() }
+        let signals = SignalCount()
+        var sources: [any DispatchSourceSignal] = []
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if signals.increment() > 1 { exit(130) }
+                Stderr.print("\n" + notice)
+                task.cancel()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        defer {
+            for source in sources { source.cancel() }
+            signal(SIGINT, SIG_DFL)
+            signal(SIGTERM, SIG_DFL)
+        }
+        return try await task.value
+    }
+}
+
+private final class SignalCount: @unchecked Sendable {  // `count` behind `lock`
+    private let lock = NSLock()
+    private var count = 0
+    func increment() -> Int { lock.withLock { count += 1; return count } }
 }

@@ -30,6 +30,9 @@ public struct ServerLimits: Sendable {
     public var bodyBytes = 1_000_000
     /// Whether a batch entry may be a nested transaction (`POST /` with a transaction Bundle), as on Medplum.
     public var nestedTransactions = true
+    /// Whether conditional references in batch entries are resolved, as on Medplum; false stores them as written,
+    /// as some servers do (FHIR requires their resolution in transactions only).
+    public var resolvesBatchConditionalReferences = true
 
     public init() {}
 }
@@ -112,7 +115,7 @@ struct FHIRService {
                 continue
             }
             store.beginTransaction()
-            switch apply(entry, ids: [:]) {
+            switch apply(entry, ids: [:], resolveConditional: limits.resolvesBatchConditionalReferences) {
             case .success(let r):
                 store.commit()
                 responses.append(responseEntry(status: r.status, location: r.location))
@@ -180,7 +183,7 @@ struct FHIRService {
         }
     }
 
-    private func apply(_ entry: JSONValue, ids: [String: String]) -> Result<Written, EntryError> {
+    private func apply(_ entry: JSONValue, ids: [String: String], resolveConditional: Bool = true) -> Result<Written, EntryError> {
         guard let method = entry["request"]?["method"]?.stringValue, let url = entry["request"]?["url"]?.stringValue else {
             return .failure(EntryError(400, "required", "The entry has no request.method or request.url"))
         }
@@ -188,7 +191,7 @@ struct FHIRService {
             return .failure(EntryError(400, "required", "The entry has no resource"))
         }
         let resolved: JSONValue
-        switch resolveReferences(resource, ids: ids) {
+        switch resolveReferences(resource, ids: ids, conditional: resolveConditional) {
         case .success(let r): resolved = r
         case .failure(let e): return .failure(e)
         }
@@ -232,7 +235,7 @@ struct FHIRService {
 
     /// Rewrites `urn:uuid:` references (from the transaction's fullUrls) and conditional references
     /// (`Type?identifier=...`, which must match exactly one resource) into `Type/id`.
-    private func resolveReferences(_ value: JSONValue, ids: [String: String]) -> Result<JSONValue, EntryError> {
+    private func resolveReferences(_ value: JSONValue, ids: [String: String], conditional: Bool = true) -> Result<JSONValue, EntryError> {
         switch value {
         case .object(let members):
             var out: [JSONMember] = []
@@ -244,7 +247,7 @@ struct FHIRService {
                             return .failure(EntryError(400, "invalid", "The reference \(reference) matches no entry of this transaction"))
                         }
                         out.append(JSONMember("reference", .string(target)))
-                    } else if let q = reference.firstIndex(of: "?") {
+                    } else if conditional, let q = reference.firstIndex(of: "?") {
                         let type = String(reference[..<q])
                         let matches = store.search(type: type, identifierParameters: identifierParameters(Self.decodeQuery(String(reference[reference.index(after: q)...]))))
                         guard matches.count == 1 else {
@@ -255,7 +258,7 @@ struct FHIRService {
                         out.append(member)
                     }
                 } else {
-                    switch resolveReferences(member.value, ids: ids) {
+                    switch resolveReferences(member.value, ids: ids, conditional: conditional) {
                     case .success(let v): out.append(JSONMember(member.key, v))
                     case .failure(let e): return .failure(e)
                     }
@@ -265,7 +268,7 @@ struct FHIRService {
         case .array(let items):
             var out: [JSONValue] = []
             for item in items {
-                switch resolveReferences(item, ids: ids) {
+                switch resolveReferences(item, ids: ids, conditional: conditional) {
                 case .success(let v): out.append(v)
                 case .failure(let e): return .failure(e)
                 }
@@ -281,7 +284,11 @@ struct FHIRService {
     private func search(type: String, query: [(name: String, value: String)]) -> ServiceResponse {
         let count = min(1000, max(0, query.last(where: { $0.name == "_count" }).flatMap { Int($0.value) } ?? 20))
         let offset = max(0, query.last(where: { $0.name == "_offset" }).flatMap { Int($0.value) } ?? 0)
-        let ids = store.search(type: type, identifierParameters: identifierParameters(query))
+        var ids = store.search(type: type, identifierParameters: identifierParameters(query))
+        for parameter in query where parameter.name == "_id" {
+            let wanted = Set(parameter.value.split(separator: ",").map(String.init))
+            ids = ids.filter { wanted.contains($0) }
+        }
         let page = ids.dropFirst(offset).prefix(count)
         var members = [JSONMember("resourceType", .string("Bundle")), JSONMember("type", .string("searchset")),
                        JSONMember("total", .number(String(ids.count)))]

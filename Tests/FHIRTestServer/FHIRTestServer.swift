@@ -28,6 +28,30 @@ public enum Fault: Sendable, Equatable {
     /// The server dies: every connection closes, nothing listens for `downFor` seconds, then it comes back with
     /// its data (what was committed before the crash).
     case crash(downFor: Double)
+    /// Apply the bundle, answer 200 with the full Content-Length, send the first `bytes` of the body, then
+    /// nothing more (the connection stays open).
+    case stallBody(afterBytes: Int)
+    /// Apply the bundle and send the answer one byte every `interval` seconds.
+    case trickle(interval: Double)
+    /// Refuse with `status` and an OperationOutcome that repeats the request's Authorization header.
+    case echoAuthorization(status: Int)
+    /// Apply the batch, then answer its entries in reverse order (a server bug a client can see).
+    case reverseResponses
+}
+
+/// A redirect the test server answers with instead of handling a request.
+public struct Redirect: Sendable {
+    /// The request path it applies to, exactly (no query): `/fhir/R4`, `/oauth2/token`, `/fhir/R4/Patient`.
+    public var path: String
+    public var status: Int
+    /// The Location header.
+    public var location: String
+
+    public init(path: String, status: Int, location: String) {
+        self.path = path
+        self.status = status
+        self.location = location
+    }
 }
 
 /// A small FHIR R4 server for the uploader's tests, on 127.0.0.1, that behaves as Medplum documents (see
@@ -52,6 +76,8 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
     private var client: (id: String, secret: String)?
     private var tokenLifetime = 3600
     private var tokens: [String: Date] = [:]
+    private var redirects: [Redirect] = []
+    private var echoSecret = false
 
     /// What the server saw.
     public struct Statistics: Sendable {
@@ -62,6 +88,10 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         public var faultsInjected = 0
         /// Entries of each bundle request answered, in arrival order (the first 10,000).
         public var bundleEntryCounts: [Int] = []
+        /// Every request received (token and metadata requests included).
+        public var requests = 0
+        /// Requests answered with a redirect.
+        public var redirected = 0
     }
 
     /// Starts a server on a free port of 127.0.0.1.
@@ -125,6 +155,16 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         }
     }
 
+    /// A refused token request's `error_description` repeats the secret it was sent (a careless server).
+    public func echoSecretInTokenErrors() {
+        lock.withLock { echoSecret = true }
+    }
+
+    /// Answers requests for `redirect.path` with that redirect from now on (several can be set).
+    public func redirect(_ redirect: Redirect) {
+        lock.withLock { redirects.append(redirect) }
+    }
+
     public var statistics: Statistics {
         return lock.withLock { stats }
     }
@@ -174,6 +214,10 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
 
     fileprivate enum Action {
         case respond(status: Int, headers: [(String, String)], body: [UInt8], delay: Double)
+        /// Headers with the full Content-Length, then only the first `sent` bytes of the body.
+        case stall(status: Int, headers: [(String, String)], body: [UInt8], sent: Int)
+        /// The answer one byte every `interval` seconds.
+        case trickle(status: Int, headers: [(String, String)], body: [UInt8], interval: Double)
         case drop
         case crash(downFor: Double)
     }
@@ -188,6 +232,15 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
 
     fileprivate func handle(method: String, uri: String, headers: HTTPHeaders, body: [UInt8]) -> Action {
         let (path, rawQuery) = Self.split(uri)
+        let redirect = lock.withLock { () -> Redirect? in
+            stats.requests += 1
+            guard let r = redirects.first(where: { $0.path == path }) else { return nil }
+            stats.redirected += 1
+            return r
+        }
+        if let redirect {
+            return .respond(status: redirect.status, headers: [("Location", redirect.location)], body: [], delay: 0)
+        }
         if path == "/oauth2/token" && method == "POST" { return token(headers: headers, body: body) }
         guard path == "/fhir/R4" || path.hasPrefix("/fhir/R4/") else {
             return reply(FHIRService(store: store, limits: limits, baseURL: "").failure(404, "not-found", "No FHIR endpoint at \(path)"))
@@ -240,6 +293,25 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
                 return .crash(downFor: downFor)
             case .notFHIR?:
                 return .respond(status: 200, headers: [("Content-Type", "text/html")], body: Array("<html><body>Welcome</body></html>".utf8), delay: 0)
+            case .stallBody(let bytes)?:
+                guard case .respond(let s, let h, let b, _) = reply(service.handle(request)) else { return .drop }
+                return .stall(status: s, headers: h, body: b, sent: min(bytes, b.count))
+            case .trickle(let interval)?:
+                guard case .respond(let s, let h, let b, _) = reply(service.handle(request)) else { return .drop }
+                return .trickle(status: s, headers: h, body: b, interval: interval)
+            case .echoAuthorization(let status)?:
+                let auth = headers.first(name: "Authorization") ?? "(none)"
+                var response = service.failure(status, "forbidden", "Access denied for Authorization: \(auth) (token \(auth.split(separator: " ").last ?? ""))")
+                response.headers.append(("X-Echo", auth))
+                return reply(response)
+            case .reverseResponses?:
+                var response = service.handle(request)
+                if case .object(var members)? = response.body, let i = members.firstIndex(where: { $0.key == "entry" }),
+                   case .array(let entries) = members[i].value {
+                    members[i].value = .array(entries.reversed())
+                    response.body = .object(members)
+                }
+                return reply(response)
             case .expireTokens?:
                 tokens = [:]
                 stats.unauthorized += 1
@@ -266,8 +338,9 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         return lock.withLock {
             stats.tokenRequests += 1
             guard form["grant_type"] == "client_credentials", let client, id == client.id, secret == client.secret else {
+                let description = echoSecret ? "Invalid client or secret '\(secret ?? "")'" : "Invalid client or secret"
                 let error = JSONValue.object([JSONMember("error", .string("invalid_client")),
-                                              JSONMember("error_description", .string("Invalid client or secret"))])
+                                              JSONMember("error_description", .string(description))])
                 return .respond(status: 400, headers: [("Content-Type", "application/json")], body: JSONWriter().bytes(error), delay: 0)
             }
             let token = UUID().uuidString
@@ -353,6 +426,18 @@ private final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
                 context.close(promise: nil)
             case .crash(let downFor):
                 server.crash(downFor: downFor)
+            case .stall(let status, let headers, let bytes, let sent):
+                var h = HTTPHeaders(headers)
+                h.add(name: "Content-Length", value: String(bytes.count))
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: status), headers: h))), promise: nil)
+                var buffer = context.channel.allocator.buffer(capacity: sent)
+                buffer.writeBytes(bytes.prefix(sent))
+                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            case .trickle(let status, let headers, let bytes, let interval):
+                var h = HTTPHeaders(headers)
+                h.add(name: "Content-Length", value: String(bytes.count))
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: status), headers: h))), promise: nil)
+                trickle(bytes[...], interval: interval, context: context)
             case .respond(let status, let headers, let bytes, let delay):
                 let keepAlive = head.isKeepAlive
                 let write = { [self] (context: ChannelHandlerContext) in
@@ -374,6 +459,23 @@ private final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
                     write(context)
                 }
             }
+        }
+    }
+}
+
+extension HTTPHandler {
+    /// Writes `rest` one byte per `interval`, then ends the response; stops when the client has gone.
+    fileprivate func trickle(_ rest: ArraySlice<UInt8>, interval: Double, context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        guard let byte = rest.first else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: 1)
+        buffer.writeInteger(byte)
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(interval * 1000))) { [self] in
+            trickle(rest.dropFirst(), interval: interval, context: context)
         }
     }
 }

@@ -19,8 +19,8 @@ struct AuthenticationTests {
             #expect(report.failures == 0 && report.written == 9)
             #expect(server.statistics.tokenRequests == 2 && server.statistics.unauthorized == 1)
             // Secrets stay out of everything the run wrote.
-            for file in ["upload/journal.ndjson", "upload/failures.ndjson"] {
-                let text = try String(contentsOfFile: folder + "/" + file, encoding: .utf8)
+            for file in ["journal.ndjson", "failures.ndjson", "target.json"] {
+                let text = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/" + file, encoding: .utf8)
                 #expect(!text.contains(Self.secret) && !text.contains("Bearer"))
             }
         }
@@ -29,6 +29,7 @@ struct AuthenticationTests {
     @Test func aWrongSecretStopsBeforeAnyBundleIsSentWithoutPrintingTheSecret() async throws {
         try await UploadFixtures.withServer { server, folder in
             server.requireClientCredentials(id: "migrator", secret: Self.secret)
+            server.echoSecretInTokenErrors()  // a careless server repeats the secret it was sent
             var options = UploadFixtures.options(server)
             options.credentials = .clientCredentials(tokenURL: server.tokenURL, clientID: "migrator", clientSecret: "wrong-secret-value")
             do {
@@ -64,9 +65,9 @@ struct AuthenticationTests {
     @Test func aTokenIsReusedUntilShortlyBeforeItExpiresThenRenewed() async throws {
         let cache = TokenCache()
         let fetches = Counter()
-        let fetch: @Sendable () async throws -> (String, Double) = {
+        let fetch: @Sendable () async throws -> FetchedToken = {
             let n = await fetches.increment()
-            return ("token-\(n)", 0.5)  // renewed a tenth of its lifetime early: after 0.45 s
+            return FetchedToken(token: "token-\(n)", lifetime: 0.5, project: nil)  // renewed a tenth of its lifetime early: after 0.45 s
         }
         let first = try await cache.token(rejected: nil, fetch: fetch)
         let again = try await cache.token(rejected: nil, fetch: fetch)

@@ -34,14 +34,71 @@ enum UploadFixtures {
         return Result { _ = try Converter(options: options).run(); return dir }
     }
 
+    /// One batch of two types: each patient of the example and a Practitioner with the same id (4 entries).
+    private static let mixedBatch: Result<String, any Error> = Result {
+        let dir = fixtureScratch + "/mixed-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try """
+            version: 1
+            sources:
+              patients: { file: \(TestRepository.fixture("medplum-example/patients.csv")) }
+            steps:
+              - name: people
+                source: patients
+                bundle: batch
+                resources:
+                  patient:
+                    resourceType: Patient
+                    identifier: [{ system: "http://example.org/patient", value: "{{ patient_id }}" }]
+                    name: [{ family: "{{ last_name }}" }]
+                  practitioner:
+                    resourceType: Practitioner
+                    identifier: [{ system: "http://example.org/practitioner", value: "{{ patient_id }}" }]
+                    name: [{ family: "{{ last_name }}" }]
+            """.write(toFile: dir + "/mapping.yaml", atomically: true, encoding: .utf8)
+        _ = try Converter(options: ConvertOptions(mappingPath: dir + "/mapping.yaml", outputPath: dir + "/out")).run()
+        return dir + "/out"
+    }
+
     /// A fresh copy of the seed example's artifacts (Medplum's three steps, 9 resources).
     static func seedCopy() throws -> String { try copy(seed.get()) }
     static func syntheaCopy() throws -> String { try copy(synthea.get()) }
+    static func mixedBatchCopy() throws -> String { try copy(mixedBatch.get()) }
 
     private static func copy(_ folder: String) throws -> String {
         let dir = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"
         try FileManager.default.copyItem(atPath: folder, toPath: dir)
         return dir
+    }
+
+    /// A JSON Web Token with these claims and a meaningless signature (the uploader only reads the claims).
+    static func unsignedJWT(claims: String) -> String {
+        let payload = Data(claims.utf8).base64EncodedString()
+            .replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+        return "eyJhbGciOiJSUzI1NiJ9.\(payload).c2lnbmF0dXJl"
+    }
+
+    /// Runs `body` with another test server (another origin), shut down afterwards.
+    static func withOtherServer(_ body: (FHIRTestServer) async throws -> Void) async throws {
+        let other = try await FHIRTestServer.start()
+        do {
+            try await body(other)
+        } catch {
+            try? await other.shutdown()
+            throw error
+        }
+        try? await other.shutdown()
+    }
+
+    /// The one server folder under `folder/upload/` (its journal, failures and target record), for tests that
+    /// upload to one server.
+    static func targetFolder(_ folder: String) throws -> String {
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder + "/upload").filter { name in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: folder + "/upload/" + name, isDirectory: &isDirectory) && isDirectory.boolValue
+        }
+        try #require(names.count == 1, "expected one server folder under upload/, found \(names)")
+        return folder + "/upload/" + names[0]
     }
 
     /// The resource counts the manifest promises.
@@ -161,7 +218,7 @@ struct FHIRTestServerUploadTests {
             options.retry.maxAttempts = 3
             let report = try await Uploader(folder: folder, options: options).run()
             #expect(report.failed["Patient"] == 2)  // two entries that were never written
-            let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+            let failures = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/failures.ndjson", encoding: .utf8)
             #expect(failures.contains("gave up after 3 attempts; last: HTTP 200 without a batch-response bundle of 2 entries"))
             #expect(server.resourceCounts["Patient"] == nil)
         }
@@ -197,7 +254,7 @@ struct FHIRTestServerUploadTests {
             // Encounter transaction. The other patient's resources are written.
             #expect(report.failed == ["Patient": 1, "Condition": 2, "Encounter": 1, "ClinicalImpression": 1])
             #expect(report.written == 4)
-            let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+            let failures = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/failures.ndjson", encoding: .utf8)
             #expect(failures.contains("\"status\":400") && failures.contains("Injected failure 400"))
             #expect(failures.contains("The conditional reference Patient?… matches 0 resources"))
             let verify = try await Verifier(folder: folder, options: UploadFixtures.options(server)).run()
@@ -242,7 +299,7 @@ struct FHIRTestServerUploadTests {
             let report = try await Uploader(folder: folder, options: UploadFixtures.options(server)).run()
             #expect(report.failed == ["Encounter": 2, "ClinicalImpression": 2])
             #expect(server.resourceCounts["Encounter"] == nil)  // all or nothing
-            let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+            let failures = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/failures.ndjson", encoding: .utf8)
             #expect(failures.contains("conditional operations may hold 1 entries"))
         }
     }

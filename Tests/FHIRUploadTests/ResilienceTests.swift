@@ -38,7 +38,7 @@ struct ResilienceTests {
             kill(first.processIdentifier, SIGKILL)
             first.waitUntilExit()
             #expect(first.terminationReason == .uncaughtSignal)
-            let journal = try String(contentsOfFile: folder + "/upload/journal.ndjson", encoding: .utf8)
+            let journal = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/journal.ndjson", encoding: .utf8)
             #expect(!journal.isEmpty)
 
             let second = try UploadFixtures.startUploader([folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"])

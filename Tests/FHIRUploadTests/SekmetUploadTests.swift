@@ -116,7 +116,7 @@ struct SekmetUploadTests {
         // sekmet has no `identifier` search parameter for ClinicalImpression, so the encounter transactions are
         // refused as a whole: reported with the server's OperationOutcome, and the upload goes on.
         #expect(first.failed["Encounter"] == 2 && first.failed["ClinicalImpression"] == 2)
-        let failures = try String(contentsOfFile: folder + "/upload/failures.ndjson", encoding: .utf8)
+        let failures = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/failures.ndjson", encoding: .utf8)
         #expect(failures.contains("Unknown search parameter 'identifier' for ClinicalImpression"))
 
         let second = try await Uploader(folder: folder, options: options).run()
@@ -135,8 +135,9 @@ struct SekmetUploadTests {
     }
 
     /// The Synthea output (about 26,000 resources, batches only): the uploader killed after a few seconds and run
-    /// again, then a third run that finds nothing left to send, then verify. sekmet stores conditional references
-    /// in a batch as they are (it does not resolve them), which verify does not look at.
+    /// again, then a third run that finds nothing left to send, then verify, links included. sekmet stores
+    /// conditional references in a batch as they are (it resolves them in transactions only): the uploader sees
+    /// that on its first batch and sends those batches as transactions, so every link resolves.
     @Test func syntheaInterruptedResumedAndVerifiedOnSekmet() async throws {
         let server = try await SekmetServer.start(executable: try TestPrerequisite.sekmet.path())
         defer { server.stop() }
@@ -154,8 +155,22 @@ struct SekmetUploadTests {
         let third = try await Uploader(folder: folder, options: UploadOptions(server: server.base)).run()
         let total = try UploadFixtures.expectedCounts(folder).values.reduce(0, +)
         #expect(third.written == 0 && third.skipped == total)
+        #expect(third.transactionSteps == ["encounters", "conditions", "observations"])
         let verify = try await Verifier(folder: folder, options: UploadOptions(server: server.base), batchSize: 100).run()
-        #expect(verify.expected == total && verify.isClean, "missing \(verify.missing.count), duplicated \(verify.duplicated.count)")
+        #expect(verify.expected == total && verify.isClean,
+                "missing \(verify.missing.count), duplicated \(verify.duplicated.count), links \(verify.links.problems) \(verify.links.examples.prefix(3))")
+        #expect(verify.links.checked > 40_000)
+        // A search by reference finds a patient's resources: as many as the folder gives that patient.
+        let patientBundle = try await server.search("Patient?_count=1")
+        let patient = try #require(patientBundle["entry"]?.arrayValue?.first?["resource"])
+        let id = try #require(patient["id"]?.stringValue)
+        let identifier = try #require(patient["identifier"]?.arrayValue?.first?["value"]?.stringValue)
+        for type in ["Encounter", "Condition", "Observation"] {
+            let lines = try String(contentsOfFile: folder + "/ndjson/\(type).ndjson", encoding: .utf8).split(separator: "\n")
+            let expected = lines.filter { $0.contains("\"subject\":{\"reference\":\"Patient?identifier=") && $0.contains("|\(identifier)\"") }.count
+            let found = try await server.search("\(type)?subject=Patient/\(id)&_count=1")
+            #expect(found["total"] == .number(String(expected)), "\(type) of Patient/\(id)")
+        }
     }
 
     @Test func anAlteredFolderIsRefusedBeforeAnythingIsSent() async throws {

@@ -3,6 +3,10 @@ import FHIRTestSupport
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The built `fhirupload`, run as a user would: exit statuses, messages, credentials kept out of the output.
 @Suite(.serialized)
 struct UploadCommandLineTests {
@@ -41,13 +45,44 @@ struct UploadCommandLineTests {
             server.inject([.failEntries([1], status: 422)])
             let upload = try run([folder, "--server", server.baseURL])
             #expect(upload.status == 1)
-            #expect(upload.stderr.contains("upload/failures.ndjson"))
+            #expect(upload.stderr.contains("/failures.ndjson"))
+        }
+    }
+
+    @Test func ctrlCStopsWithWhatWasDoneAndARerunFinishes() async throws {
+        try await UploadFixtures.withServer { server, folder in
+            server.inject([.pass, .slow(seconds: 20)])  // the second request hangs, so the signal finds it in flight
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: TestRepository.builtExecutable("fhirupload"))
+            p.arguments = [folder, "--server", server.baseURL, "--concurrency", "1"]
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            for _ in 0..<600 where server.statistics.bundleRequests < 2 { try await Task.sleep(nanoseconds: 100_000_000) }
+            try #require(server.statistics.bundleRequests == 2, "the uploader did not reach its second request within 60 s")
+            let signalled = Date()
+            kill(p.processIdentifier, SIGINT)
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 130, "\(stderr)")
+            #expect(Date().timeIntervalSince(signalled) < 10)  // it did not wait for the slow answer
+            #expect(stderr.contains("interrupting: no new request starts"))
+            #expect(stderr.contains("2 written, 0 failed"))
+            #expect(stderr.contains("error: interrupted after") && stderr.contains("run the same command again to resume"))
+            let rerun = try run([folder, "--server", server.baseURL])
+            #expect(rerun.status == 0, "\(rerun.stderr)")
+            #expect(rerun.stderr.contains("Resuming the upload to \(server.baseURL) (no credentials): 2 entries were written by earlier runs"))
+            #expect(rerun.stderr.contains("7 written, 0 failed, 2 already written"))
+            try await expectExactlyTheArtifacts(folder, on: server)
         }
     }
 
     @Test(arguments: [
         (["out", "--server", "http://fhir.example.org/fhir/R4"], "plain http:// to another machine"),
-        (["out", "--server", "ftp://x"], "--server must be an http(s) URL"),
+        (["out", "--server", "ftp://x"], "--server: ftp://x is not an http(s) URL"),
+        (["out", "--server", "https://user:pw@x.org/fhir"], "with a user name or password in the URL"),
+        (["out", "--server", "https://x.org/fhir", "--timeout", "0"], "--timeout must be a number of seconds above 0"),
         (["out", "--server", "https://x.org/fhir", "--client-id", "a"], "--client-secret-env or --client-secret-file"),
         (["out", "--server", "https://x.org/fhir", "--token-env", "A", "--client-id", "b", "--client-secret-env", "S"], "give one of"),
         (["out", "--server", "https://x.org/fhir", "--concurrency", "0"], "--concurrency must be at least 1"),

@@ -2,7 +2,7 @@ import FHIRArtifacts
 import FHIRConvert
 import FHIRModel
 import FHIRTestSupport
-import FHIRUpload
+@testable import FHIRUpload
 import Foundation
 import Testing
 
@@ -67,56 +67,56 @@ struct UploadJournalTests {
         let (folder, _) = try seedArtifacts()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         do {
-            let journal = try UploadJournal(folder: folder)
+            let journal = try UploadJournal(directory: folder + "/upload/test")
             try journal.record(request: "bundles/01-patients/0001.json", outcomes: [
                 (0, EntryOutcome(status: 201, location: "Patient/a", issues: [])),
                 (1, EntryOutcome(status: 503, location: nil, issues: [])),
             ])
         }
-        let reopened = try UploadJournal(folder: folder)
+        let reopened = try UploadJournal(directory: folder + "/upload/test")
         #expect(reopened.succeededEntries(of: "bundles/01-patients/0001.json") == [0])
         try reopened.record(request: "bundles/01-patients/0001.json", outcomes: [(1, EntryOutcome(status: 200, location: nil, issues: []))])
-        #expect(try UploadJournal(folder: folder, exclusive: false).succeededEntries(of: "bundles/01-patients/0001.json") == [0, 1])
+        #expect(try UploadJournal(directory: folder + "/upload/test", exclusive: false).succeededEntries(of: "bundles/01-patients/0001.json") == [0, 1])
     }
 
     @Test func aTornLastLineIsIgnoredAndLaterRecordsStillCount() throws {
         let (folder, _) = try seedArtifacts()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        try FileManager.default.createDirectory(atPath: folder + "/upload", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: folder + "/upload/test", withIntermediateDirectories: true)
         try #"{"request":"a","entries":[{"index":0,"status":201}]}"#.appending("\n{\"request\":\"b\",\"entr").write(
-            toFile: folder + "/" + UploadJournal.relativePath, atomically: true, encoding: .utf8)
-        let journal = try UploadJournal(folder: folder)
+            toFile: folder + "/upload/test/" + UploadJournal.fileName, atomically: true, encoding: .utf8)
+        let journal = try UploadJournal(directory: folder + "/upload/test")
         #expect(journal.succeededEntries(of: "a") == [0])
         try journal.record(request: "b", outcomes: [(0, EntryOutcome(status: 201, location: nil, issues: []))])
-        #expect(try UploadJournal(folder: folder, exclusive: false).succeededEntries(of: "b") == [0])
+        #expect(try UploadJournal(directory: folder + "/upload/test", exclusive: false).succeededEntries(of: "b") == [0])
     }
 
     @Test func permanentFailuresAreKeptWithTheirOutcomeAndRestartForgetsEverything() throws {
         let (folder, _) = try seedArtifacts()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let journal = try UploadJournal(folder: folder)
+        let journal = try UploadJournal(directory: folder + "/upload/test")
         try journal.record(request: "x", outcomes: [(2, EntryOutcome(status: 400, location: nil, issues: ["error invalid: bad"]))])
         #expect(journal.failedEntries(of: "x")[2]?.issues == ["error invalid: bad"])
         try journal.restart()
-        #expect(try UploadJournal(folder: folder, exclusive: false).failedEntries(of: "x").isEmpty)
+        #expect(try UploadJournal(directory: folder + "/upload/test", exclusive: false).failedEntries(of: "x").isEmpty)
     }
 
     @Test func aSecondUploaderOnTheSameFolderIsRefusedUntilTheFirstEnds() throws {
         let (folder, _) = try seedArtifacts()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         do {
-            let first = try UploadJournal(folder: folder)
-            #expect(throws: UploadError.self) { _ = try UploadJournal(folder: folder) }
-            #expect(try UploadJournal(folder: folder, exclusive: false).succeededEntries(of: "x").isEmpty)  // a dry run may read
+            let first = try UploadJournal(directory: folder + "/upload/test")
+            #expect(throws: UploadError.self) { _ = try UploadJournal(directory: folder + "/upload/test") }
+            #expect(try UploadJournal(directory: folder + "/upload/test", exclusive: false).succeededEntries(of: "x").isEmpty)  // a dry run may read
             _ = first
         }
-        _ = try UploadJournal(folder: folder)  // the first has ended
+        _ = try UploadJournal(directory: folder + "/upload/test")  // the first has ended
     }
 
     @Test func theJournalDoesNotDisturbValidation() throws {
         let (folder, _) = try seedArtifacts()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        try UploadJournal(folder: folder).record(request: "x", outcomes: [(0, EntryOutcome(status: 201, location: nil, issues: []))])
+        try UploadJournal(directory: folder + "/upload/test").record(request: "x", outcomes: [(0, EntryOutcome(status: 201, location: nil, issues: []))])
         let report = try FHIRValidationShim.validate(folder)
         #expect(report == 0)
     }
@@ -143,11 +143,16 @@ struct DryRunTests {
     @Test func dryRunPlansAndCountsWhatAnEarlierRunWroteWithoutSending() throws {
         let (folder, _) = try seedArtifacts()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        try UploadJournal(folder: folder).record(request: "bundles/01-patients/0001.json", outcomes: [
+        // Nothing listens on port 9: a dry run must not connect.
+        let uploader = Uploader(folder: folder, options: UploadOptions(server: "http://127.0.0.1:9"))
+        let directory = uploader.target.directory(inFolder: folder)
+        try UploadJournal(directory: directory).record(request: "bundles/01-patients/0001.json", outcomes: [
             (0, EntryOutcome(status: 201, location: nil, issues: [])), (1, EntryOutcome(status: 200, location: nil, issues: [])),
         ])
-        // Nothing listens on port 9: a dry run must not connect.
-        let (plan, written, validation) = try Uploader(folder: folder, options: UploadOptions(server: "http://127.0.0.1:9")).dryRun()
+        let manifest = try #require(FileManager.default.contents(atPath: folder + "/manifest.json"))
+        try TargetRecord(server: uploader.target.server, principal: uploader.target.principal, manifestSHA256: sha256Hex(Array(manifest)))
+            .write(directory: directory)
+        let (plan, written, validation) = try uploader.dryRun()
         #expect(plan.steps.map { $0.requests.count } == [1, 1, 1])
         #expect(written == 2)
         #expect(validation.errors == 0)
