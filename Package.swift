@@ -79,15 +79,23 @@ let package = Package(
         ),
 
         // MARK: Executables (thin shells)
+        // What both command lines share: --profile and --limit, standard error.
+        .target(
+            name: "CommandLineSupport",
+            dependencies: ["FHIRModel", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "fhirbundle",
-            dependencies: ["FHIRConvert", "FHIRArtifacts", "FHIRValidation", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FHIRConvert", "FHIRArtifacts", "FHIRValidation", "CommandLineSupport",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
 
         .executableTarget(
             name: "fhirupload",
-            dependencies: ["FHIRUpload", "FHIRArtifacts", "FHIRModel", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FHIRUpload", "FHIRArtifacts", "FHIRModel", "CommandLineSupport",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
 

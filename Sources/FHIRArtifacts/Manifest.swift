@@ -81,7 +81,10 @@ public struct Manifest: Sendable, Equatable {
     }
 
     public var tool: Tool
-    public var mapping: MappingFile
+    /// The server profile the bundles were sized for.
+    public var profile: ServerProfile
+    /// The mapping file; nil for a folder written by `fhirbundle rebundle`.
+    public var mapping: MappingFile?
     public var limits: BundleLimits
     public var sources: [Source]
     /// In upload order.
@@ -91,8 +94,10 @@ public struct Manifest: Sendable, Equatable {
     public var resourceCounts: [String: Int]
     public var rejects: Int
 
-    public init(tool: Tool, mapping: MappingFile, limits: BundleLimits, sources: [Source], steps: [Step], artifacts: [Artifact], resourceCounts: [String: Int], rejects: Int) {
+    public init(tool: Tool, profile: ServerProfile = .medplum, mapping: MappingFile?, limits: BundleLimits, sources: [Source], steps: [Step],
+                artifacts: [Artifact], resourceCounts: [String: Int], rejects: Int) {
         self.tool = tool
+        self.profile = profile
         self.mapping = mapping
         self.limits = limits
         self.sources = sources
@@ -108,12 +113,17 @@ public struct Manifest: Sendable, Equatable {
             .object(d.keys.sorted().map { JSONMember($0, .number(String(d[$0]!))) })
         }
         func n(_ i: Int) -> JSONValue { .number(String(i)) }
-        return .object([
+        var members = [
             JSONMember("format", .string(Manifest.format)),
             JSONMember("formatVersion", n(Manifest.formatVersion)),
             JSONMember("tool", .object([JSONMember("name", .string(tool.name)), JSONMember("version", .string(tool.version))])),
-            JSONMember("mapping", .object([JSONMember("file", .string(mapping.file)), JSONMember("sha256", .string(mapping.sha256))])),
-            JSONMember("limits", .object(BundleLimits.keys.map { key in JSONMember(key, n(limits.value(key))) })),
+            JSONMember("profile", .string(profile.rawValue)),
+        ]
+        if let mapping {
+            members.append(JSONMember("mapping", .object([JSONMember("file", .string(mapping.file)), JSONMember("sha256", .string(mapping.sha256))])))
+        }
+        return .object(members + [
+            JSONMember("limits", .object(BundleLimit.allCases.map { limit in JSONMember(limit.rawValue, limits[limit].map(n) ?? .null) })),
             JSONMember("sources", .array(sources.map { s in
                 .object([
                     JSONMember("name", .string(s.name)), JSONMember("file", .string(s.file)), JSONMember("sha256", .string(s.sha256)),
@@ -152,10 +162,29 @@ public struct Manifest: Sendable, Equatable {
             throw ManifestError(pointer: "/formatVersion", message: "format version \(version) is not supported by this tool (it reads \(Manifest.formatVersion))")
         }
         tool = Tool(name: try need(json["tool"]?["name"], "/tool/name", str), version: try need(json["tool"]?["version"], "/tool/version", str))
-        mapping = MappingFile(file: try need(json["mapping"]?["file"], "/mapping/file", str), sha256: try need(json["mapping"]?["sha256"], "/mapping/sha256", str))
-        var limits = BundleLimits()
-        for key in BundleLimits.keys {
-            if let v = json["limits"]?[key] { limits.set(key, try need(v, "/limits/\(key)", int)) }
+        if let name = json["profile"] {
+            guard let profile = ServerProfile(rawValue: name.stringValue ?? "") else {
+                throw ManifestError(pointer: "/profile", message: "unknown profile; the profiles are \(ServerProfile.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.profile = profile
+        } else {
+            profile = .medplum  // written before profiles existed
+        }
+        if json["mapping"] != nil {
+            mapping = MappingFile(file: try need(json["mapping"]?["file"], "/mapping/file", str), sha256: try need(json["mapping"]?["sha256"], "/mapping/sha256", str))
+        } else {
+            mapping = nil
+        }
+        var limits = profile.limits
+        for limit in BundleLimit.allCases {
+            guard let v = json["limits"]?[limit.rawValue] else { continue }
+            if case .null = v {
+                limits[limit] = nil
+            } else {
+                let value = try need(v, "/limits/\(limit.rawValue)", int)
+                guard value > 0 else { throw ManifestError(pointer: "/limits/\(limit.rawValue)", message: "must be a positive whole number or null") }
+                limits[limit] = value
+            }
         }
         self.limits = limits
         var sources: [Source] = []
@@ -201,17 +230,4 @@ public struct ManifestError: Error, Sendable, CustomStringConvertible {
     public var pointer: String
     public var message: String
     public var description: String { "manifest.json#\(pointer): \(message)" }
-}
-
-extension BundleLimits {
-    /// The limit called `key` (one of `keys`).
-    public func value(_ key: String) -> Int {
-        switch key {
-        case "transactionEntries": transactionEntries
-        case "conditionalTransactionEntries": conditionalTransactionEntries
-        case "transactionUpdates": transactionUpdates
-        case "batchEntries": batchEntries
-        default: bundleBytes
-        }
-    }
 }

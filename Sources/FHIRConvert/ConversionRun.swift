@@ -8,6 +8,7 @@ import Foundation
 /// staging folder and keeping the counts the manifest reports.
 struct ConversionRun {
     let mapping: CompiledMapping
+    let profile: ServerProfile
     let limits: BundleLimits
     let layout: BundleLayout
     let folder: ArtifactFolder
@@ -30,10 +31,11 @@ struct ConversionRun {
 
     let isCancelled: @Sendable () -> Bool
 
-    init(mapping: CompiledMapping, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder, progress: (any ConvertProgress)?,
-         isCancelled: @escaping @Sendable () -> Bool) throws {
+    init(mapping: CompiledMapping, profile: ServerProfile, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder,
+         progress: (any ConvertProgress)?, isCancelled: @escaping @Sendable () -> Bool) throws {
         self.isCancelled = isCancelled
         self.mapping = mapping
+        self.profile = profile
         self.limits = limits
         self.layout = layout
         self.folder = folder
@@ -58,6 +60,7 @@ struct ConversionRun {
         artifacts.sort { $0.path < $1.path }
         let manifest = Manifest(
             tool: .init(name: "fhirbundle", version: toolVersion),
+            profile: profile,
             mapping: .init(file: (mapping.document.path as NSString).lastPathComponent, sha256: sha256Hex(mapping.document.bytes)),
             limits: limits,
             sources: mapping.sources.indices.compactMap { sourceStats[$0] },

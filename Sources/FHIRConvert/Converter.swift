@@ -9,15 +9,17 @@ import Foundation
 public struct ConvertOptions: Sendable {
     public var mappingPath: String
     public var outputPath: String
-    /// Limits that override the mapping's and the defaults (`batchEntries` → 50, ...).
-    public var limitOverrides: [String: Int]
+    /// The server the bundles are sized for; the mapping's `limits:` and `limitOverrides` adjust its limits.
+    public var profile: ServerProfile = .medplum
+    /// Limits that override the profile's and the mapping's (`.batchEntries` → 50, nil: no limit).
+    public var limitOverrides: [BundleLimit: Int?]
     public var toolVersion: String
     /// One entry per line (default) or indented bundle files.
     public var bundleLayout: BundleLayout
     /// Validate the artifacts before swapping them in (default); errors fail the run.
     public var validate = true
 
-    public init(mappingPath: String, outputPath: String = "out", limitOverrides: [String: Int] = [:],
+    public init(mappingPath: String, outputPath: String = "out", limitOverrides: [BundleLimit: Int?] = [:],
                 toolVersion: String = FHIRBundleVersion.current, bundleLayout: BundleLayout = .entryPerLine) {
         self.mappingPath = mappingPath
         self.outputPath = outputPath
@@ -108,13 +110,15 @@ public final class Converter {
         }
         let mapping: CompiledMapping
         do { mapping = try MappingCompiler.compile(document, fieldNames: fieldNames) } catch { throw .mapping(error) }
-        var limits = mapping.limits
-        for (k, v) in options.limitOverrides { limits.set(k, v) }
+        var limits = options.profile.limits
+        for declared in document.limits { if let limit = BundleLimit(rawValue: declared.name) { limits[limit] = declared.value } }
+        for (limit, value) in options.limitOverrides { limits[limit] = value }
 
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
         do {
-            var run = try ConversionRun(mapping: mapping, limits: limits, layout: options.bundleLayout, folder: folder, progress: progress, isCancelled: isCancelled)
+            var run = try ConversionRun(mapping: mapping, profile: options.profile, limits: limits, layout: options.bundleLayout, folder: folder,
+                                        progress: progress, isCancelled: isCancelled)
             let manifest = try run.execute(toolVersion: options.toolVersion)
             var validation: ValidationReport?
             if options.validate {

@@ -69,7 +69,7 @@ public struct MappingCompiler {
         }
         let constants = try resolveConstants()
         var limits = BundleLimits()
-        for l in document.limits { limits.set(l.name, l.value) }
+        for l in document.limits { if let limit = BundleLimit(rawValue: l.name) { limits[limit] = l.value } }
 
         // Identity (type and identifier system) of every step's resources, needed by ref() before templates compile.
         var identities: [[(name: String, type: String, system: String)]] = []

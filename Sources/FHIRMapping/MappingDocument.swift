@@ -16,8 +16,8 @@ public struct MappingDocument: Sendable {
     public let lookups: [LookupDeclaration]
     public let maps: [ValueMapDeclaration]
     public let steps: [StepDeclaration]
-    /// Optional bundle limits declared in the mapping; command-line options override them.
-    public let limits: [Named<Int>]
+    /// Optional bundle limits declared in the mapping (nil: no limit); command-line options override them.
+    public let limits: [Named<Int?>]
 
     /// Reads and checks the shape of the mapping file at `path`.
     public static func load(path: String) throws(MappingError) -> MappingDocument {
@@ -76,15 +76,20 @@ public struct MappingDocument: Sendable {
                 maps.append(try ValueMapDeclaration(name: key.0, location: key.1, node: value, reader: reader))
             }
         }
-        var limits: [Named<Int>] = []
+        var limits: [Named<Int?>] = []
         if let node = top["limits"] {
             for (key, value) in try reader.pairs(node, what: "limits") {
-                guard BundleLimits.keys.contains(key.0) else {
+                guard BundleLimit(rawValue: key.0) != nil else {
                     throw MappingError(file: path, line: key.1.line, column: key.1.column,
-                                       message: "unknown limit '\(key.0)'; known limits: \(BundleLimits.keys.joined(separator: ", "))")
+                                       message: "unknown limit '\(key.0)'; known limits: \(BundleLimit.names)")
                 }
-                guard let n = Int(try reader.string(value, what: "limit"), radix: 10), n > 0 else {
-                    throw reader.error(value, "limit '\(key.0)' must be a positive whole number")
+                let text = try reader.string(value, what: "limit")
+                if text == "none" {
+                    limits.append(Named(name: key.0, value: nil, location: key.1))
+                    continue
+                }
+                guard let n = Int(text, radix: 10), n > 0 else {
+                    throw reader.error(value, "limit '\(key.0)' must be a positive whole number or none")
                 }
                 limits.append(Named(name: key.0, value: n, location: key.1))
             }

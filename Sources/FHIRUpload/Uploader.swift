@@ -24,6 +24,8 @@ public struct UploadOptions: Sendable {
     public var maxOutage = 300.0
     /// Plain `http://` to another machine (refused by default, for every URL contacted).
     public var allowInsecureHTTP = false
+    /// How the folder is validated before the upload (by default against the limits its manifest records).
+    public var validation = ValidationOptions()
 
     public init(server: String) {
         self.server = server
@@ -159,7 +161,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
     /// Validates and plans without sending anything (`--dry-run`): what would be sent, step by step, and how much
     /// an earlier run already wrote to this server.
     public func dryRun() throws -> (plan: UploadPlan, alreadyWritten: Int, validation: ValidationReport) {
-        let validation = try ArtifactValidator(folder: folder).run()
+        let validation = try ArtifactValidator(folder: folder, options: options.validation).run()
         let (manifest, manifestSHA256) = try readManifest()
         let directory = target.directory(inFolder: folder)
         let record = TargetRecord.read(directory: directory)
@@ -181,7 +183,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
     public func run(progress: @escaping @Sendable (UploadProgress) -> Void = { _ in },
                     events: @escaping @Sendable (UploadEvent) -> Void = { _ in }) async throws -> UploadReport {
         let started = Date()
-        let validation = try ArtifactValidator(folder: folder).run()
+        let validation = try ArtifactValidator(folder: folder, options: options.validation).run()
         let altered = validation.findings.filter { Self.integrityRules.contains($0.rule) }
         if !altered.isEmpty { throw UploadRefusal.altered(altered) }
         if validation.errors > 0 && !options.force { throw UploadRefusal.invalid(validation) }

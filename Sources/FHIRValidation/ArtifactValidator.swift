@@ -8,14 +8,36 @@ import Glibc
 #endif
 
 /// Options of a validation run.
+///
+/// The bundle limits checked are, in this order of precedence: `limits` when given, else the `profile`'s, else the
+/// ones the folder's manifest records, else Medplum's; `limitOverrides` then adjust them.
 public struct ValidationOptions: Sendable {
-    public var limits: BundleLimits
+    public var limits: BundleLimits?
+    public var profile: ServerProfile?
+    public var limitOverrides: [BundleLimit: Int?] = [:]
     /// `Type|system|value` or `Type/id` lines naming resources that already exist on the server.
     public var knownIdentifiers: Set<String>
 
-    public init(limits: BundleLimits = .medplum, knownIdentifiers: Set<String> = []) {
+    public init(limits: BundleLimits? = nil, knownIdentifiers: Set<String> = []) {
         self.limits = limits
         self.knownIdentifiers = knownIdentifiers
+    }
+
+    /// The limits to check a folder against, given its manifest's (if it has one), and where they come from.
+    func effectiveLimits(manifest: Manifest?) -> (BundleLimits, String) {
+        var (limits, origin): (BundleLimits, String)
+        if let explicit = self.limits {
+            (limits, origin) = (explicit, "given")
+        } else if let profile {
+            (limits, origin) = (profile.limits, "profile \(profile.rawValue)")
+        } else if let manifest {
+            (limits, origin) = (manifest.limits, "the manifest's (profile \(manifest.profile.rawValue))")
+        } else {
+            (limits, origin) = (ServerProfile.medplum.limits, "profile medplum (the default; --profile chooses another)")
+        }
+        for (limit, value) in limitOverrides { limits[limit] = value }
+        if !limitOverrides.isEmpty { origin += ", with --limit" }
+        return (limits, origin)
     }
 }
 
@@ -24,6 +46,9 @@ public struct ValidationReport: Sendable {
     public var findings: [Finding]
     public var resources: Int
     public var files: Int
+    /// The bundle limits checked, and where they came from.
+    public var limits = BundleLimits.medplum
+    public var limitsOrigin = ""
     public var errors: Int { findings.lazy.filter { $0.severity == .error }.count }
     public var warnings: Int { findings.lazy.filter { $0.severity == .warning }.count }
 }
@@ -39,6 +64,9 @@ public struct ValidationFailure: Error, CustomStringConvertible {
 public final class ArtifactValidator {
     private let folder: String
     private let options: ValidationOptions
+    /// The limits checked (from the options and the manifest).
+    @exclusivity(unchecked) private var limits = BundleLimits.medplum
+    private var limitsOrigin = ""
     private let checker = ResourceChecker()
     private let tables = StructureTables.r4
     // A run is single-threaded: the per-access exclusivity checks of these hot properties cost about 7% of it.
@@ -78,13 +106,13 @@ public final class ArtifactValidator {
         let all = listFiles()
         for path in all where path.hasSuffix(".ndjson") && path != "rejects.ndjson" && !isJournal(path) { ndjsonFiles.append(path) }
         var steps: [[String]] = []
+        var manifest: Manifest?
         if all.contains("manifest.json") {
-            if let manifest = readManifest(files: all) {
-                steps = manifest.steps.map(\.bundles)
-            } else {
-                steps = []
-            }
-        } else {
+            manifest = readManifest(files: all)
+            steps = manifest?.steps.map(\.bundles) ?? []
+        }
+        (limits, limitsOrigin) = options.effectiveLimits(manifest: manifest)
+        if !all.contains("manifest.json") {
             let bundleFiles = all.filter { $0.hasSuffix(".json") }
             let grouped = Dictionary(grouping: bundleFiles, by: { ($0 as NSString).deletingLastPathComponent })
             steps = grouped.keys.sorted().map { grouped[$0]!.sorted() }
@@ -137,7 +165,7 @@ public final class ArtifactValidator {
                 }
             }
         }
-        return ValidationReport(findings: findings, resources: resources, files: all.count)
+        return ValidationReport(findings: findings, resources: resources, files: all.count, limits: limits, limitsOrigin: limitsOrigin)
     }
 
     // MARK: Files
@@ -355,8 +383,8 @@ public final class ArtifactValidator {
             findings.append(Finding(rule: .bundleType, file: file, pointer: "/resourceType", message: "the file is not a Bundle"))
             return
         }
-        if size > options.limits.bundleBytes {
-            findings.append(Finding(rule: .bundleBytes, file: file, message: "the bundle is \(size) bytes, more than \(options.limits.bundleBytes)"))
+        if size > limits.bundleBytes {
+            findings.append(Finding(rule: .bundleBytes, file: file, message: "the bundle is \(size) bytes, more than \(limits.bundleBytes)"))
         }
         checkEntries(0, file: file, step: step, transactionCounter: &transactionCounter)
     }
@@ -392,18 +420,18 @@ public final class ArtifactValidator {
                 if let url = tape.member(request, "url"), tape.withString(url, { $0.contains(UInt8(ascii: "?")) }) == true { conditional += 1 }
                 if let method = tape.member(request, "method"), tape.equals(method, "PUT") || tape.equals(method, "PATCH") { updates += 1 }
             }
-            if entries.count > options.limits.transactionEntries {
-                findings.append(Finding(rule: .transactionEntries, file: file, pointer: pointer(bundle) + "/entry", message: "the transaction has \(entries.count) entries, more than \(options.limits.transactionEntries)"))
+            if entries.count > limits.transactionEntries {
+                findings.append(Finding(rule: .transactionEntries, file: file, pointer: pointer(bundle) + "/entry", message: "the transaction has \(entries.count) entries, more than \(limits.transactionEntries)"))
             }
-            if conditional > 0 && entries.count > options.limits.conditionalTransactionEntries {
+            if conditional > 0 && entries.count > limits.conditionalTransactionEntries {
                 findings.append(Finding(rule: .conditionalTransactionEntries, file: file, pointer: pointer(bundle) + "/entry",
-                                        message: "the transaction has \(entries.count) entries with conditional operations, more than \(options.limits.conditionalTransactionEntries)"))
+                                        message: "the transaction has \(entries.count) entries with conditional operations, more than \(limits.conditionalTransactionEntries)"))
             }
-            if updates > options.limits.transactionUpdates {
-                findings.append(Finding(rule: .transactionUpdates, file: file, pointer: pointer(bundle) + "/entry", message: "\(updates) update operations, more than \(options.limits.transactionUpdates)"))
+            if updates > limits.transactionUpdates {
+                findings.append(Finding(rule: .transactionUpdates, file: file, pointer: pointer(bundle) + "/entry", message: "\(updates) update operations, more than \(limits.transactionUpdates)"))
             }
-        } else if entries.count > options.limits.batchEntries {
-            findings.append(Finding(rule: .batchEntries, file: file, pointer: pointer(bundle) + "/entry", message: "the batch has \(entries.count) entries, more than \(options.limits.batchEntries)"))
+        } else if entries.count > limits.batchEntries {
+            findings.append(Finding(rule: .batchEntries, file: file, pointer: pointer(bundle) + "/entry", message: "the batch has \(entries.count) entries, more than \(limits.batchEntries)"))
         }
         // fullUrls of this bundle (hashed): unique (bdl-7), and the targets of urn:uuid references inside a
         // transaction, with their resource type.

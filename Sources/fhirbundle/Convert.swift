@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import FHIRArtifacts
 import FHIRConvert
 import FHIRValidation
@@ -32,9 +33,7 @@ struct Convert: ParsableCommand {
     @Option(help: ArgumentHelp("Entries per batch bundle (for batch-of-transactions: inner transactions per batch).", valueName: "n"))
     var batchSize: Int?
 
-    @Option(name: .customLong("limit"), parsing: .singleValue,
-            help: ArgumentHelp("Override a bundle limit, e.g. --limit conditionalTransactionEntries=20. Limits: transactionEntries, conditionalTransactionEntries, transactionUpdates, batchEntries, bundleBytes.", valueName: "name=value"))
-    var limits: [String] = []
+    @OptionGroup var sizing: LimitOptions
 
     @Flag(help: "Indent bundle files for reading (about three times larger). By default each entry is one compact line, so a diff of two runs shows one line per changed resource.")
     var pretty = false
@@ -50,28 +49,16 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
-        for l in limits {
-            let parts = l.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let v = Int(parts[1]), v > 0 else {
-                throw ValidationError("--limit takes name=value with a positive whole number, e.g. --limit batchEntries=50")
-            }
-            guard ["transactionEntries", "conditionalTransactionEntries", "transactionUpdates", "batchEntries", "bundleBytes"].contains(parts[0]) else {
-                throw ValidationError("unknown limit '\(parts[0])'; use transactionEntries, conditionalTransactionEntries, transactionUpdates, batchEntries or bundleBytes")
-            }
-        }
     }
 
     func run() throws {
-        var overrides: [String: Int] = [:]
-        for l in limits {
-            let parts = l.split(separator: "=", maxSplits: 1).map(String.init)
-            overrides[parts[0]] = Int(parts[1])!
-        }
-        if let batchSize { overrides["batchEntries"] = batchSize }
+        var overrides = try sizing.overrides()
+        if let batchSize { overrides[.batchEntries] = batchSize }
         let progress = quiet ? nil : TerminalProgress()
         installInterruptHandler()
         var options = ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides, bundleLayout: pretty ? .pretty : .entryPerLine)
         options.validate = !noValidate
+        options.profile = sizing.profile ?? .medplum
         let converter = Converter(options: options, progress: progress, isCancelled: { interrupted.load(ordering: .relaxed) })
         let summary: ConvertSummary
         do {

@@ -1,3 +1,4 @@
+import CommandLineSupport
 import FHIRConvert
 import FHIRValidation
 import Foundation
@@ -5,12 +6,6 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-
-enum Stderr {
-    static func print(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
-    }
-}
 
 /// Draws one progress line on stderr, only when stderr is a terminal, a few times a second.
 final class TerminalProgress: ConvertProgress {

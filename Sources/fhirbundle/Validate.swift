@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import FHIRModel
 import FHIRValidation
 import Foundation
@@ -30,19 +31,12 @@ struct Validate: ParsableCommand {
     @Option(help: ArgumentHelp("A file of identifiers that already exist on the server, one per line: Type|system|value or Type/id.", valueName: "file"))
     var knownIdentifiers: String?
 
-    @Option(name: .customLong("limit"), parsing: .singleValue,
-            help: ArgumentHelp("Override a limit of the Medplum preset, e.g. --limit conditionalTransactionEntries=20.", valueName: "name=value"))
-    var limits: [String] = []
+    @OptionGroup var sizing: LimitOptions
 
     func run() throws {
-        var options = ValidationOptions(limits: .medplum)
-        for l in limits {
-            let parts = l.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let v = Int(parts[1]), v > 0, options.limits.set(parts[0], v) else {
-                Stderr.print("error: --limit takes name=value with a known limit name and a positive number")
-                throw ExitCode(2)
-            }
-        }
+        var options = ValidationOptions()
+        options.profile = sizing.profile
+        options.limitOverrides = try sizing.overrides()
         if let knownIdentifiers {
             guard let text = try? String(contentsOfFile: knownIdentifiers, encoding: .utf8) else {
                 Stderr.print("error: cannot read \(knownIdentifiers)")

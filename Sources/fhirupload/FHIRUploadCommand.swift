@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandLineSupport
 import FHIRUpload
 import Foundation
 
@@ -161,6 +162,9 @@ struct Upload: AsyncParsableCommand {
     @Flag(help: "Upload even when the offline validation finds errors (never when files differ from the manifest).")
     var force = false
 
+    @OptionGroup(title: "Limits checked before the upload (by default, those the folder's manifest records)")
+    var sizing: LimitOptions
+
     @Flag(help: "Print the plan (steps, requests, entries) and what an earlier run already wrote; send nothing.")
     var dryRun = false
 
@@ -177,6 +181,8 @@ struct Upload: AsyncParsableCommand {
         options.splitTransactions = splitTransactions
         options.restart = restart
         options.force = force
+        options.validation.profile = sizing.profile
+        options.validation.limitOverrides = try sizing.overrides()
         let uploader = Uploader(folder: folder, options: options)
         if dryRun {
             let (plan, written, validation) = try uploader.dryRun()
@@ -342,12 +348,6 @@ struct LinkCheckArgument: ExpressibleByArgument {
     }
 
     var defaultValueDescription: String { "all" }
-}
-
-enum Stderr {
-    static func print(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
-    }
 }
 
 /// One progress line on stderr, redrawn at most four times a second, only on a terminal.

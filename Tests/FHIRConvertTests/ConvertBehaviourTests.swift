@@ -131,7 +131,7 @@ struct ConvertBehaviourTests {
         var rows = "id,name,dob,sex\n"
         for i in 0..<25 { rows += "\(i),N\(i),1980-01-02,F\n" }
         writeExport(in: dir, rows: rows)
-        let s = try convert(dir + "/mapping.yaml", out: dir + "/out", limits: ["batchEntries": 10])
+        let s = try convert(dir + "/mapping.yaml", out: dir + "/out", limits: [.batchEntries: 10])
         #expect(s.manifest.steps[0].bundles == ["bundles/01-people/0001.json", "bundles/01-people/0002.json", "bundles/01-people/0003.json"])
         let last = try JSONParser.parse(Array(read(dir + "/out/bundles/01-people/0003.json").utf8))
         #expect(last["entry"]?.arrayValue?.count == 5)
@@ -143,7 +143,7 @@ struct ConvertBehaviourTests {
         var rows = "id,name,dob,sex\n"
         for i in 0..<40 { rows += "\(i),\(String(repeating: "n", count: 200)),1980-01-02,F\n" }
         writeExport(in: dir, rows: rows)
-        let s = try convert(dir + "/mapping.yaml", out: dir + "/out", limits: ["bundleBytes": 4000])
+        let s = try convert(dir + "/mapping.yaml", out: dir + "/out", limits: [.bundleBytes: 4000])
         #expect(s.manifest.steps[0].bundles.count > 1)
         for path in s.manifest.steps[0].bundles {
             let data = try #require(FileManager.default.contents(atPath: dir + "/out/" + path))
@@ -168,7 +168,7 @@ struct ConvertBehaviourTests {
     @Test func aGroupTooLargeForOneTransactionIsARejectNamingTheLimit() throws {
         let dir = temporaryFolder()
         defer { cleanup(dir) }
-        try convert(fixture("medplum-example/mapping.yaml"), out: dir + "/out", limits: ["conditionalTransactionEntries": 1])
+        try convert(fixture("medplum-example/mapping.yaml"), out: dir + "/out", limits: [.conditionalTransactionEntries: 1])
         let r = try rejects(dir + "/out")
         #expect(r.count == 2)
         #expect(r[0]["reason"]?.stringValue?.contains("more than one transaction may hold (1") == true)

@@ -105,7 +105,7 @@ struct MedplumExampleTests {
         let manifest = try Manifest(json: JSONParser.parse(Array(read(out + "/out/manifest.json").utf8)))
         #expect(manifest.resourceCounts == ["Patient": 2, "Condition": 3, "Encounter": 2, "ClinicalImpression": 2])
         let mappingFile = try #require(FileManager.default.contents(atPath: fixture("medplum-example/mapping.yaml")))
-        #expect(manifest.mapping.sha256 == sha256Hex(Array(mappingFile)))
+        #expect(manifest.mapping?.sha256 == sha256Hex(Array(mappingFile)))
         let patientsCSV = Array(try #require(FileManager.default.contents(atPath: fixture("medplum-example/patients.csv"))))
         #expect(manifest.sources.first { $0.name == "patients" }?.sha256 == sha256Hex(patientsCSV))
         #expect(manifest.sources.first { $0.name == "patients" }?.rows == 2)

@@ -1,5 +1,6 @@
 import FHIRArtifacts
 import FHIRConvert
+import FHIRModel
 import FHIRTestSupport
 import Foundation
 
@@ -38,6 +39,6 @@ func write(_ text: String, to path: String) {
 
 /// Converts `mapping` into `out`.
 @discardableResult
-func convert(_ mapping: String, out: String, limits: [String: Int] = [:]) throws -> ConvertSummary {
+func convert(_ mapping: String, out: String, limits: [BundleLimit: Int?] = [:]) throws -> ConvertSummary {
     try Converter(options: ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: limits, toolVersion: "test")).run()
 }

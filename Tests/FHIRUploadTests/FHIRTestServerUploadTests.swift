@@ -30,7 +30,7 @@ enum UploadFixtures {
     private static func convert(_ mapping: String, batchSize: Int?) -> Result<String, any Error> {
         let dir = fixtureScratch + "/\(UUID().uuidString)"
         var options = ConvertOptions(mappingPath: TestRepository.fixture(mapping), outputPath: dir)
-        if let batchSize { options.limitOverrides["batchEntries"] = batchSize }
+        if let batchSize { options.limitOverrides[.batchEntries] = batchSize }
         return Result { _ = try Converter(options: options).run(); return dir }
     }
 

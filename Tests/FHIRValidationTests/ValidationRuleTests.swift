@@ -169,15 +169,14 @@ struct LimitValidationTests {
 
     @Test func updatesPerTransactionAreCapped() throws {
         var options = ValidationOptions()
-        options.limits.transactionEntries = 100
-        options.limits.transactionUpdates = 5
+        options.limitOverrides = [.transactionEntries: 100, .transactionUpdates: 5]
         let dir = folder(#"{"resourceType":"Bundle","type":"transaction","entry":[\#(entries(6, conditional: false))]}"#)
         #expect(try ArtifactValidator(folder: dir, options: options).run().findings.contains { $0.rule == "transaction-updates" })
     }
 
     @Test func bundlesOverTheByteLimitAreErrors() throws {
         var options = ValidationOptions()
-        options.limits.bundleBytes = 500
+        options.limitOverrides = [.bundleBytes: 500]
         let dir = folder(#"{"resourceType":"Bundle","type":"batch","entry":[\#(entries(3))]}"#)
         let f = try #require(try ArtifactValidator(folder: dir, options: options).run().findings.first { $0.rule == "bundle-bytes" })
         #expect(f.file == "01/0001.json")
@@ -185,7 +184,7 @@ struct LimitValidationTests {
 
     @Test func largeBatchesAreWarnings() throws {
         var options = ValidationOptions()
-        options.limits.batchEntries = 2
+        options.limitOverrides = [.batchEntries: 2]
         let report = try ArtifactValidator(folder: folder(#"{"resourceType":"Bundle","type":"batch","entry":[\#(entries(3))]}"#), options: options).run()
         #expect(report.findings.contains { $0.rule == "batch-entries" && $0.severity == .warning })
     }

@@ -1,0 +1,37 @@
+import ArgumentParser
+import FHIRModel
+
+extension ServerProfile: ExpressibleByArgument {}
+
+/// `--profile` and `--limit`, shared by the commands that size or check bundles. Their help lists the profiles and
+/// limits from their one definition (`ServerProfile`, `BundleLimit`).
+public struct LimitOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The server the bundles are for: \(ServerProfile.allCases.map(\.rawValue).joined(separator: ", ")). "
+                               + ServerProfile.allCases.map { "\($0.rawValue): \($0.origin)." }.joined(separator: " "),
+                               valueName: "name"))
+    public var profile: ServerProfile?
+
+    @Option(name: .customLong("limit"), parsing: .singleValue,
+            help: ArgumentHelp("Set one limit of the profile, e.g. --limit conditionalTransactionEntries=20, or switch it off with "
+                               + "name=none. Limits: " + BundleLimit.allCases.map { "\($0.rawValue) (\($0.summary))" }.joined(separator: ", ") + ".",
+                               valueName: "name=value"))
+    public var limits: [String] = []
+
+    public init() {}
+
+    public func validate() throws {
+        _ = try overrides()
+    }
+
+    /// The `--limit` values, by limit (nil: no limit).
+    public func overrides() throws -> [BundleLimit: Int?] {
+        var out: [BundleLimit: Int?] = [:]
+        for text in limits {
+            switch BundleLimit.parseOverride(text) {
+            case .success(let (limit, value)): out[limit] = value
+            case .failure(let error): throw ValidationError(error.description)
+            }
+        }
+        return out
+    }
+}
