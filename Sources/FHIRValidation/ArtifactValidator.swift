@@ -49,6 +49,8 @@ public struct ValidationReport: Sendable {
     /// The bundle limits checked, and where they came from.
     public var limits = BundleLimits.medplum
     public var limitsOrigin = ""
+    /// For a folder without a manifest: the upload order worked out from the references between its files.
+    public var inferredOrder: UploadOrder?
     public var errors: Int { findings.lazy.filter { $0.severity == .error }.count }
     public var warnings: Int { findings.lazy.filter { $0.severity == .warning }.count }
 }
@@ -85,7 +87,42 @@ public final class ArtifactValidator {
         /// Upload step that writes it (bundles), and the transaction it is in (-1: none).
         var step: Int32 = -1
         var transaction: Int32 = -1
+        /// The bundle (batch or transaction, numbered in reading order) and entry that writes it first.
+        var bundle: Int32 = -1
+        var position: Int32 = -1
+        /// Carriers written by a conditional create (`ifNoneExist`) on this identifier.
+        var conditionalCreates: Int32 = 0
+        /// Used as the key of a conditional update or create, or as the target of a conditional reference: then
+        /// it must be unique.
+        var used = false
     }
+
+    /// Where a bundle entry is read: for the order of references inside one batch.
+    private struct EntryPlace {
+        var step: Int32
+        var transaction: Int32
+        var bundle: Int32
+        var position: Int32
+        /// A data bundle or file (collection, searchset, a single resource, NDJSON): not an upload, so references
+        /// need only resolve, in any order.
+        var data: Bool
+    }
+
+    /// A resource that shares an identifier with an earlier one; judged at the end, once it is known whether a
+    /// conditional operation uses the identifier.
+    private struct DuplicateSighting {
+        let hash: UInt128
+        let file: String
+        let line: Int?
+        let pointer: String
+        let type: String
+        let identifier: String
+    }
+
+    @exclusivity(unchecked) private var duplicates: [DuplicateSighting] = []
+    /// True for a folder without a manifest: any shape of FHIR data is read, in the order its references give.
+    private var foreign = false
+    @exclusivity(unchecked) private var bundleCounter: Int32 = 0
 
     public init(folder: String, options: ValidationOptions = ValidationOptions()) {
         self.folder = folder.hasSuffix("/") && folder.count > 1 ? String(folder.dropLast()) : folder
@@ -112,10 +149,19 @@ public final class ArtifactValidator {
             steps = manifest?.steps.map(\.bundles) ?? []
         }
         (limits, limitsOrigin) = options.effectiveLimits(manifest: manifest)
+        var inferred: UploadOrder?
         if !all.contains("manifest.json") {
-            let bundleFiles = all.filter { $0.hasSuffix(".json") }
-            let grouped = Dictionary(grouping: bundleFiles, by: { ($0 as NSString).deletingLastPathComponent })
-            steps = grouped.keys.sorted().map { grouped[$0]!.sorted() }
+            // Not written by fhirbundle: any FHIR data, in the order its references ask for.
+            foreign = true
+            let dataFiles = all.filter { ($0.hasSuffix(".json") || $0.hasSuffix(".ndjson")) && !isJournal($0) && $0 != "rejects.ndjson" }
+            let order = UploadOrder.infer(folder: folder, files: dataFiles)
+            inferred = order
+            steps = order.steps
+            for cycle in order.cycles {
+                findings.append(Finding(rule: .fileCycle, file: cycle[0],
+                                        message: "these files refer to each other, so none can be uploaded before the others: \(cycle.joined(separator: ", "))"))
+            }
+            ndjsonFiles = []  // read in their step, as data
         }
         // One pass over the bundles in upload order: each bundle is indexed (so references within it resolve),
         // then checked; conditional references to targets not seen yet wait until the end.
@@ -130,6 +176,10 @@ public final class ArtifactValidator {
                     FileStreaming.prefetch(folder + "/" + order[ahead])
                 }
                 position += 1
+                if file.hasSuffix(".ndjson") {
+                    scanNDJSON(file, checkStructure: true, step: Int32(s))
+                    continue
+                }
                 guard tape.read(folder + "/" + file) else { continue }
                 let size = tape.bytes.count
                 if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: tape.bytes)), size: size) }
@@ -140,8 +190,9 @@ public final class ArtifactValidator {
                 checkBundle(file: file, size: size, step: Int32(s), transactionCounter: &transactionCounter)
             }
         }
+        for file in ndjsonFiles { scanNDJSON(file, checkStructure: steps.isEmpty, step: nil) }
         resolvePending()
-        for file in ndjsonFiles { scanNDJSON(file, checkStructure: steps.isEmpty) }
+        judgeDuplicates()
         // Listed files that the passes above did not read (rejects.ndjson, or files they could not use).
         for (path, listed) in unverified.sorted(by: { $0.key < $1.key }) {
             guard let digest = FileStreaming.digest(folder + "/" + path) else {
@@ -150,7 +201,7 @@ public final class ArtifactValidator {
             }
             checkDigest(path, sha256: digest.sha256, size: digest.size)
         }
-        if !steps.isEmpty && !ndjsonFiles.isEmpty { compareNDJSONWithBundles() }
+        if !foreign && !steps.isEmpty && !ndjsonFiles.isEmpty { compareNDJSONWithBundles() }
         if let expected = expectedCounts {
             let bundleTypeCounts = self.bundleTypeCounts.byName
             for type in Set(expected.keys).union(bundleTypeCounts.keys).union(ndjsonTypeCounts.keys).sorted() {
@@ -165,7 +216,8 @@ public final class ArtifactValidator {
                 }
             }
         }
-        return ValidationReport(findings: findings, resources: resources, files: all.count, limits: limits, limitsOrigin: limitsOrigin)
+        return ValidationReport(findings: findings, resources: resources, files: all.count, limits: limits, limitsOrigin: limitsOrigin,
+                                inferredOrder: inferred)
     }
 
     // MARK: Files
@@ -299,8 +351,9 @@ public final class ArtifactValidator {
         }
     }
 
-    /// Records the identifiers of a resource written by `step` (in `transaction`, or -1), appending their hashes.
-    private func index(_ resource: Int, typeToken: Int, step: Int32, transaction: Int32, hashes: inout [UInt128]) {
+    /// Records the identifiers of a resource written at `place`, appending their hashes.
+    private func index(_ resource: Int, typeToken: Int, place: EntryPlace, hashes: inout [UInt128]) {
+        let step = place.step, transaction = place.transaction
         if let id = tape.member(resource, "id"), let idText = tape.string(id), let type = tape.string(typeToken) {
             literalIDs.insert(type + "/" + idText)
         }
@@ -309,14 +362,21 @@ public final class ArtifactValidator {
         for hash in hashes[first...] {
             var e = index[hash] ?? IndexEntry()
             e.count += 1
-            if e.step < 0 || step < e.step { e.step = step; e.transaction = transaction }
+            if e.step < 0 || step < e.step {
+                e.step = step
+                e.transaction = transaction
+                e.bundle = place.bundle
+                e.position = place.position
+            }
             index[hash] = e
         }
     }
 
     // MARK: NDJSON
 
-    private func scanNDJSON(_ file: String, checkStructure: Bool) {
+    /// An NDJSON file: the mirror of the bundles in a folder with a manifest (counted, not checked again), or data
+    /// of its own in one without (`step` given: checked, indexed and its references resolved).
+    private func scanNDJSON(_ file: String, checkStructure: Bool, step: Int32?) {
         var counts = TypeCounts()
         var hashes: [UInt128] = []
         var references: [FoundReference] = []
@@ -344,18 +404,21 @@ public final class ArtifactValidator {
                 e.ndjsonCount += 1
                 if checkStructure {
                     e.count += 1
-                    if e.count == 2 {
-                        findings.append(Finding(rule: .identifierDuplicate, file: file, line: line, pointer: "/identifier",
-                                                message: "another \(tape.string(typeToken) ?? "") in the artifacts has the same identifier"))
-                    }
+                    if e.step < 0, let step { e.step = step }
+                    if e.count >= 2 { sightDuplicate(hash, resource: 0, typeToken: typeToken, file: file, line: line) }
                 }
                 index[hash] = e
             }
             if checkStructure {
                 resources += 1
+                if let id = tape.member(0, "id"), let idText = tape.string(id), let type = tape.string(typeToken) { literalIDs.insert(type + "/" + idText) }
                 references.removeAll(keepingCapacity: true)
                 checker.check(tape, root: 0, pointerRoot: 0, file: file, line: line, findings: &findings, references: &references)
                 checkIdentifiersHaveSystems(0, file: file, line: line)
+                if let step {
+                    let place = EntryPlace(step: step, transaction: -1, bundle: -1, position: Int32(line), data: true)
+                    for reference in references { checkReference(reference, file: file, line: line, place: place, isTransaction: false, fullUrls: [:]) }
+                }
             }
         }
         for (type, n) in counts.byName { ndjsonTypeCounts[type, default: 0] += n }
@@ -380,6 +443,9 @@ public final class ArtifactValidator {
 
     private func checkBundle(file: String, size: Int, step: Int32, transactionCounter: inout Int32) {
         guard tape.kind(0) == .object, let type = tape.member(0, "resourceType"), tape.equals(type, "Bundle") else {
+            if foreign, tape.kind(0) == .object, let type = tape.member(0, "resourceType"), tape.kind(type) == .string {
+                return checkDataResource(0, typeToken: type, file: file, step: step)
+            }
             findings.append(Finding(rule: .bundleType, file: file, pointer: "/resourceType", message: "the file is not a Bundle"))
             return
         }
@@ -400,13 +466,19 @@ public final class ArtifactValidator {
         let typeToken = tape.member(bundle, "type")
         let isBatch = typeToken.map { tape.equals($0, "batch") } ?? false
         let isTransaction = typeToken.map { tape.equals($0, "transaction") } ?? false
-        guard isBatch || isTransaction else {
+        let dataTypes: [StaticString] = ["collection", "searchset", "document", "message", "history"]
+        let isData = foreign && bundle == 0 && (typeToken.map { t in dataTypes.contains { tape.equals(t, $0) } } ?? false)
+        guard isBatch || isTransaction || isData else {
             let type = typeToken.flatMap { tape.string($0) } ?? ""
-            findings.append(Finding(rule: .bundleType, file: file, pointer: pointer(bundle) + "/type", message: "bundle type '\(type)' cannot be uploaded; use batch or transaction"))
+            findings.append(Finding(rule: .bundleType, file: file, pointer: pointer(bundle) + "/type",
+                                    message: "bundle type '\(type)' cannot be uploaded; use batch or transaction\(foreign ? " (or collection, searchset, document, message, history for data)" : "")"))
             return
         }
+        if isData { return checkDataEntries(bundle, file: file, step: step) }
         let transaction: Int32 = isTransaction ? transactionCounter : -1
         if isTransaction { transactionCounter += 1 }
+        let bundleSerial = bundleCounter
+        bundleCounter += 1
         var entries: [Int] = []
         if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {
             entries.reserveCapacity(tape.count(list))
@@ -445,7 +517,8 @@ public final class ArtifactValidator {
             let resource = tape.member(entry, "resource")
             let resourceTypeToken = resource.flatMap { tape.member($0, "resourceType") }.flatMap { tape.kind($0) == .string ? $0 : nil }
             if let resource, let resourceTypeToken, !tape.equals(resourceTypeToken, "Bundle") {
-                index(resource, typeToken: resourceTypeToken, step: step, transaction: transaction, hashes: &hashes)
+                let place = EntryPlace(step: step, transaction: transaction, bundle: bundleSerial, position: Int32(hashRanges.count), data: false)
+                index(resource, typeToken: resourceTypeToken, place: place, hashes: &hashes)
             }
             hashRanges.append(first..<hashes.count)
             guard let fullUrl = tape.member(entry, "fullUrl"), tape.kind(fullUrl) == .string else { continue }
@@ -488,11 +561,19 @@ public final class ArtifactValidator {
                                         message: "request.url is for \(urlType) but the resource is a \(resourceTypeToken.map { typeName($0) } ?? "")"))
             }
             if isPost {
-                findings.append(Finding(rule: .notIdempotent, file: file, pointer: pointer(entry) + "/request",
-                                        message: "POST \(tape.string(url)!) creates a new \(resourceTypeToken.map { typeName($0) } ?? "") on every replay"))
+                if let ifNoneExist = tape.member(entry, "request").flatMap({ tape.member($0, "ifNoneExist") }), tape.kind(ifNoneExist) == .string {
+                    // A conditional create: a replay finds the resource and creates nothing.
+                    checkConditionalKey(entry: entry, resource: resource, search: ifNoneExist, typeToken: resourceTypeToken, file: file, create: true)
+                } else {
+                    findings.append(Finding(rule: .notIdempotent, file: file, pointer: pointer(entry) + "/request",
+                                            message: "POST \(tape.string(url)!) creates a new \(resourceTypeToken.map { typeName($0) } ?? "") on every replay"))
+                }
             }
             if tape.equals(method, "PUT") {
                 checkConditionalUpdate(entry: entry, resource: resource, url: url, file: file)
+                if tape.withString(url, { $0.contains(UInt8(ascii: "?")) }) == true {
+                    checkConditionalKey(entry: entry, resource: resource, search: url, typeToken: resourceTypeToken, file: file, create: false)
+                }
             }
             resources += 1
             bundleTypeCounts.add(tape, typeToken: resourceTypeToken)
@@ -500,11 +581,11 @@ public final class ArtifactValidator {
             checker.check(tape, root: resource, pointerRoot: 0, file: file, line: nil, findings: &findings, references: &references)
             checkIdentifiersHaveSystems(resource, file: file, line: nil)
             for hash in hashes[hashRanges[i]] where (index[hash]?.count ?? 0) > 1 {
-                findings.append(Finding(rule: .identifierDuplicate, file: file, pointer: pointer(resource) + "/identifier",
-                                        message: "another \(resourceTypeToken.map { typeName($0) } ?? "") in the artifacts has the same identifier (system|value)"))
+                if let resourceTypeToken { sightDuplicate(hash, resource: resource, typeToken: resourceTypeToken, file: file, line: nil) }
             }
+            let place = EntryPlace(step: step, transaction: transaction, bundle: bundleSerial, position: Int32(i), data: false)
             for reference in references {
-                checkReference(reference, file: file, step: step, transaction: transaction, isTransaction: isTransaction, fullUrls: fullUrls)
+                checkReference(reference, file: file, line: nil, place: place, isTransaction: isTransaction, fullUrls: fullUrls)
             }
         }
     }
@@ -544,6 +625,83 @@ public final class ArtifactValidator {
         }
     }
 
+    /// The identifier a conditional update (`url`) or create (`ifNoneExist`) searches for is a key: it must be unique,
+    /// and a conditional create must carry it.
+    private func checkConditionalKey(entry: Int, resource: Int, search: Int, typeToken: Int?, file: String, create: Bool) {
+        guard let typeToken else { return }
+        let tape = self.tape
+        let hash: UInt128?? = tape.withString(search) { u -> UInt128? in
+            let query: UnsafeBufferPointer<UInt8>?
+            if create {
+                let prefix: StaticString = "identifier="
+                query = u.count > prefix.utf8CodeUnitCount && memcmp(u.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0
+                    ? UnsafeBufferPointer(rebasing: u[prefix.utf8CodeUnitCount...]) : nil
+            } else {
+                query = Self.identifierQuery(u)
+            }
+            guard let query else { return nil }
+            return withParsedToken(query) { system, value in
+                tape.withString(typeToken) { t in identifierHash(type: t, system: system, value: value) }
+            } ?? nil
+        }
+        guard let hash = hash ?? nil else { return }
+        guard var e = index[hash], e.count > 0 else {
+            if create {
+                findings.append(Finding(rule: .conditionalIdentifierMissing, file: file, pointer: pointer(entry) + "/resource/identifier",
+                                        message: "the conditional create searches for identifier \(tape.string(search) ?? ""), which the resource does not carry"))
+            }
+            return
+        }
+        e.used = true
+        if create { e.conditionalCreates += 1 }
+        index[hash] = e
+    }
+
+    /// A resource in a data bundle or file of its own: checked, indexed, its references resolved.
+    private func checkDataResource(_ resource: Int, typeToken: Int, file: String, step: Int32, fullUrls: [UInt128: String] = [:]) {
+        let place = EntryPlace(step: step, transaction: -1, bundle: -1, position: 0, data: true)
+        var hashes: [UInt128] = []
+        if !tape.equals(typeToken, "Bundle") { index(resource, typeToken: typeToken, place: place, hashes: &hashes) }
+        checkIndexedDataResource(resource, typeToken: typeToken, hashes: hashes[...], file: file, place: place, fullUrls: fullUrls)
+    }
+
+    private func checkIndexedDataResource(_ resource: Int, typeToken: Int, hashes: ArraySlice<UInt128>, file: String, place: EntryPlace,
+                                          fullUrls: [UInt128: String]) {
+        resources += 1
+        bundleTypeCounts.add(tape, typeToken: typeToken)
+        var references: [FoundReference] = []
+        checker.check(tape, root: resource, pointerRoot: 0, file: file, line: nil, findings: &findings, references: &references)
+        checkIdentifiersHaveSystems(resource, file: file, line: nil)
+        for hash in hashes where (index[hash]?.count ?? 0) > 1 { sightDuplicate(hash, resource: resource, typeToken: typeToken, file: file, line: nil) }
+        for reference in references { checkReference(reference, file: file, line: nil, place: place, isTransaction: false, fullUrls: fullUrls) }
+    }
+
+    /// The entries of a collection, searchset, document, message or history bundle: resources to check, not writes.
+    private func checkDataEntries(_ bundle: Int, file: String, step: Int32) {
+        var entries: [(resource: Int, type: Int)] = []
+        var fullUrls: [UInt128: String] = [:]
+        if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {
+            tape.forEachItem(list) { _, entry in
+                guard let resource = tape.member(entry, "resource"), let type = tape.member(resource, "resourceType"), tape.kind(type) == .string else { return }
+                entries.append((resource, type))
+                if let fullUrl = tape.member(entry, "fullUrl"), tape.kind(fullUrl) == .string {
+                    fullUrls[tape.withString(fullUrl) { FastHash.hash128($0) }!] = typeName(type)
+                }
+            }
+        }
+        let place = EntryPlace(step: step, transaction: -1, bundle: -1, position: 0, data: true)
+        var hashes: [UInt128] = []
+        var ranges: [Range<Int>] = []
+        for (resource, type) in entries {
+            let first = hashes.count
+            index(resource, typeToken: type, place: place, hashes: &hashes)
+            ranges.append(first..<hashes.count)
+        }
+        for (i, (resource, type)) in entries.enumerated() {
+            checkIndexedDataResource(resource, typeToken: type, hashes: hashes[ranges[i]], file: file, place: place, fullUrls: fullUrls)
+        }
+    }
+
     private func checkIdentifiersHaveSystems(_ resource: Int, file: String, line: Int?) {
         guard let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array else { return }
         tape.forEachItem(identifiers) { _, identifier in
@@ -553,12 +711,14 @@ public final class ArtifactValidator {
         }
     }
 
-    private func checkReference(_ reference: FoundReference, file: String, step: Int32, transaction: Int32, isTransaction: Bool, fullUrls: [UInt128: String]) {
+    private func checkReference(_ reference: FoundReference, file: String, line: Int?, place: EntryPlace, isTransaction: Bool, fullUrls: [UInt128: String]) {
         let token = reference.token
+        let step = place.step, transaction = place.transaction
         var targetType: String?
         if tape.hasPrefix(token, "urn:uuid:") || tape.hasPrefix(token, "urn:oid:") {
-            guard isTransaction else {
-                findings.append(Finding(rule: .urnInBatch, file: file, pointer: pointer(token), message: "\(tape.string(token)!) is a urn reference in a batch"))
+            guard isTransaction || (place.data && !fullUrls.isEmpty) else {
+                findings.append(Finding(rule: .urnInBatch, file: file, line: line, pointer: pointer(token),
+                                        message: "\(tape.string(token)!) is a urn reference \(place.data ? "outside a bundle" : "in a batch")"))
                 return
             }
             guard let type = fullUrls[tape.withString(token) { FastHash.hash128($0) }!] else {
@@ -585,13 +745,17 @@ public final class ArtifactValidator {
             if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(search.type + "|" + description()) {
                 return checkTarget(reference, targetType, file)
             }
-            guard let e = index[hash], e.count > 0 else {
+            guard var e = index[hash], e.count > 0 else {
                 // Perhaps written by a later bundle: decided once every bundle is indexed.
-                pending.append(PendingReference(hash: hash, description: description(), type: search.type, step: step, transaction: transaction,
-                                                file: file, pointer: pointer(token)))
+                pending.append(PendingReference(hash: hash, description: description(), type: search.type, place: place,
+                                                file: file, line: line, pointer: pointer(token)))
                 return checkTarget(reference, targetType, file)
             }
-            checkConditional(e, description: description, type: search.type, step: step, transaction: transaction, file: file, pointer: { self.pointer(token) })
+            if !e.used {
+                e.used = true
+                index[hash] = e
+            }
+            checkConditional(e, description: description, type: search.type, place: place, file: file, line: line, pointer: { self.pointer(token) })
         } else {
             let value = tape.string(token)!
             if value.hasPrefix("#") || value.utf8.firstRange(of: "://".utf8) != nil {
@@ -602,7 +766,7 @@ public final class ArtifactValidator {
                 let literal = parts[parts.count - 2] + "/" + parts[parts.count - 1]
                 targetType = String(parts[parts.count - 2])
                 if !literalIDs.contains(String(literal)) && !options.knownIdentifiers.contains(String(literal)) {
-                    pendingLiterals.append((String(literal), file, pointer(token)))  // perhaps in a later bundle
+                    pendingLiterals.append((String(literal), file, line, pointer(token)))  // perhaps in a later bundle
                 }
             }
         }
@@ -613,38 +777,89 @@ public final class ArtifactValidator {
         let hash: UInt128
         let description: String
         let type: String
-        let step: Int32
-        let transaction: Int32
+        let place: EntryPlace
         let file: String
+        let line: Int?
         let pointer: String
     }
 
     @exclusivity(unchecked) private var pending: [PendingReference] = []
 
-    private func checkConditional(_ e: IndexEntry, description: () -> String, type: String, step: Int32, transaction: Int32, file: String, pointer: () -> String) {
-        if e.count > 1 {
-            findings.append(Finding(rule: .conditionalAmbiguous, file: file, pointer: pointer(), message: "\(e.count) resources have identifier \(description())"))
-        } else if !(e.step < step || (transaction >= 0 && e.transaction == transaction)) {
-            findings.append(Finding(rule: .conditionalLaterStep, file: file, pointer: pointer(),
-                                    message: "the \(type) with identifier \(description()) is written in \(e.step == step ? "the same step, outside this transaction" : "a later step")"))
+    private func checkConditional(_ e: IndexEntry, description: () -> String, type: String, place: EntryPlace, file: String, line: Int?,
+                                  pointer: () -> String) {
+        let allConditionalCreates = e.conditionalCreates == e.count
+        if e.count > 1 && !allConditionalCreates {
+            findings.append(Finding(rule: .conditionalAmbiguous, file: file, line: line, pointer: pointer(),
+                                    message: "\(e.count) resources have identifier \(description())"))
+        } else if place.data {
+            return  // data is not uploaded as it is: the target need only exist
+        } else if e.step < place.step || (place.transaction >= 0 && e.transaction == place.transaction) {
+            return
+        } else if e.step == place.step && e.bundle == place.bundle && e.position < place.position {
+            findings.append(Finding(rule: .conditionalSameBatch, file: file, line: line, pointer: pointer(),
+                                    message: "the \(type) with identifier \(description()) is an earlier entry of the same batch"))
+        } else {
+            findings.append(Finding(rule: .conditionalLaterStep, file: file, line: line, pointer: pointer(),
+                                    message: "the \(type) with identifier \(description()) is written in \(e.step == place.step ? "the same step, outside this transaction" : "a later step")"))
         }
     }
 
-    @exclusivity(unchecked) private var pendingLiterals: [(literal: String, file: String, pointer: String)] = []
+    @exclusivity(unchecked) private var pendingLiterals: [(literal: String, file: String, line: Int?, pointer: String)] = []
 
     private func resolvePending() {
         for p in pendingLiterals where !literalIDs.contains(p.literal) {
-            findings.append(Finding(rule: .literalUnresolved, file: p.file, pointer: p.pointer, message: "\(p.literal) is not among the artifacts nor declared known"))
+            findings.append(Finding(rule: .literalUnresolved, file: p.file, line: p.line, pointer: p.pointer, message: "\(p.literal) is not among the artifacts nor declared known"))
         }
         pendingLiterals = []
         for p in pending {
-            guard let e = index[p.hash], e.count > 0 else {
-                findings.append(Finding(rule: .conditionalUnresolved, file: p.file, pointer: p.pointer, message: "no \(p.type) in the artifacts has identifier \(p.description)"))
+            guard var e = index[p.hash], e.count > 0 else {
+                findings.append(Finding(rule: .conditionalUnresolved, file: p.file, line: p.line, pointer: p.pointer,
+                                        message: "no \(p.type) in the artifacts has identifier \(p.description)"))
                 continue
             }
-            checkConditional(e, description: { p.description }, type: p.type, step: p.step, transaction: p.transaction, file: p.file, pointer: { p.pointer })
+            if !e.used {
+                e.used = true
+                index[p.hash] = e
+            }
+            checkConditional(e, description: { p.description }, type: p.type, place: p.place, file: p.file, line: p.line, pointer: { p.pointer })
         }
         pending = []
+    }
+
+    // MARK: Identifier uniqueness
+
+    /// Notes a resource that carries an identifier an earlier one has.
+    private func sightDuplicate(_ hash: UInt128, resource: Int, typeToken: Int, file: String, line: Int?) {
+        var description = ""
+        if let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array {
+            tape.forEachItem(identifiers) { _, identifier in
+                guard description.isEmpty, let system = tape.member(identifier, "system"), let value = tape.member(identifier, "value") else { return }
+                let h: UInt128? = tape.withString(typeToken) { t in
+                    tape.withString(system) { s in tape.withString(value) { v in identifierHash(type: t, system: s, value: v) } } ?? nil
+                } ?? nil
+                if h == hash { description = (tape.string(system) ?? "") + "|" + (tape.string(value) ?? "") }
+            }
+        }
+        duplicates.append(DuplicateSighting(hash: hash, file: file, line: line, pointer: line == nil ? pointer(resource) + "/identifier" : "/identifier",
+                                            type: typeName(typeToken), identifier: description))
+    }
+
+    /// A shared identifier is an error where a conditional operation depends on it being unique, a warning otherwise.
+    private func judgeDuplicates() {
+        for d in duplicates {
+            let e = index[d.hash] ?? IndexEntry()
+            if e.conditionalCreates == e.count {
+                findings.append(Finding(rule: .identifierShared, file: d.file, line: d.line, pointer: d.pointer,
+                                        message: "\(e.count) \(d.type) are conditional creates (ifNoneExist) of identifier \(d.identifier): the server keeps the first one that arrives"))
+            } else if e.used {
+                findings.append(Finding(rule: .identifierDuplicate, file: d.file, line: d.line, pointer: d.pointer,
+                                        message: "another \(d.type) in the artifacts has identifier \(d.identifier), which a conditional update or reference uses"))
+            } else {
+                findings.append(Finding(rule: .identifierShared, file: d.file, line: d.line, pointer: d.pointer,
+                                        message: "\(e.count) \(d.type) share identifier \(d.identifier); no conditional operation uses it"))
+            }
+        }
+        duplicates = []
     }
 
     private func checkTarget(_ reference: FoundReference, _ targetType: String?, _ file: String) {

@@ -48,8 +48,8 @@ public struct Rule: Sendable, Hashable {
         jsonSyntax, ndjsonLine, manifestInvalid, manifestChecksum, manifestMissingFile, manifestCounts, ndjsonBundleMismatch,
         bundleType, entryRequest, entryResourceType, fullUrlDuplicate, fullUrlInvalid, batchOfTransactionsEntry,
         transactionEntries, conditionalTransactionEntries, transactionUpdates, bundleBytes, batchEntries,
-        urnInBatch, urnUnresolved, conditionalUnresolved, conditionalAmbiguous, conditionalLaterStep, literalUnresolved, referenceTarget,
-        identifierDuplicate, identifierNoSystem, notIdempotent, conditionalIdentifierMissing, idInConditionalUpdate,
+        urnInBatch, urnUnresolved, conditionalUnresolved, conditionalAmbiguous, conditionalLaterStep, conditionalSameBatch, fileCycle,
+        literalUnresolved, referenceTarget, identifierDuplicate, identifierShared, identifierNoSystem, notIdempotent, conditionalIdentifierMissing, idInConditionalUpdate,
         unknownResourceType, unknownElement, cardinality, primitiveType, primitiveFormat, requiredBinding, emptyValue,
     ]
     static let byID: [String: Rule] = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
@@ -80,11 +80,14 @@ public struct Rule: Sendable, Hashable {
     public static let urnUnresolved = Rule(id: "urn-uuid-unresolved", severity: .error, hint: "A urn:uuid reference must name the fullUrl of an entry of the same transaction.")
     public static let conditionalUnresolved = Rule(id: "conditional-reference-unresolved", severity: .error, hint: "No resource in these artifacts has that identifier; add it, or list it with --known-identifiers if it is already on the server.")
     public static let conditionalAmbiguous = Rule(id: "conditional-reference-ambiguous", severity: .error, hint: "Several resources carry that identifier, so the server cannot resolve the reference.")
-    public static let conditionalLaterStep = Rule(id: "conditional-reference-order", severity: .error, hint: "The target is written in the same batch step or a later one; it must be uploaded in an earlier step or the same transaction.")
+    public static let conditionalLaterStep = Rule(id: "conditional-reference-order", severity: .error, hint: "The target is written in the same batch step or a later one; it must be uploaded in an earlier step or the same transaction. `fhirbundle rebundle DIR --out OUT` writes a folder whose steps put every target first.")
+    public static let conditionalSameBatch = Rule(id: "conditional-reference-same-batch", severity: .warning, hint: "Servers that process a batch in order (HAPI, Medplum) resolve it, but FHIR lets a server process batch entries in any order; `fhirbundle rebundle` puts the target in an earlier step.")
+    public static let fileCycle = Rule(id: "file-cycle", severity: .error, hint: "Without a manifest, files are uploaded in the order their references give; these refer to each other. `fhirbundle rebundle` orders resources rather than files.")
     public static let literalUnresolved = Rule(id: "literal-reference-unresolved", severity: .error, hint: "A Type/id reference must point at a resource in these artifacts or one declared known (--known-identifiers).")
     public static let referenceTarget = Rule(id: "reference-target-type", severity: .error, hint: "FHIR does not allow a reference to this resource type here (see the element's definition).")
     // Identifiers and idempotency
-    public static let identifierDuplicate = Rule(id: "identifier-duplicate", severity: .error, hint: "Two resources of one type share system|value: a conditional update would match both (412) or overwrite one.")
+    public static let identifierDuplicate = Rule(id: "identifier-duplicate", severity: .error, hint: "Two resources of one type share system|value, and a conditional update, create or reference uses it: it would match both (412) or overwrite one.")
+    public static let identifierShared = Rule(id: "identifier-shared", severity: .warning, hint: "Several resources share this identifier; that is harmless while no conditional operation uses it, but it cannot tell them apart.")
     public static let identifierNoSystem = Rule(id: "identifier-no-system", severity: .warning, hint: "An identifier without a system cannot be matched reliably; give it the source system's URI.")
     public static let notIdempotent = Rule(id: "not-idempotent", severity: .warning, hint: "A POST creates a new resource on every replay; use a conditional update (PUT Type?identifier=system|value).")
     public static let conditionalIdentifierMissing = Rule(id: "conditional-identifier-missing", severity: .error, hint: "The resource must carry the identifier its conditional update searches for, or a replay will create duplicates.")

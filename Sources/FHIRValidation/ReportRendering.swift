@@ -16,13 +16,21 @@ extension ValidationReport {
             if group.count > examplesPerRule { lines.append("  ... and \(group.count - examplesPerRule) more (--format json lists all)") }
             lines.append("  hint: \(group[0].hint)")
         }
+        if let order = inferredOrder {
+            lines.append("Upload order worked out from the references between files (no manifest; `fhirbundle rebundle` makes one):")
+            for (i, step) in order.steps.enumerated() {
+                let shown = step.prefix(4).joined(separator: ", ") + (step.count > 4 ? ", and \(step.count - 4) more" : "")
+                lines.append("  step \(i + 1): \(shown)")
+            }
+        }
+        lines.append("Limits: \(limitsOrigin).")
         lines.append("\(errors) errors, \(warnings) warnings in \(resources) resources, \(files) files.")
         return lines.joined(separator: "\n")
     }
 
     /// Every finding, for machines.
     public var json: JSONValue {
-        .object([
+        var members = [
             JSONMember("errors", .number(String(errors))),
             JSONMember("warnings", .number(String(warnings))),
             JSONMember("resources", .number(String(resources))),
@@ -35,6 +43,15 @@ extension ValidationReport {
                 m.append(JSONMember("hint", .string(f.hint)))
                 return .object(m)
             })),
-        ])
+            JSONMember("limits", .object(BundleLimit.allCases.map { JSONMember($0.rawValue, limits[$0].map { .number(String($0)) } ?? .null) })),
+            JSONMember("limitsOrigin", .string(limitsOrigin)),
+        ]
+        if let order = inferredOrder {
+            members.append(JSONMember("inferredOrder", .object([
+                JSONMember("steps", .array(order.steps.map { .array($0.map { .string($0) }) })),
+                JSONMember("cycles", .array(order.cycles.map { .array($0.map { .string($0) }) })),
+            ])))
+        }
+        return .object(members)
     }
 }
