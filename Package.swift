@@ -78,6 +78,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // FHIR data that fhirbundle did not write, made into an artifact folder (no source readers, no HTTP).
+        .target(
+            name: "FHIRRebundle",
+            dependencies: ["FHIRModel", "FHIRDefinitions", "FHIRArtifacts", "FHIRValidation"],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Executables (thin shells)
         // What both command lines share: --profile and --limit, standard error.
         .target(
@@ -87,7 +94,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "fhirbundle",
-            dependencies: ["FHIRConvert", "FHIRArtifacts", "FHIRValidation", "CommandLineSupport",
+            dependencies: ["FHIRConvert", "FHIRRebundle", "FHIRArtifacts", "FHIRValidation", "CommandLineSupport",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),

@@ -1,5 +1,10 @@
 import FHIRModel
 
+/// The tool's version, recorded in every manifest.
+public enum FHIRBundleVersion {
+    public static let current = "0.1.0"
+}
+
 /// `manifest.json`: what an artifact folder holds and how to check it, documented by
 /// `schemas/manifest.schema.json`. Written without timestamps so that two runs on the same inputs are identical.
 public struct Manifest: Sendable, Equatable {

@@ -29,11 +29,6 @@ public struct ConvertOptions: Sendable {
     }
 }
 
-/// The tool's version, recorded in every manifest.
-public enum FHIRBundleVersion {
-    public static let current = "0.1.0"
-}
-
 /// Receives progress while converting (the command line draws it on a terminal).
 public protocol ConvertProgress: AnyObject {
     /// A step (or a lookup table) starts reading `source`, of `totalBytes` bytes.

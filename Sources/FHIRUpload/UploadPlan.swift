@@ -132,59 +132,6 @@ public struct UploadPlan: Sendable {
     }
 }
 
-/// The references inside a resource, found by walking its JSON (every `reference` string of an object).
-enum ReferenceWalk {
-    /// One reference: where it is (JSON pointer from the resource) and what it says.
-    struct Found: Sendable {
-        var pointer: String
-        var reference: String
-    }
-
-    /// True for `Type?search`: a conditional reference, resolved by the server when it stores the resource.
-    static func isConditional(_ reference: String) -> Bool {
-        !reference.hasPrefix("#") && !reference.hasPrefix("urn:") && reference.contains("?")
-    }
-
-    static func hasConditionalReference(_ resource: JSONValue) -> Bool {
-        references(in: resource).contains { isConditional($0.reference) }
-    }
-
-    /// Every reference of `value`, in document order.
-    static func references(in value: JSONValue) -> [Found] {
-        var found: [Found] = []
-        walk(value, pointer: "", into: &found)
-        return found
-    }
-
-    private static func walk(_ value: JSONValue, pointer: String, into found: inout [Found]) {
-        switch value {
-        case .object(let members):
-            for member in members {
-                let path = pointer + "/" + member.key
-                if member.key == "reference", let reference = member.value.stringValue {
-                    found.append(Found(pointer: path, reference: reference))
-                } else if member.key != "contained" {
-                    walk(member.value, pointer: path, into: &found)
-                }
-            }
-        case .array(let items):
-            for (i, item) in items.enumerated() { walk(item, pointer: pointer + "/\(i)", into: &found) }
-        default:
-            break
-        }
-    }
-
-    /// The value at `pointer` (as `references` writes them: no escaping needed for FHIR element names).
-    static func value(at pointer: String, in root: JSONValue) -> JSONValue? {
-        var current: JSONValue? = root
-        for token in pointer.split(separator: "/", omittingEmptySubsequences: true) {
-            guard let c = current else { return nil }
-            if let i = Int(token), case .array(let items) = c { current = i < items.count ? items[i] : nil } else { current = c[String(token)] }
-        }
-        return current
-    }
-}
-
 /// Reads request bodies as they are sent, so the uploader's memory does not grow with the folder: a bundle file
 /// is read when its request starts; a split file is parsed once and its inner transactions are kept only until
 /// the last of them has been sent.

@@ -27,7 +27,7 @@ public struct ValidationOptions: Sendable {
     func effectiveLimits(manifest: Manifest?) -> (BundleLimits, String) {
         var (limits, origin): (BundleLimits, String)
         if let explicit = self.limits {
-            (limits, origin) = (explicit, "given")
+            (limits, origin) = (explicit, "those the folder was just written with")
         } else if let profile {
             (limits, origin) = (profile.limits, "profile \(profile.rawValue)")
         } else if let manifest {
@@ -851,13 +851,17 @@ public final class ArtifactValidator {
             if e.conditionalCreates == e.count {
                 findings.append(Finding(rule: .identifierShared, file: d.file, line: d.line, pointer: d.pointer,
                                         message: "\(e.count) \(d.type) are conditional creates (ifNoneExist) of identifier \(d.identifier): the server keeps the first one that arrives"))
-            } else if e.used {
+            } else if e.used || foreign {
+                guard e.used else {
+                    findings.append(Finding(rule: .identifierShared, file: d.file, line: d.line, pointer: d.pointer,
+                                            message: "\(e.count) \(d.type) share identifier \(d.identifier); no conditional operation uses it"))
+                    continue
+                }
                 findings.append(Finding(rule: .identifierDuplicate, file: d.file, line: d.line, pointer: d.pointer,
                                         message: "another \(d.type) in the artifacts has identifier \(d.identifier), which a conditional update or reference uses"))
-            } else {
-                findings.append(Finding(rule: .identifierShared, file: d.file, line: d.line, pointer: d.pointer,
-                                        message: "\(e.count) \(d.type) share identifier \(d.identifier); no conditional operation uses it"))
             }
+            // In a folder with a manifest every write and reference goes by its key identifiers, checked above: an
+            // identifier no conditional operation uses may be shared (a claim group, a family id).
         }
         duplicates = []
     }

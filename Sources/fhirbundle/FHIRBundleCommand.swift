@@ -1,4 +1,5 @@
 import ArgumentParser
+import FHIRArtifacts
 import FHIRConvert
 
 @main
@@ -16,6 +17,6 @@ struct FHIRBundleCommand: ParsableCommand {
             The mapping language is described in docs/mapping.md.
             """,
         version: FHIRBundleVersion.current,
-        subcommands: [Convert.self, Validate.self]
+        subcommands: [Convert.self, Validate.self, Rebundle.self]
     )
 }
