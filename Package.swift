@@ -120,6 +120,8 @@ let package = Package(
         ),
         // The same server as a process (`scripts/benchmark-upload.sh` runs the uploader against it).
         .executableTarget(name: "fhir-test-server", dependencies: ["FHIRTestServer"], path: "Tests/fhir-test-server", swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRRebundleTests", dependencies: ["FHIRRebundle", "FHIRConvert", "FHIRValidation", "FHIRTestSupport"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "FHIRTestSupportTests", dependencies: ["FHIRTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRSourcesTests", dependencies: ["FHIRSources"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions", "FHIRTestSupport"], swiftSettings: swiftSettings),

@@ -97,6 +97,10 @@ struct RebundlePlan {
         var taken = Set<String>()
         var byID: [String: Int] = [:]
         for (i, f) in facts.enumerated() where plan.rejects[i] == nil {
+            guard definitions.isResourceType(f.type) else {
+                plan.rejects[i] = "'\(f.type)' is not a FHIR R4 resource type"
+                continue
+            }
             guard definitions.type(named: f.type)?.element(forJSONKey: "identifier") != nil else {
                 // No identifier to search by: written under an id of our own making, `PUT Type/id`.
                 guard let token = derivedToken(f) else {
@@ -143,16 +147,19 @@ struct RebundlePlan {
                 targets[i].append((r.pointer, alias[target], rewrite))
             }
         }
-        var changed = true
-        while changed {
-            changed = false
-            for i in facts.indices where plan.rejects[i] == nil {
-                if let bad = targets[i].first(where: { plan.rejects[$0.target] != nil }) {
-                    plan.rejects[i] = "refers (at \(bad.pointer)) to \(facts[bad.target].location), which is not written: \(plan.rejects[bad.target]!)"
-                    changed = true
+        func rejectReferrers() {
+            var changed = true
+            while changed {
+                changed = false
+                for i in facts.indices where plan.rejects[i] == nil {
+                    if let bad = targets[i].first(where: { plan.rejects[$0.target] != nil }) {
+                        plan.rejects[i] = "refers (at \(bad.pointer)) to \(facts[bad.target].location), which is not written: \(plan.rejects[bad.target]!)"
+                        changed = true
+                    }
                 }
             }
         }
+        rejectReferrers()
         // Units: an input transaction that fits one transaction of the profile stays one (when the profile keeps
         // them); resources that refer to each other in a cycle must land together too.
         let cap = min(limits.transactionEntries, limits.conditionalTransactionEntries, limits.transactionUpdates)
@@ -203,6 +210,9 @@ struct RebundlePlan {
             }
         }
         if cyclic > 0 { plan.notes.append("\(cyclic) groups of resources refer to each other in a cycle and are written as one transaction each") }
+        // What refers to a cycle too large to write is not written either.
+        rejectReferrers()
+        units = units.map { $0.filter { plan.rejects[$0] == nil } }
         // Steps: a unit's level is one more than that of any unit it refers to (components come dependencies first).
         var level = Array(repeating: 0, count: units.count)
         for u in units.indices {

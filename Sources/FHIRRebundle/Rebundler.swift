@@ -15,6 +15,9 @@ public struct RebundleOptions: Sendable {
     public var layout: BundleLayout = .entryPerLine
     /// Validate the new folder before it replaces the output (errors keep it aside, in `<out>.invalid`).
     public var validate = true
+    /// `Type|system|value` or `Type/id` of resources already on the server, which references outside the input
+    /// may point at (as `fhirbundle validate --known-identifiers` takes them).
+    public var knownIdentifiers: Set<String> = []
     public var toolVersion = FHIRBundleVersion.current
 
     public init(inputPath: String, outputPath: String) {
@@ -97,11 +100,7 @@ public final class Rebundler {
         } catch {
             throw .input(RebundleError("\(error)"))
         }
-        var plan = RebundlePlan.make(facts, limits: limits, keepTransactions: options.profile != .medplum)
-        for (i, f) in facts.enumerated() where plan.rejects[i] == nil && !FHIRDefinitions.r4.isResourceType(f.type) {
-            plan.rejects[i] = "'\(f.type)' is not a FHIR R4 resource type"
-            plan.planned[i] = nil
-        }
+        let plan = RebundlePlan.make(facts, limits: limits, keepTransactions: options.profile != .medplum)
 
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
@@ -131,7 +130,7 @@ public final class Rebundler {
             let manifest = try writer.finish(profile: options.profile, toolVersion: options.toolVersion)
             var validation: ValidationReport?
             if options.validate {
-                let report = try ArtifactValidator(folder: folder.staging, options: ValidationOptions(limits: limits)).run()
+                let report = try ArtifactValidator(folder: folder.staging, options: ValidationOptions(limits: limits, knownIdentifiers: options.knownIdentifiers)).run()
                 if report.errors > 0 {
                     let keptAt = options.outputPath + ".invalid"
                     try folder.keep(at: keptAt)
