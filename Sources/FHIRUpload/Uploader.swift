@@ -345,33 +345,18 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
     private func runStep(_ requests: [UploadRequest], step: String, context: SendContext,
                          finished: @escaping @Sendable () -> Void) async throws {
         let bodies = RequestBodies(folder: folder, requests: requests)
-        var pending = requests[...]
-        var waiting: [UploadRequest] = []
-        var inFlight: [Int: Set<UInt128>] = [:]
-        var nextID = 0
+        var scheduler = StepScheduler(requests, concurrency: options.concurrency)
         try await withThrowingTaskGroup(of: Int.self) { group in
-            func startable() -> UploadRequest? {
-                let busy = inFlight.values.reduce(into: Set<UInt128>()) { $0.formUnion($1) }
-                if let i = waiting.firstIndex(where: { busy.isDisjoint(with: $0.writes) }) { return waiting.remove(at: i) }
-                while let r = pending.popFirst() {
-                    if busy.isDisjoint(with: r.writes) { return r }
-                    waiting.append(r)
-                }
-                return nil
-            }
             while true {
-                while inFlight.count < max(1, options.concurrency), let r = startable() {
-                    let id = nextID
-                    nextID += 1
-                    inFlight[id] = Set(r.writes)
+                while let (ticket, r) = scheduler.start() {
                     group.addTask { [self] in
                         defer { bodies.finished(r) }
                         _ = try await self.send(r, body: bodies.body(of: r), step: step, context: context)
-                        return id
+                        return ticket
                     }
                 }
                 guard let done = try await group.next() else { break }
-                inFlight[done] = nil
+                scheduler.finished(done)
                 finished()
             }
         }
@@ -383,7 +368,8 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         var successes: [(index: Int, outcome: EntryOutcome)]
     }
 
-    /// Sends one request until every entry has succeeded or failed for good.
+    /// Sends one request until every entry has succeeded or failed for good (`RequestProgress` decides what to
+    /// send and what an answer means; this does the I/O and the waits).
     private func send(_ request: UploadRequest, body requestBody: [UInt8], step: String, context: SendContext) async throws -> SentRequest {
         guard let bundle = try? JSONParser.parse(requestBody), let entries = bundle["entry"]?.arrayValue else {
             // The plan parsed it, so the file changed since: stop rather than skip it silently.
@@ -392,36 +378,35 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         let journal = context.journal
         let isTransaction = bundle["type"]?.stringValue == "transaction"
         let alreadyWritten = journal.succeededEntries(of: request.id)
-        let remainingAtStart = Array(entries.indices).filter { !alreadyWritten.contains($0) }
         addSkipped(alreadyWritten.filter { $0 < entries.count }.reduce(0) { $0 + resourceTypes(entries[$1]).count })
+        var divisible = false
+        if case .transactionChunk? = request.part { divisible = true }
+        var progress = RequestProgress(entryCount: entries.count, alreadyWritten: alreadyWritten, isTransaction: isTransaction, divisible: divisible)
         var sent = SentRequest(entries: entries, successes: [])
-        var remaining = remainingAtStart
-        var attempt = 0
-        var lastProblem = ""
-        while !remaining.isEmpty {
-            attempt += 1
-            // A batch resends only what is left; a transaction is all or nothing.
+        while !progress.isDone {
+            let attemptEntries = progress.nextAttempt()
             let body: [UInt8]
-            if isTransaction || remaining.count == entries.count {
+            if attemptEntries.count == entries.count {
                 body = requestBody
             } else {
                 var subset = bundle
                 if case .object(var members) = subset, let i = members.firstIndex(where: { $0.key == "entry" }) {
-                    members[i].value = .array(remaining.map { entries[$0] })
+                    members[i].value = .array(attemptEntries.map { entries[$0] })
                     subset = .object(members)
                 }
                 body = JSONWriter().bytes(subset)
             }
             let result = await post(body, client: context.client)
             if case .failure(let error as ConnectionFailure) = result { throw error }
-            var outcomes: [(index: Int, outcome: EntryOutcome)] = []
             var headers: [(name: String, value: String)] = []
+            let answer: RequestProgress.Answer
             switch result {
             case .failure(let error):
                 if error is CancellationError || Task.isCancelled { throw CancellationError() }
                 // Connection error or timeout: nothing known, retry everything left.
-                lastProblem = "no answer (\(context.client.redactor.redact("\(error)")))"
-                try context.outage.failed(lastProblem)
+                let problem = "no answer (\(context.client.redactor.redact("\(error)")))"
+                try context.outage.failed(problem)
+                answer = .none(problem: problem)
             case .success(let response):
                 headers = response.headers
                 if [502, 503, 504].contains(response.status) {
@@ -429,47 +414,43 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                 } else {
                     context.outage.answered()
                 }
-                if let parsed = response.outcomes, parsed.count == remaining.count {
-                    let sentEntries = remaining.map { entries[$0] }
-                    if let mismatch = Self.mismatch(parsed, sentEntries) {
+                if let parsed = response.outcomes, parsed.count == attemptEntries.count {
+                    if let mismatch = Self.mismatch(parsed, attemptEntries.map { entries[$0] }) {
                         // The answer's order cannot be trusted: nothing it says is recorded, everything is resent.
-                        lastProblem = "the server's response does not match the request (\(mismatch))"
+                        answer = .none(problem: "the server's response does not match the request (\(mismatch))")
                     } else {
-                        outcomes = zip(remaining, parsed).map { ($0, $1) }
-                        if let failed = parsed.first(where: { $0.isRetryable }) { lastProblem = "the entry's status was \(failed.status)" }
+                        answer = .outcomes(parsed)
                     }
                 } else if (200...299).contains(response.status) {
                     // Success without the response bundle (a proxy's page, a truncated body): nothing known, retry.
-                    lastProblem = "HTTP \(response.status) without a \(isTransaction ? "transaction" : "batch")-response bundle of \(remaining.count) entries"
-                        + (response.outcomes.map { " (it has \($0.count))" } ?? "")
+                    answer = .none(problem: "HTTP \(response.status) without a \(isTransaction ? "transaction" : "batch")-response bundle of \(attemptEntries.count) entries"
+                        + (response.outcomes.map { " (it has \($0.count))" } ?? ""))
                 } else if RetryPolicy.isRetryable(status: response.status) {
-                    lastProblem = "HTTP \(response.status)" + response.issues.map { "; " + $0 }.joined()
+                    answer = .none(problem: "HTTP \(response.status)" + response.issues.map { "; " + $0 }.joined())
                 } else {
-                    // The whole request was refused (e.g. a transaction): every entry fails with the server's outcome.
-                    let outcome = EntryOutcome(status: response.status, location: nil, issues: response.issues)
-                    outcomes = remaining.map { ($0, outcome) }
+                    answer = .refused(status: response.status, issues: response.issues)
                 }
             }
-            if !outcomes.isEmpty { try journal.record(request: request.id, outcomes: outcomes) }
-            let retryable = Set(outcomes.filter { $0.outcome.isRetryable }.map(\.index))
-            let permanent = outcomes.filter { !$0.outcome.succeeded && !$0.outcome.isRetryable }
-            let succeeded = outcomes.filter { $0.outcome.succeeded }
-            sent.successes += succeeded
-            tally(succeeded, entries: entries)
-            for failure in permanent { recordFailure(request: request, index: failure.index, outcome: failure.outcome, entries: entries) }
-            remaining = outcomes.isEmpty ? remaining : remaining.filter { retryable.contains($0) }
-            if remaining.isEmpty { break }
-            switch options.retry.decision(afterAttempt: attempt, headers: headers) {
+            let settlement = progress.receive(answer, for: attemptEntries)
+            if !settlement.journal.isEmpty { try journal.record(request: request.id, outcomes: settlement.journal) }
+            sent.successes += settlement.succeeded
+            tally(settlement.succeeded, entries: entries)
+            for failure in settlement.failed { recordFailure(request: request, index: failure.index, outcome: failure.outcome, entries: entries) }
+            if progress.isDone || settlement.split { continue }
+            if !settlement.succeeded.isEmpty || !settlement.failed.isEmpty, progress.perEntry, !progress.remaining.contains(attemptEntries[0]) {
+                continue  // that entry is settled: the next one starts at once
+            }
+            switch options.retry.decision(afterAttempt: progress.attempt, headers: headers) {
             case .exhausted:
-                for i in remaining {
-                    recordFailure(request: request, index: i, outcome: EntryOutcome(status: 0, location: nil, issues: ["gave up after \(attempt) attempts; last: \(lastProblem)"]), entries: entries)
+                for failure in progress.giveUp(attemptEntries) {
+                    recordFailure(request: request, index: failure.index, outcome: failure.outcome, entries: entries)
                 }
-                remaining = []
             case .serverWaitTooLong(let asked):
                 throw StopReason(reason: .serverWaitTooLong(asked: asked, cap: options.retry.maxServerWait, request: request.id, step: step))
             case .retry(let delay, let serverAsked):
                 if delay >= 1 {
-                    context.events(.waiting(request: request.id, seconds: delay, reason: serverAsked ? "the server asks for it (\(lastProblem))" : lastProblem))
+                    context.events(.waiting(request: request.id, seconds: delay,
+                                            reason: serverAsked ? "the server asks for it (\(progress.lastProblem))" : progress.lastProblem))
                 }
                 try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
             }

@@ -135,3 +135,73 @@ struct ResponseMatchTests {
         #expect(ResourceLocation.readURL("http://other/fhir/Patient/1", base: "http://h/fhir") == nil)
     }
 }
+
+struct RequestProgressTests {
+    private let created = EntryOutcome(status: 201, location: nil, issues: [])
+    private let throttled = EntryOutcome(status: 429, location: nil, issues: [])
+    private let refused = EntryOutcome(status: 400, location: nil, issues: ["error invalid: bad"])
+
+    @Test func aBatchResendsOnlyItsRetryableEntriesAndSkipsWhatWasWritten() {
+        var progress = RequestProgress(entryCount: 4, alreadyWritten: [0], isTransaction: false, divisible: false)
+        let first = progress.nextAttempt()
+        #expect(first == [1, 2, 3])
+        let settlement = progress.receive(.outcomes([created, throttled, refused]), for: first)
+        #expect(settlement.succeeded.map(\.index) == [1] && settlement.failed.map(\.index) == [3] && settlement.journal.count == 3)
+        #expect(progress.nextAttempt() == [2] && progress.attempt == 2)
+    }
+
+    @Test func noAnswerSettlesNothingAndExhaustedAttemptsFailWhatIsLeft() {
+        var progress = RequestProgress(entryCount: 2, alreadyWritten: [], isTransaction: true, divisible: false)
+        let sent = progress.nextAttempt()
+        #expect(progress.receive(.none(problem: "no answer (timeout)"), for: sent).journal.isEmpty)
+        #expect(progress.remaining == [0, 1])
+        let failures = progress.giveUp(sent)
+        #expect(failures.map(\.outcome.status) == [0, 0] && failures[0].outcome.issues == ["gave up after 1 attempts; last: no answer (timeout)"])
+        #expect(progress.isDone)
+    }
+
+    @Test func aTransactionWeMadeUpIsSentEntryByEntryWhenRefusedWhole() {
+        var progress = RequestProgress(entryCount: 3, alreadyWritten: [], isTransaction: true, divisible: true)
+        let all = progress.nextAttempt()
+        let split = progress.receive(.refused(status: 400, issues: ["error not-found: entry 1 refers to nothing"]), for: all)
+        #expect(split.split && split.failed.isEmpty && progress.perEntry)
+        #expect(progress.nextAttempt() == [0] && progress.attempt == 1)
+        _ = progress.receive(.outcomes([created]), for: [0])
+        #expect(progress.nextAttempt() == [1] && progress.attempt == 1)
+        let bad = progress.receive(.refused(status: 400, issues: ["error not-found"]), for: [1])
+        #expect(bad.failed.map(\.index) == [1])
+        #expect(progress.nextAttempt() == [2])
+    }
+
+    @Test func aTransactionFromTheMappingFailsWholeWhenRefused() {
+        var progress = RequestProgress(entryCount: 2, alreadyWritten: [], isTransaction: true, divisible: false)
+        let all = progress.nextAttempt()
+        let settlement = progress.receive(.refused(status: 422, issues: ["error invalid"]), for: all)
+        #expect(settlement.failed.map(\.index) == [0, 1] && progress.isDone && !progress.perEntry)
+    }
+}
+
+struct StepSchedulerTests {
+    private func request(_ id: String, writes: [UInt128]) -> UploadRequest {
+        UploadRequest(id: id, file: id, part: nil, entryCount: 1, resourceCount: 1, writes: writes, batchConditionalReferences: false)
+    }
+
+    @Test func twoRequestsWritingOneIdentifierNeverRunTogetherAndTheRestGoAhead() {
+        var scheduler = StepScheduler([request("a", writes: [1, 2]), request("b", writes: [2]), request("c", writes: [3])], concurrency: 4)
+        let first = scheduler.start()
+        let second = scheduler.start()
+        #expect(first?.request.id == "a" && second?.request.id == "c")  // b waits for a
+        #expect(scheduler.start() == nil)
+        scheduler.finished(first!.ticket)
+        #expect(scheduler.start()?.request.id == "b")
+    }
+
+    @Test func concurrencyCapsRequestsInFlight() {
+        var scheduler = StepScheduler((0..<5).map { request("r\($0)", writes: [UInt128($0)]) }, concurrency: 2)
+        let a = scheduler.start(), b = scheduler.start()
+        #expect(a != nil && b != nil && scheduler.start() == nil)
+        scheduler.finished(a!.ticket)
+        #expect(scheduler.start()?.request.id == "r2")
+        #expect(!scheduler.isFinished)
+    }
+}
