@@ -129,7 +129,8 @@ let package = Package(
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRUploadTests",
-            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRValidation", "FHIRTestServer", "FHIRTestSupport", "fhirupload",
+            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRRebundle", "FHIRValidation", "FHIRTestServer", "FHIRTestSupport",
+                           "fhirupload",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),

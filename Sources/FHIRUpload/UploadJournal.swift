@@ -27,8 +27,12 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
     /// `exclusive` (an upload) locks it, so that two uploaders never work on one folder and server at once (they
     /// would race on the same identifiers); the lock goes with the process, however it ends.
     public init(directory: String, exclusive: Bool = true) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         path = directory + "/" + UploadJournal.fileName
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw UploadError.journal(path: directory, message: "the folder cannot be created (\(Self.reason(error))); give the journal another place with --journal-dir")
+        }
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         if fd < 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
         if exclusive && flock(fd, LOCK_EX | LOCK_NB) != 0 {
@@ -140,6 +144,20 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
                 failed[request, default: [:]][index] = outcome
             }
         }
+    }
+}
+
+extension UploadJournal {
+    /// A file system error in plain words ("Read-only file system"), not Foundation's domain and code.
+    static func reason(_ error: any Error) -> String {
+        let ns = error as NSError
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        if ns.domain == NSCocoaErrorDomain && ns.code == NSFileWriteVolumeReadOnlyError { return "the volume is read-only" }
+        if ns.domain == NSCocoaErrorDomain && ns.code == NSFileWriteNoPermissionError { return "permission denied" }
+        return ns.localizedDescription
     }
 }
 

@@ -48,6 +48,8 @@ private func partIndex(_ part: RequestPart) -> Int {
 /// starts, because later steps refer to what earlier ones wrote.
 public struct UploadPlan: Sendable {
     public let steps: [(name: String, requests: [UploadRequest])]
+    /// What the plan asks of the server (for the preflight).
+    public let needs: ServerNeeds
 
     /// Reads the manifest's steps and their bundle files from `folder`. With `batchesAsTransactions`, a batch
     /// file whose entries hold conditional references becomes transactions of `transactionSize` entries.
@@ -55,6 +57,7 @@ public struct UploadPlan: Sendable {
                             transactionSize: Int? = nil) throws -> UploadPlan {
         let chunk = max(1, transactionSize ?? manifest.limits.conditionalTransactionEntries)
         var steps: [(String, [UploadRequest])] = []
+        var needs = ServerNeeds()
         for step in manifest.steps {
             var requests: [UploadRequest] = []
             for file in step.bundles {
@@ -68,6 +71,11 @@ public struct UploadPlan: Sendable {
                 }
                 let entries = bundle["entry"]?.arrayValue ?? []
                 let nested = entries.contains { $0["request"]?["url"]?.stringValue == "/" }
+                if splitTransactions && nested {
+                    for entry in entries { if let inner = entry["resource"] { needs.add(bundle: inner) } }
+                } else {
+                    needs.add(bundle: bundle)
+                }
                 let conditional = !nested && bundle["type"]?.stringValue == "batch"
                     && entries.contains { $0["resource"].map(ReferenceWalk.hasConditionalReference) ?? false }
                 if splitTransactions && nested {
@@ -94,7 +102,7 @@ public struct UploadPlan: Sendable {
             }
             steps.append((step.name, requests))
         }
-        return UploadPlan(steps: steps)
+        return UploadPlan(steps: steps, needs: needs)
     }
 
     /// The bodies of `parts` of one bundle file, by part index; the file is parsed once for all of them.

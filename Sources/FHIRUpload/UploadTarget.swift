@@ -26,7 +26,10 @@ public struct UploadTarget: Sendable, Equatable {
     }
 
     /// `DIR/upload/<folderName>`.
-    public func directory(inFolder folder: String) -> String { folder + "/upload/" + folderName }
+    public func directory(inFolder folder: String) -> String { directory(inRoot: folder + "/upload") }
+
+    /// `<root>/<folderName>`: the journal folder when the journals are kept elsewhere.
+    public func directory(inRoot root: String) -> String { root + "/" + folderName }
 
     public var description: String { "\(server) (\(principal))" }
 

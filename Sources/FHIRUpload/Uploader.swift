@@ -26,6 +26,11 @@ public struct UploadOptions: Sendable {
     public var allowInsecureHTTP = false
     /// How the folder is validated before the upload (by default against the limits its manifest records).
     public var validation = ValidationOptions()
+    /// Upload without first checking the server's CapabilityStatement against what the folder writes.
+    public var skipPreflight = false
+    /// Where the journals are kept (one folder per server inside). By default `DIR/upload`, or, when the folder
+    /// cannot be written (read-only media), a folder of the user's named after the manifest's checksum.
+    public var journalRoot: String?
 
     public init(server: String) {
         self.server = server
@@ -76,6 +81,8 @@ public enum UploadEvent: Sendable {
     /// The server stored a batch entry's conditional reference unresolved; from `step` on, such batches go as
     /// transactions of `chunkSize` entries.
     case batchReferencesUnresolved(step: String, chunkSize: Int)
+    /// The server's capabilities could not be read, so they were not checked.
+    case preflightSkipped(reason: String)
 }
 
 /// An upload that stopped before its end, with what it did until then (also in the journal).
@@ -125,9 +132,15 @@ public enum UploadRefusal: Error, CustomStringConvertible {
     case altered([Finding])
     case invalid(ValidationReport)
     case manifest(String)
+    /// The server's CapabilityStatement lacks what the folder needs: one line per type or interaction.
+    case preflight([String])
 
     public var description: String {
         switch self {
+        case .preflight(let problems):
+            return "the server cannot take everything this folder writes, says its CapabilityStatement (GET metadata):\n"
+                + problems.map { "  - " + $0 }.joined(separator: "\n")
+                + "\nNothing was sent. --skip-preflight uploads anyway; what the server refuses is then listed in failures.ndjson."
         case .altered(let findings):
             let files = findings.prefix(5).map { "\($0.file): \($0.message)" }.joined(separator: "; ")
             return "the folder does not match its manifest (\(files)\(findings.count > 5 ? "; …" : "")); recopy or regenerate it. Nothing was sent."
@@ -158,12 +171,31 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
     /// The server and principal this upload is for, which name its journal.
     public var target: UploadTarget { UploadTarget(server: options.server, principal: options.credentials.principal) }
 
+    /// Where this folder's journals are kept, and why there when it is not the folder itself.
+    public func journalRoot(manifestSHA256: String) -> (path: String, note: String?) {
+        let inside = folder + "/upload"
+        let writable = FileManager.default.fileExists(atPath: inside) ? access(inside, W_OK) == 0 : access(folder, W_OK) == 0
+        return Self.journalRoot(folder: folder, explicit: options.journalRoot, writable: writable, manifestSHA256: manifestSHA256,
+                                environment: ProcessInfo.processInfo.environment)
+    }
+
+    /// The decision of `journalRoot`, from what it depends on: the option, whether the folder can be written, the
+    /// manifest's checksum and the user's state folder (`XDG_STATE_HOME`, else `~/.local/state`).
+    static func journalRoot(folder: String, explicit: String?, writable: Bool, manifestSHA256: String,
+                            environment: [String: String]) -> (path: String, note: String?) {
+        if let explicit { return (explicit, nil) }
+        if writable { return (folder + "/upload", nil) }
+        let state = environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ((environment["HOME"] ?? NSTemporaryDirectory()) + "/.local/state")
+        let root = state + "/fhirupload/" + manifestSHA256.prefix(16)
+        return (root, "the folder cannot be written (read-only media?): the journal is kept in \(root), named after the manifest's checksum, so a rerun from this folder finds it (--journal-dir chooses another place)")
+    }
+
     /// Validates and plans without sending anything (`--dry-run`): what would be sent, step by step, and how much
     /// an earlier run already wrote to this server.
     public func dryRun() throws -> (plan: UploadPlan, alreadyWritten: Int, validation: ValidationReport) {
-        let validation = try ArtifactValidator(folder: folder, options: options.validation).run()
         let (manifest, manifestSHA256) = try readManifest()
-        let directory = target.directory(inFolder: folder)
+        let validation = try ArtifactValidator(folder: folder, options: options.validation).run()
+        let directory = target.directory(inRoot: journalRoot(manifestSHA256: manifestSHA256).path)
         let record = TargetRecord.read(directory: directory)
         let current = record?.manifestSHA256 == manifestSHA256 ? record : nil
         let plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
@@ -183,16 +215,38 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
     public func run(progress: @escaping @Sendable (UploadProgress) -> Void = { _ in },
                     events: @escaping @Sendable (UploadEvent) -> Void = { _ in }) async throws -> UploadReport {
         let started = Date()
+        let (manifest, manifestSHA256) = try readManifest()
         let validation = try ArtifactValidator(folder: folder, options: options.validation).run()
         let altered = validation.findings.filter { Self.integrityRules.contains($0.rule) }
         if !altered.isEmpty { throw UploadRefusal.altered(altered) }
         if validation.errors > 0 && !options.force { throw UploadRefusal.invalid(validation) }
         if let refusal = options.urlPolicy.refusal(of: options.server) { throw ConnectionFailure.refusedURL(refusal) }
-        let (manifest, manifestSHA256) = try readManifest()
         let target = self.target
-        let directory = target.directory(inFolder: folder)
-        let journal = try UploadJournal(directory: directory)
-        var (record, notes) = try openRecord(directory: directory, target: target, manifestSHA256: manifestSHA256, journal: journal)
+        let (root, rootNote) = journalRoot(manifestSHA256: manifestSHA256)
+        let directory = target.directory(inRoot: root)
+        let client = FHIRClient(base: options.server, credentials: options.credentials, timeout: options.timeout, policy: options.urlPolicy)
+        if !options.skipPreflight {
+            let known = TargetRecord.read(directory: directory)
+            let preflightPlan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
+                                                    batchesAsTransactions: known?.manifestSHA256 == manifestSHA256 && known?.resolvesBatchConditionalReferences == false)
+            do {
+                try await preflight(preflightPlan.needs, client: client, events: events)
+            } catch {
+                await client.shutdown()
+                throw error
+            }
+        }
+        let journal: UploadJournal
+        var record: TargetRecord
+        var notes: [String]
+        do {
+            journal = try UploadJournal(directory: directory)
+            (record, notes) = try openRecord(directory: directory, target: target, manifestSHA256: manifestSHA256, journal: journal)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        if let rootNote { notes.insert(rootNote, at: 0) }
         if options.restart {
             // Start over: forget what was written and what was learnt about the server.
             try journal.restart()
@@ -204,10 +258,13 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         report.target = target
         if record.resolvesBatchConditionalReferences == false { report.transactionSteps = Self.stepsWithTransactionChunks(plan) }
         events(.journal(target: target, directory: directory, earlierEntries: Self.entriesWritten(plan, journal), notes: notes))
-        FileManager.default.createFile(atPath: directory + "/failures.ndjson", contents: Data())
-        failuresFile = FileHandle(forWritingAtPath: directory + "/failures.ndjson")
+        guard FileManager.default.createFile(atPath: directory + "/failures.ndjson", contents: Data()),
+              let failures = FileHandle(forWritingAtPath: directory + "/failures.ndjson") else {
+            await client.shutdown()
+            throw UploadError.journal(path: directory + "/failures.ndjson", message: "cannot be written")
+        }
+        failuresFile = failures
         defer { try? failuresFile?.close() }
-        let client = FHIRClient(base: options.server, credentials: options.credentials, timeout: options.timeout, policy: options.urlPolicy)
         let context = SendContext(client: client, journal: journal, outage: OutageClock(limit: options.maxOutage), events: events, started: started)
         let total = plan.steps.reduce(0) { $0 + $1.requests.reduce(0) { $0 + $1.resourceCount } }
         do {
@@ -217,6 +274,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                 if record.resolvesBatchConditionalReferences == nil, let probe = requests.first(where: \.batchConditionalReferences) {
                     // The first batch whose entries hold conditional references goes alone, and one of the written
                     // resources is read back: does this server resolve them in a batch?
+                    let (failuresMark, failedBefore) = lock.withLock { (failuresFile?.offsetInFile ?? 0, report.failed) }
                     let sent = try await send(probe, body: probe.loadBody(folder: folder), step: name, context: context)
                     requests.removeAll { $0.id == probe.id }
                     if let resolves = try await probeBatchReferences(sent, client: client) {
@@ -226,6 +284,12 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                             // Written with unresolved links: sent again, as transactions (conditional updates, so
                             // the resources are updated, not duplicated). Their first tally no longer counts.
                             untally(sent)
+                            // Its failures are tried again with the rest: reported once, by the transactions.
+                            lock.withLock {
+                                report.failed = failedBefore
+                                try? failuresFile?.truncate(atOffset: failuresMark)
+                                _ = try? failuresFile?.seekToEnd()
+                            }
                             plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
                                                        batchesAsTransactions: true)
                             requests = plan.steps[number].requests
@@ -256,6 +320,40 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         await client.shutdown()
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    /// Reads the server's CapabilityStatement and refuses, naming types and counts, what it cannot take.
+    private func preflight(_ needs: ServerNeeds, client: FHIRClient, events: @Sendable (UploadEvent) -> Void) async throws {
+        var attempt = 0
+        while true {
+            attempt += 1
+            var headers: [(name: String, value: String)] = []
+            var problem: String
+            do {
+                let response = try await client.send(method: .GET, url: client.base + "/metadata")
+                if response.status == 200, let json = response.json, json["resourceType"]?.stringValue == "CapabilityStatement" {
+                    let problems = Preflight.problems(capability: json, needs: needs)
+                    if !problems.isEmpty { throw UploadRefusal.preflight(problems) }
+                    return
+                }
+                headers = response.headers
+                problem = "HTTP \(response.status)"
+                if !RetryPolicy.isRetryable(status: response.status) {
+                    events(.preflightSkipped(reason: "GET metadata answered \(response.status) without a CapabilityStatement"))
+                    return
+                }
+            } catch let error as ConnectionFailure {
+                throw error
+            } catch let error as UploadRefusal {
+                throw error
+            } catch {
+                problem = client.redactor.redact("\(error)")
+            }
+            guard case .retry(let delay, _) = options.retry.decision(afterAttempt: attempt, headers: headers) else {
+                throw UploadRefusal.manifest("the server does not answer GET metadata (\(problem)); nothing was sent")
+            }
+            try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
+        }
     }
 
     /// Findings that mean the folder is not what `convert` wrote.
@@ -301,7 +399,8 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
 
     private func readManifest() throws -> (Manifest, String) {
         guard let data = FileManager.default.contents(atPath: folder + "/manifest.json") else {
-            throw UploadRefusal.manifest("\(folder)/manifest.json is missing: fhirupload takes a folder written by fhirbundle convert")
+            throw UploadRefusal.manifest("\(folder) has no manifest.json: fhirupload uploads artifact folders written by fhirbundle convert or "
+                + "fhirbundle rebundle. For FHIR data written by another tool, run `fhirbundle rebundle \(folder) --out OUT` and upload OUT.")
         }
         do {
             return (try Manifest(json: JSONParser.parse(Array(data))), sha256Hex(Array(data)))

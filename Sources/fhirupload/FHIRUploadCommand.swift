@@ -26,8 +26,18 @@ struct FHIRUploadCommand: AsyncParsableCommand {
 
 /// Where the server is and how to log in: shared by `upload` and `verify`.
 struct ServerOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("The server's FHIR base URL, e.g. https://api.medplum.com/fhir/R4.", valueName: "url"))
-    var server: String
+    @Option(name: .customLong("server"),
+            help: ArgumentHelp("The server's FHIR base URL, e.g. https://api.medplum.com/fhir/R4 (default: MEDPLUM_BASE_URL + fhir/R4, as Medplum's own tools read it).",
+                               valueName: "url"))
+    var serverOption: String?
+
+    /// The FHIR base: `--server`, else Medplum's `MEDPLUM_BASE_URL` (the server's origin) with `fhir/R4`.
+    var server: String {
+        if let serverOption { return serverOption }
+        guard var base = ProcessInfo.processInfo.environment["MEDPLUM_BASE_URL"], !base.isEmpty else { return "" }
+        while base.hasSuffix("/") { base.removeLast() }
+        return base.contains("/fhir") ? base : base + "/fhir/R4"
+    }
 
     @Option(help: ArgumentHelp("An environment variable holding a bearer token.", valueName: "name"))
     var tokenEnv: String?
@@ -62,7 +72,8 @@ struct ServerOptions: ParsableArguments {
     var maxServerWait = 300.0
 
     func validate() throws {
-        try Self.checkURL(server, option: "--server", allowInsecure: allowInsecureHttp)
+        guard !server.isEmpty else { throw ValidationError("give the server's FHIR base URL with --server (or set MEDPLUM_BASE_URL)") }
+        try Self.checkURL(server, option: serverOption == nil ? "MEDPLUM_BASE_URL" : "--server", allowInsecure: allowInsecureHttp)
         if let tokenUrl { try Self.checkURL(tokenUrl, option: "--token-url", allowInsecure: allowInsecureHttp) }
         for (value, name) in [(timeout, "--timeout"), (maxOutage, "--max-outage"), (maxServerWait, "--max-server-wait")] where !(value > 0) {
             throw ValidationError("\(name) must be a number of seconds above 0")
@@ -100,6 +111,14 @@ struct ServerOptions: ParsableArguments {
             let secret = try clientSecretEnv.map { try Self.secret(env: $0, what: "client secret") }
                 ?? Self.secret(file: clientSecretFile!, what: "client secret")
             return .clientCredentials(tokenURL: tokenUrl ?? Credentials.defaultTokenURL(forServer: server), clientID: clientId, clientSecret: secret)
+        }
+        // Medplum's own tools read these; so do we, when no credential option is given.
+        let environment = ProcessInfo.processInfo.environment
+        if let id = environment["MEDPLUM_CLIENT_ID"], !id.isEmpty {
+            guard let secret = environment["MEDPLUM_CLIENT_SECRET"], !secret.isEmpty else {
+                throw ValidationError("MEDPLUM_CLIENT_ID is set but MEDPLUM_CLIENT_SECRET is not")
+            }
+            return .clientCredentials(tokenURL: Credentials.defaultTokenURL(forServer: server), clientID: id, clientSecret: secret)
         }
         return .none
     }
@@ -162,6 +181,13 @@ struct Upload: AsyncParsableCommand {
     @Flag(help: "Upload even when the offline validation finds errors (never when files differ from the manifest).")
     var force = false
 
+    @Flag(help: "Do not check the server's CapabilityStatement (GET metadata) before sending; what the server refuses is listed in failures.ndjson.")
+    var skipPreflight = false
+
+    @Option(help: ArgumentHelp("Where to keep the journal (default: DIR/upload, or, on read-only media, ~/.local/state/fhirupload/<manifest checksum>).",
+                               valueName: "dir"))
+    var journalDir: String?
+
     @OptionGroup(title: "Limits checked before the upload (by default, those the folder's manifest records)")
     var sizing: LimitOptions
 
@@ -181,6 +207,8 @@ struct Upload: AsyncParsableCommand {
         options.splitTransactions = splitTransactions
         options.restart = restart
         options.force = force
+        options.skipPreflight = skipPreflight
+        options.journalRoot = journalDir
         options.validation.profile = sizing.profile
         options.validation.limitOverrides = try sizing.overrides()
         let uploader = Uploader(folder: folder, options: options)
@@ -233,6 +261,8 @@ struct Upload: AsyncParsableCommand {
             return text
         case .waiting(let request, let seconds, let reason):
             return "waiting \(HumanDuration.describe(seconds)) before resending \(request): \(reason)"
+        case .preflightSkipped(let reason):
+            return "note: the server's capabilities were not checked: \(reason)"
         case .batchReferencesUnresolved(let step, let size):
             return "note: the server stored a conditional reference inside a batch entry unresolved (FHIR requires resolution only in transactions); "
                 + "from step \(step) on, batches with conditional references are sent as transactions of \(size) entries"

@@ -33,6 +33,9 @@ public struct ServerLimits: Sendable {
     /// Whether conditional references in batch entries are resolved, as on Medplum; false stores them as written,
     /// as some servers do (FHIR requires their resolution in transactions only).
     public var resolvesBatchConditionalReferences = true
+    /// The resource types its CapabilityStatement lists (each with update, create, conditional update and an
+    /// `identifier` search); nil lists none, which a client cannot check against.
+    public var offeredTypes: [String]?
 
     public init() {}
 }
@@ -53,10 +56,24 @@ struct FHIRService {
         }
         switch (request.method, request.path) {
         case ("GET", "metadata"):
-            return ServiceResponse(status: 200, body: .object([
+            var members = [
                 JSONMember("resourceType", .string("CapabilityStatement")), JSONMember("status", .string("active")),
                 JSONMember("kind", .string("instance")), JSONMember("fhirVersion", .string("4.0.1")),
-            ]))
+            ]
+            if let types = limits.offeredTypes {
+                let codes: (String...) -> JSONValue = { .array($0.map { .object([JSONMember("code", .string($0))]) }) }
+                members.append(JSONMember("rest", .array([.object([
+                    JSONMember("mode", .string("server")),
+                    JSONMember("resource", .array(types.map { type in
+                        .object([JSONMember("type", .string(type)), JSONMember("interaction", codes("read", "update", "create", "search-type")),
+                                 JSONMember("updateCreate", .bool(true)), JSONMember("conditionalCreate", .bool(true)),
+                                 JSONMember("conditionalUpdate", .bool(true)),
+                                 JSONMember("searchParam", .array([.object([JSONMember("name", .string("identifier")), JSONMember("type", .string("token"))])]))])
+                    })),
+                    JSONMember("interaction", codes("batch", "transaction")),
+                ])])))
+            }
+            return ServiceResponse(status: 200, body: .object(members))
         case ("POST", ""):
             guard let bundle = try? JSONParser.parse(request.body) else { return failure(400, "invalid", "The body is not JSON") }
             guard bundle["resourceType"]?.stringValue == "Bundle" else { return failure(400, "invalid", "POST to the base takes a Bundle") }

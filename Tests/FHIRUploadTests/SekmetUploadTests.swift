@@ -110,6 +110,16 @@ struct SekmetUploadTests {
         options.splitTransactions = true  // sekmet takes no nested bundles
         options.retry = RetryPolicy(maxAttempts: 3, baseDelay: 0.05, maxDelay: 0.2)
 
+        // sekmet does not offer ClinicalImpression, and says so in its CapabilityStatement: nothing is sent.
+        do {
+            _ = try await Uploader(folder: folder, options: options).run()
+            Issue.record("expected the preflight to refuse")
+        } catch let UploadRefusal.preflight(problems) {
+            #expect(problems == ["ClinicalImpression (2 resources): the server does not offer this type"])
+        }
+        #expect(try await server.count("Patient", system: "http://your-source-system.com/patientId", value: "P001") == 0)
+
+        options.skipPreflight = true
         let first = try await Uploader(folder: folder, options: options).run()
         #expect(first.created["Patient"] == 2)
         #expect(first.created["Condition"] == 3)
@@ -170,6 +180,41 @@ struct SekmetUploadTests {
             let expected = lines.filter { $0.contains("\"subject\":{\"reference\":\"Patient?identifier=") && $0.contains("|\(identifier)\"") }.count
             let found = try await server.search("\(type)?subject=Patient/\(id)&_count=1")
             #expect(found["total"] == .number(String(expected)), "\(type) of Patient/\(id)")
+        }
+    }
+
+    /// Synthea's own output, rebundled: refused naming the types sekmet lacks; with --skip-preflight everything else
+    /// lands exactly once, twice over, and only the lacking types and what refers to them fail.
+    @Test func rebundledSyntheaLandsExactlyOnceOnSekmetExceptTheTypesItLacks() async throws {
+        let server = try await SekmetServer.start(executable: try TestPrerequisite.sekmet.path())
+        defer { server.stop() }
+        let folder = try RebundledSynthea.copy()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var options = UploadOptions(server: server.base)
+        options.retry = RetryPolicy(maxAttempts: 3, baseDelay: 0.05, maxDelay: 0.2)
+        do {
+            _ = try await Uploader(folder: folder, options: options).run()
+            Issue.record("expected the preflight to refuse")
+        } catch let UploadRefusal.preflight(problems) {
+            #expect(problems == ["CareTeam (5 resources): the server does not offer this type",
+                                 "SupplyDelivery (33 resources): the server does not offer this type"])
+        }
+        options.skipPreflight = true
+        let first = try await Uploader(folder: folder, options: options).run()
+        // The CarePlans refer to their CareTeam, the Provenances to every resource of their patient.
+        #expect(first.failed == ["CareTeam": 5, "SupplyDelivery": 33, "CarePlan": 5, "Provenance": 3])
+        #expect(first.written == 1040 - 46)
+        let second = try await Uploader(folder: folder, options: options).run()
+        #expect(second.written == 0 && second.skipped == 994 && second.failures == 46)
+        let verify = try await Verifier(folder: folder, options: options).run()
+        #expect(verify.duplicated.isEmpty)
+        #expect(Set(verify.missing.map(\.type)) == ["CareTeam", "SupplyDelivery", "CarePlan"] && verify.missing.count == 43)
+        // Every link of what landed resolves on the server (batches with conditional references went as transactions).
+        #expect(verify.links.problems.isEmpty, "\(verify.links.examples.prefix(3))")
+        let counts = try UploadFixtures.expectedCounts(folder)
+        for (type, n) in counts where first.failed[type] == nil {
+            let found = try await server.search("\(type)?_count=1")
+            #expect(found["total"] == .number(String(n)), "\(type)")
         }
     }
 

@@ -49,6 +49,20 @@ struct UploadCommandLineTests {
         }
     }
 
+    @Test func medplumsEnvironmentVariablesStandInForTheOptions() async throws {
+        try await UploadFixtures.withServer { server, folder in
+            server.requireClientCredentials(id: "env-client", secret: "env-secret-0815")
+            let origin = "http://127.0.0.1:\(server.port)/"
+            let environment = ["MEDPLUM_BASE_URL": origin, "MEDPLUM_CLIENT_ID": "env-client", "MEDPLUM_CLIENT_SECRET": "env-secret-0815"]
+            let upload = try run([folder], environment: environment)
+            #expect(upload.status == 0, "\(upload.stderr)")
+            #expect(upload.stderr.contains("Uploading to \(server.baseURL) (client env-client)"))
+            #expect(!upload.stderr.contains("env-secret-0815"))
+            let missing = try run([folder], environment: ["MEDPLUM_BASE_URL": ""])
+            #expect(missing.status == 64 && missing.stderr.contains("--server (or set MEDPLUM_BASE_URL)"))
+        }
+    }
+
     @Test func ctrlCStopsWithWhatWasDoneAndARerunFinishes() async throws {
         try await UploadFixtures.withServer { server, folder in
             server.inject([.pass, .slow(seconds: 20)])  // the second request hangs, so the signal finds it in flight
