@@ -55,6 +55,17 @@ public enum ReferenceWalk {
 
 
 extension JSONValue {
+    /// This value with the values at several pointers replaced, in one walk that descends only where a pointer
+    /// leads (pointers as `ReferenceWalk` writes them; one that leads nowhere changes nothing).
+    public func replacing(_ replacements: [String: JSONValue]) -> JSONValue {
+        if replacements.isEmpty { return self }
+        var tree = ReplacementTree()
+        for (pointer, value) in replacements {
+            tree.insert(pointer.split(separator: "/", omittingEmptySubsequences: true).map(String.init)[...], value)
+        }
+        return tree.apply(to: self)
+    }
+
     /// This value with the value at `pointer` (as `ReferenceWalk` writes them) replaced; unchanged when the pointer
     /// leads nowhere.
     public func setting(_ pointer: String, to newValue: JSONValue) -> JSONValue {
@@ -75,6 +86,38 @@ extension JSONValue {
             return .array(items)
         default:
             return value
+        }
+    }
+}
+
+/// The pointers of a `replacing` call as a tree of path steps.
+private struct ReplacementTree {
+    var value: JSONValue?
+    var children: [String: ReplacementTree] = [:]
+
+    mutating func insert(_ tokens: ArraySlice<String>, _ newValue: JSONValue) {
+        guard let first = tokens.first else {
+            value = newValue
+            return
+        }
+        children[first, default: ReplacementTree()].insert(tokens.dropFirst(), newValue)
+    }
+
+    func apply(to node: JSONValue) -> JSONValue {
+        if let value { return value }
+        switch node {
+        case .object(var members):
+            for i in members.indices {
+                if let child = children[members[i].key] { members[i].value = child.apply(to: members[i].value) }
+            }
+            return .object(members)
+        case .array(var items):
+            for (key, child) in children {
+                if let i = Int(key), i < items.count { items[i] = child.apply(to: items[i]) }
+            }
+            return .array(items)
+        default:
+            return node
         }
     }
 }

@@ -19,9 +19,22 @@ struct ResourceFacts {
     let producerKey: Token?
 }
 
+/// A reference of a resource, classified once in pass one.
 struct ReferenceWalkResult {
     var pointer: String
     var reference: String
+    var kind: ReferenceKind
+    /// `Type|system|value` of a conditional reference by identifier.
+    var conditionalKey: String?
+
+    init(pointer: String, reference: String) {
+        self.pointer = pointer
+        self.reference = reference
+        kind = ReferenceKind.of(reference)
+        if kind == .conditional, let parsed = ConditionalURL.parseIdentifier(reference) {
+            conditionalKey = parsed.type + "|" + parsed.system + "|" + parsed.value
+        }
+    }
 }
 
 /// How one kept resource is written.
@@ -72,9 +85,7 @@ struct RebundlePlan {
         var used = Set<String>()
         for f in facts {
             if let key = f.producerKey { used.insert(f.type + "|" + key.description) }
-            for r in f.references where ReferenceKind.of(r.reference) == .conditional {
-                if let parsed = ConditionalURL.parseIdentifier(r.reference) { used.insert(parsed.type + "|" + parsed.system + "|" + parsed.value) }
-            }
+            for r in f.references { if let key = r.conditionalKey { used.insert(key) } }
         }
         for (key, list) in carriers.sorted(by: { $0.value[0] < $1.value[0] }) where list.count > 1 {
             let first = list[0]
@@ -142,7 +153,7 @@ struct RebundlePlan {
         var targets: [[(pointer: String, target: Int, rewrite: Bool)]] = Array(repeating: [], count: facts.count)
         for (i, f) in facts.enumerated() {
             for r in f.references {
-                guard let (target, rewrite) = resolve(r.reference, from: i, facts: facts, fullUrls: fullUrls, literals: literals, carriers: carriers)
+                guard let (target, rewrite) = resolve(r, from: i, facts: facts, fullUrls: fullUrls, literals: literals, carriers: carriers)
                 else { continue }
                 targets[i].append((r.pointer, alias[target], rewrite))
             }
@@ -251,14 +262,14 @@ struct RebundlePlan {
 
     /// The input resource a reference points at, and whether it must be rewritten (urn:uuid, literal and full-URL
     /// references; a conditional reference stays as it is); nil for a reference outside the input.
-    static func resolve(_ reference: String, from i: Int, facts: [ResourceFacts], fullUrls: [String: [Int]], literals: [String: Int],
+    static func resolve(_ found: ReferenceWalkResult, from i: Int, facts: [ResourceFacts], fullUrls: [String: [Int]], literals: [String: Int],
                         carriers: [String: [Int]]) -> (Int, Bool)? {
-        switch ReferenceKind.of(reference) {
+        let reference = found.reference
+        switch found.kind {
         case .contained, .other:
             return nil
         case .conditional:
-            guard let parsed = ConditionalURL.parseIdentifier(reference) else { return nil }
-            return carriers[parsed.type + "|" + parsed.system + "|" + parsed.value]?.first.map { ($0, false) }
+            return found.conditionalKey.flatMap { carriers[$0]?.first }.map { ($0, false) }
         case .urn, .absolute:
             guard let candidates = fullUrls[reference] else {
                 if let literal = literalKey(reference), let target = literals[literal] { return (target, true) }

@@ -15,8 +15,11 @@ final class RebundleWriter {
     private var ndjson: [String: HashingFileWriter] = [:]
     private var rejects: HashingFileWriter
     private var rejectCount = 0
-    /// Step → its spill file: one line per entry, `{"unit":…,"url":…,"fullUrl":…,"resource":…}`.
+    /// Step → its spill file: one line per entry, `unit TAB url TAB fullUrl TAB compact resource` (URLs are
+    /// percent-encoded and JSON escapes its control characters, so neither tab nor newline occurs in a field).
     private var spills: [FileHandle] = []
+    /// Spill bytes not written yet, per step.
+    private var spillBuffers: [[UInt8]] = []
     private let spillFolder: String
     private var stepOfUnit: [Int]
     private var resourceCounts: [String: Int] = [:]
@@ -43,6 +46,7 @@ final class RebundleWriter {
                 throw ArtifactError(path: path, message: "cannot create the step's spill file")
             }
             spills.append(handle)
+            spillBuffers.append([])
         }
     }
 
@@ -77,15 +81,18 @@ final class RebundleWriter {
             members.insert(JSONMember("id", .string(id)), at: members.first?.key == "resourceType" ? 1 : 0)
             body = .object(members)
         }
-        var ndjsonForm = body
-        var bundleForm = body
         let multi = plan.units[planned.unit].count > 1
+        var inNDJSON: [String: JSONValue] = [:]
+        var inBundle: [String: JSONValue] = [:]
         for rewrite in planned.rewrites {
-            let conditional = JSONValue.string(address(rewrite.target).url)  // Type?identifier=…, or Type/id
-            ndjsonForm = ndjsonForm.setting(rewrite.pointer, to: conditional)
+            let target = address(rewrite.target)
+            let conditional = JSONValue.string(target.url)  // Type?identifier=…, or Type/id
+            inNDJSON[rewrite.pointer] = conditional
             let together = multi && plan.planned[rewrite.target]?.unit == planned.unit
-            bundleForm = bundleForm.setting(rewrite.pointer, to: together ? .string(address(rewrite.target).fullUrl) : conditional)
+            inBundle[rewrite.pointer] = together ? .string(target.fullUrl) : conditional
         }
+        let ndjsonForm = body.replacing(inNDJSON)
+        let bundleForm = multi ? body.replacing(inBundle) : ndjsonForm
         let type = facts[i].type
         let writer: HashingFileWriter
         if let w = ndjson[type] {
@@ -99,10 +106,15 @@ final class RebundleWriter {
         try writer.write(line)
         let (url, fullUrl) = address(i)
         let step = stepOfUnit[planned.unit]
-        var spill = compact.bytes(.object([JSONMember("unit", .number(String(planned.unit))), JSONMember("url", .string(url)),
-                                           JSONMember("fullUrl", .string(fullUrl)), JSONMember("resource", bundleForm)]))
-        spill.append(0x0A)
-        spills[step].write(Data(spill))
+        spillBuffers[step].append(contentsOf: String(planned.unit).utf8)
+        spillBuffers[step].append(0x09)
+        spillBuffers[step].append(contentsOf: url.utf8)
+        spillBuffers[step].append(0x09)
+        spillBuffers[step].append(contentsOf: fullUrl.utf8)
+        spillBuffers[step].append(0x09)
+        if multi { compact.write(bundleForm, into: &spillBuffers[step], level: 0) } else { spillBuffers[step].append(contentsOf: line.dropLast()) }
+        spillBuffers[step].append(0x0A)
+        if spillBuffers[step].count >= 1 << 20 { flushSpill(step) }
         resourceCounts[type, default: 0] += 1
         stepCounts[step][type, default: 0] += 1
     }
@@ -122,7 +134,13 @@ final class RebundleWriter {
     }
 
     /// Assembles every step's bundles, then writes the rejects, the NDJSON and the manifest.
+    private func flushSpill(_ step: Int) {
+        spills[step].write(Data(spillBuffers[step]))
+        spillBuffers[step].removeAll(keepingCapacity: true)
+    }
+
     func finish(profile: ServerProfile, toolVersion: String) throws -> Manifest {
+        for step in spills.indices { flushSpill(step) }
         for handle in spills { try handle.close() }
         var artifacts: [Manifest.Artifact] = []
         var steps: [Manifest.Step] = []
@@ -187,13 +205,24 @@ final class RebundleWriter {
         guard let data = FileManager.default.contents(atPath: spillFolder + "/\(step)") else {
             throw ArtifactError(path: spillFolder + "/\(step)", message: "the step's spill file cannot be read")
         }
-        for line in data.split(separator: 0x0A) where !line.isEmpty {
-            let record = try JSONParser.parse(Array(line))
-            guard case .number(let u)? = record["unit"], let unit = Int(u), let url = record["url"]?.stringValue,
-                  let fullUrl = record["fullUrl"]?.stringValue, let resource = record["resource"] else {
+        let bytes = [UInt8](data)
+        var start = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            // unit, url and fullUrl, then the resource: the rest of the line.
+            var fields: [Range<Int>] = []
+            var from = start
+            for i in start..<end where bytes[i] == 0x09 && fields.count < 3 {
+                fields.append(from..<i)
+                from = i + 1
+            }
+            guard fields.count == 3, let unit = Int(String(decoding: bytes[fields[0]], as: UTF8.self)) else {
                 throw ArtifactError(path: spillFolder + "/\(step)", message: "a spilled entry cannot be read back")
             }
-            try body(unit, PlannedEntry(compactResource: compact.bytes(resource), url: url, fullUrl: fullUrl))
+            try body(unit, PlannedEntry(compactResource: Array(bytes[from..<end]), url: String(decoding: bytes[fields[1]], as: UTF8.self),
+                                        fullUrl: String(decoding: bytes[fields[2]], as: UTF8.self)))
+            start = end + 1
         }
     }
 
