@@ -713,7 +713,6 @@ public final class ArtifactValidator {
 
     private func checkReference(_ reference: FoundReference, file: String, line: Int?, place: EntryPlace, isTransaction: Bool, fullUrls: [UInt128: String]) {
         let token = reference.token
-        let step = place.step, transaction = place.transaction
         var targetType: String?
         if tape.hasPrefix(token, "urn:uuid:") || tape.hasPrefix(token, "urn:oid:") {
             guard isTransaction || (place.data && !fullUrls.isEmpty) else {

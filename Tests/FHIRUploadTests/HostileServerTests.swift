@@ -241,6 +241,7 @@ struct BoundedWaitTests {
             options.retry = RetryPolicy(maxAttempts: 10, baseDelay: 0.05, maxDelay: 0.5)
             options.maxOutage = 2
             options.timeout = 1
+            options.skipPreflight = true  // what is measured is the upload itself
             let sendingStarted = TimeMark()
             do {
                 _ = try await Uploader(folder: folder, options: options).run(events: { event in
