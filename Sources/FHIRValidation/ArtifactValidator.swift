@@ -81,20 +81,52 @@ public final class ArtifactValidator {
     /// `Type/id` of resources with an id.
     @exclusivity(unchecked) private var literalIDs: Set<String> = []
 
+    /// What the index knows of one identifier, in 16 bytes (with its 16-byte key, a 32-byte slot): counts and step
+    /// saturate far beyond any real folder.
     private struct IndexEntry {
-        var count: Int32 = 0
-        var ndjsonCount: Int32 = 0
-        /// Upload step that writes it (bundles), and the transaction it is in (-1: none).
-        var step: Int32 = -1
-        var transaction: Int32 = -1
-        /// The bundle (batch or transaction, numbered in reading order) and entry that writes it first.
+        private var storedCount: UInt16 = 0
+        private var storedNDJSONCount: UInt16 = 0
+        private var storedStep: UInt16 = .max
+        private var storedCreates: UInt16 = 0
+        /// The bundle (batch or transaction, numbered in reading order) whose entry writes it first.
         var bundle: Int32 = -1
-        var position: Int32 = -1
+        private var storedPosition: UInt16 = 0
+        private var flags: UInt8 = 0
+
+        var count: Int32 {
+            get { Int32(storedCount) }
+            set { storedCount = UInt16(clamping: newValue) }
+        }
+        var ndjsonCount: Int32 {
+            get { Int32(storedNDJSONCount) }
+            set { storedNDJSONCount = UInt16(clamping: newValue) }
+        }
+        /// Upload step that writes it (bundles); -1: none.
+        var step: Int32 {
+            get { storedStep == .max ? -1 : Int32(storedStep) }
+            set { storedStep = newValue < 0 ? .max : UInt16(clamping: min(newValue, 65_534)) }
+        }
+        /// The transaction it is written in (its bundle's number), or -1.
+        var transaction: Int32 {
+            get { flags & 2 != 0 ? bundle : -1 }
+            set { flags = newValue >= 0 ? flags | 2 : flags & ~2 }
+        }
+        /// Its entry's position in that bundle.
+        var position: Int32 {
+            get { Int32(storedPosition) }
+            set { storedPosition = UInt16(clamping: newValue) }
+        }
         /// Carriers written by a conditional create (`ifNoneExist`) on this identifier.
-        var conditionalCreates: Int32 = 0
+        var conditionalCreates: Int32 {
+            get { Int32(storedCreates) }
+            set { storedCreates = UInt16(clamping: newValue) }
+        }
         /// Used as the key of a conditional update or create, or as the target of a conditional reference: then
         /// it must be unique.
-        var used = false
+        var used: Bool {
+            get { flags & 1 != 0 }
+            set { flags = newValue ? flags | 1 : flags & ~1 }
+        }
     }
 
     /// Where a bundle entry is read: for the order of references inside one batch.
@@ -364,8 +396,8 @@ public final class ArtifactValidator {
             e.count += 1
             if e.step < 0 || step < e.step {
                 e.step = step
-                e.transaction = transaction
                 e.bundle = place.bundle
+                e.transaction = transaction
                 e.position = place.position
             }
             index[hash] = e
@@ -475,10 +507,11 @@ public final class ArtifactValidator {
             return
         }
         if isData { return checkDataEntries(bundle, file: file, step: step) }
-        let transaction: Int32 = isTransaction ? transactionCounter : -1
-        if isTransaction { transactionCounter += 1 }
         let bundleSerial = bundleCounter
         bundleCounter += 1
+        // A transaction is known by its bundle's number.
+        let transaction: Int32 = isTransaction ? bundleSerial : -1
+        if isTransaction { transactionCounter += 1 }
         var entries: [Int] = []
         if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {
             entries.reserveCapacity(tape.count(list))
