@@ -118,13 +118,9 @@ public final class Converter {
             var validation: ValidationReport?
             if options.validate {
                 progress?.started(task: "validate", source: options.outputPath, totalBytes: 0)
-                let report = try ArtifactValidator(folder: folder.staging, options: ValidationOptions(limits: limits)).run()
+                let (report, keptAt) = try folder.validateBeforeCommit(ValidationOptions(limits: limits))
                 progress?.finished(task: "validate", rows: report.resources, rejects: report.errors)
-                if report.errors > 0 {
-                    let keptAt = options.outputPath + ".invalid"
-                    try folder.keep(at: keptAt)
-                    throw ConvertError.invalid(report, keptAt: keptAt)
-                }
+                if let keptAt { throw ConvertError.invalid(report, keptAt: keptAt) }
                 validation = report
             }
             try folder.commit()

@@ -130,12 +130,8 @@ public final class Rebundler {
             let manifest = try writer.finish(profile: options.profile, toolVersion: options.toolVersion)
             var validation: ValidationReport?
             if options.validate {
-                let report = try ArtifactValidator(folder: folder.staging, options: ValidationOptions(limits: limits, knownIdentifiers: options.knownIdentifiers)).run()
-                if report.errors > 0 {
-                    let keptAt = options.outputPath + ".invalid"
-                    try folder.keep(at: keptAt)
-                    throw RebundleFailure.invalid(report, keptAt: keptAt)
-                }
+                let (report, keptAt) = try folder.validateBeforeCommit(ValidationOptions(limits: limits, knownIdentifiers: options.knownIdentifiers))
+                if let keptAt { throw RebundleFailure.invalid(report, keptAt: keptAt) }
                 validation = report
             }
             try folder.commit()

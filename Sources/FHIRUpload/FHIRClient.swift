@@ -301,3 +301,43 @@ actor TokenCache {
         }
     }
 }
+
+/// The final answer of `FHIRClient.read`.
+enum ReadOutcome {
+    /// A 200 whose body is a resource of the type asked for.
+    case found(JSONValue)
+    /// Any other answer that retrying will not change, described (status and the OperationOutcome's issues).
+    case refused(status: Int, problem: String)
+    /// Every attempt failed retryably; the last problem, and how many attempts.
+    case gaveUp(problem: String, attempts: Int)
+}
+
+extension FHIRClient {
+    /// GETs `url` until a final answer, retrying connection errors, timeouts, 408, 429 and 5xx as `retry` says,
+    /// as the upload does. Throws `ConnectionFailure` (refused credentials, redirects) and cancellation.
+    func read(_ url: String, type: String, retry: RetryPolicy) async throws -> ReadOutcome {
+        var attempt = 0
+        while true {
+            attempt += 1
+            var headers: [(name: String, value: String)] = []
+            var problem: String
+            do {
+                let response = try await send(method: .GET, url: url)
+                if response.status == 200, let json = response.json, json["resourceType"]?.stringValue == type { return .found(json) }
+                headers = response.headers
+                problem = "HTTP \(response.status)" + EntryOutcome.operationOutcomeIssues(response.json).map { "; " + redactor.redact($0) }.joined()
+                if !RetryPolicy.isRetryable(status: response.status) { return .refused(status: response.status, problem: problem) }
+            } catch let error as ConnectionFailure {
+                throw error
+            } catch let error as CancellationError {
+                throw error
+            } catch {
+                problem = redactor.redact("\(error)")
+            }
+            guard case .retry(let delay, _) = retry.decision(afterAttempt: attempt, headers: headers) else {
+                return .gaveUp(problem: problem, attempts: attempt)
+            }
+            try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
+        }
+    }
+}

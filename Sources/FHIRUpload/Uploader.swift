@@ -324,35 +324,14 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
 
     /// Reads the server's CapabilityStatement and refuses, naming types and counts, what it cannot take.
     private func preflight(_ needs: ServerNeeds, client: FHIRClient, events: @Sendable (UploadEvent) -> Void) async throws {
-        var attempt = 0
-        while true {
-            attempt += 1
-            var headers: [(name: String, value: String)] = []
-            var problem: String
-            do {
-                let response = try await client.send(method: .GET, url: client.base + "/metadata")
-                if response.status == 200, let json = response.json, json["resourceType"]?.stringValue == "CapabilityStatement" {
-                    let problems = Preflight.problems(capability: json, needs: needs)
-                    if !problems.isEmpty { throw UploadRefusal.preflight(problems) }
-                    return
-                }
-                headers = response.headers
-                problem = "HTTP \(response.status)"
-                if !RetryPolicy.isRetryable(status: response.status) {
-                    events(.preflightSkipped(reason: "GET metadata answered \(response.status) without a CapabilityStatement"))
-                    return
-                }
-            } catch let error as ConnectionFailure {
-                throw error
-            } catch let error as UploadRefusal {
-                throw error
-            } catch {
-                problem = client.redactor.redact("\(error)")
-            }
-            guard case .retry(let delay, _) = options.retry.decision(afterAttempt: attempt, headers: headers) else {
-                throw UploadRefusal.manifest("the server does not answer GET metadata (\(problem)); nothing was sent")
-            }
-            try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
+        switch try await client.read(client.base + "/metadata", type: "CapabilityStatement", retry: options.retry) {
+        case .found(let capability):
+            let problems = Preflight.problems(capability: capability, needs: needs)
+            if !problems.isEmpty { throw UploadRefusal.preflight(problems) }
+        case .refused(_, let problem):
+            events(.preflightSkipped(reason: "GET metadata answered \(problem) without a CapabilityStatement"))
+        case .gaveUp(let problem, let attempts):
+            throw UploadRefusal.manifest("the server does not answer GET metadata (\(problem), \(attempts) attempts); nothing was sent")
         }
     }
 

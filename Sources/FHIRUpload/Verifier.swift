@@ -387,30 +387,12 @@ public final class Verifier: Sendable {
         return (existing, searches)
     }
 
-    /// GET with retries (connection errors, 408, 429, 5xx), as the upload does.
+    /// GET of a search page, with the upload's retries.
     private func search(_ url: String, client: FHIRClient) async throws -> JSONValue {
-        var attempt = 0
-        while true {
-            attempt += 1
-            var headers: [(name: String, value: String)] = []
-            var problem: String
-            do {
-                let response = try await client.send(method: .GET, url: url)
-                if response.status == 200, let json = response.json, json["resourceType"]?.stringValue == "Bundle" { return json }
-                headers = response.headers
-                problem = "HTTP \(response.status)" + EntryOutcome.operationOutcomeIssues(response.json).map { "; " + $0 }.joined()
-                if !RetryPolicy.isRetryable(status: response.status) { throw VerifyError.search(url: Self.redacted(url), message: problem) }
-            } catch let error as ConnectionFailure {
-                throw error
-            } catch let error as VerifyError {
-                throw error
-            } catch {
-                problem = "\(error)"
-            }
-            guard let delay = options.retry.delay(afterAttempt: attempt, headers: headers) else {
-                throw VerifyError.search(url: Self.redacted(url), message: "\(problem) (gave up after \(attempt) attempts)")
-            }
-            try await Task.sleep(nanoseconds: UInt64(delay * 1_000_000_000))
+        switch try await client.read(url, type: "Bundle", retry: options.retry) {
+        case .found(let page): return page
+        case .refused(_, let problem): throw VerifyError.search(url: Self.redacted(url), message: problem)
+        case .gaveUp(let problem, let attempts): throw VerifyError.search(url: Self.redacted(url), message: "\(problem) (gave up after \(attempts) attempts)")
         }
     }
 
