@@ -132,7 +132,7 @@ struct XMLRecordReaderTests {
         text += "]>\n<lolz><p><a>&lol9;</a></p></lolz>"
         let started = Date()
         #expect(throws: SourceError.self) { try readAll(xmlReader(text, record: "/lolz/p", fields: [("a", "a")])) }
-        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(Date().timeIntervalSince(started) < 30)  // expanding it would take far longer and a gigabyte
     }
 
     @Test func xsdValidationAcceptsValidAndRejectsInvalidFiles() throws {
