@@ -10,12 +10,16 @@ import Glibc
 ///
 /// An interrupted or failed run therefore leaves the previous artifacts untouched: the swap is one
 /// `renameat2(RENAME_EXCHANGE)` on Linux, so there is no moment without a complete folder at the target path.
+/// One run at a time writes a target: a second one is refused while the first holds `.<name>.lock` beside it, so
+/// neither removes the other's staging folder.
 public final class ArtifactFolder {
     /// Where the artifacts end up.
     public let target: String
     /// Where they are written until `commit()`.
     public let staging: String
     private var committed = false
+    /// The open lock file (`flock`ed) for as long as this run owns the target; -1 once released.
+    private var lockDescriptor: Int32 = -1
     /// Keeps the page cache held by the artifacts bounded while they are written.
     private let writeBehind = WriteBehind()
 
@@ -44,7 +48,8 @@ public final class ArtifactFolder {
         } catch {
             throw ArtifactError(path: parentDir, message: "cannot create the folder: \(error.localizedDescription)")
         }
-        // Leftovers of a killed run are ours to clean.
+        lockDescriptor = try Self.lock(parentDir + "/.\(base).lock", target: target)
+        // Leftovers of a killed run are ours to clean (a live run would hold the lock).
         for entry in (try? fm.contentsOfDirectory(atPath: parentDir)) ?? [] where entry.hasPrefix(".\(base).staging-") {
             try? fm.removeItem(atPath: parentDir + "/" + entry)
         }
@@ -52,12 +57,40 @@ public final class ArtifactFolder {
         do {
             try fm.createDirectory(atPath: staging, withIntermediateDirectories: false)
         } catch {
+            close(lockDescriptor)
             throw ArtifactError(path: staging, message: "cannot create the staging folder: \(error.localizedDescription)")
         }
     }
 
     deinit {
         if !committed { discard() }
+        unlock()
+    }
+
+    /// Takes the target's lock, or says which process holds it. The lock file stays (empty of meaning but the pid):
+    /// removing it while another run opens it would let two runs lock two different files.
+    private static func lock(_ path: String, target: String) throws(ArtifactError) -> Int32 {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .posix(path, "opening the lock file") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            var holder = [UInt8](repeating: 0, count: 32)
+            let n = pread(fd, &holder, holder.count, 0)
+            close(fd)
+            guard busy else { throw .posix(path, "locking the output folder") }
+            let pid = n > 0 ? String(decoding: holder[..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+            throw ArtifactError(path: target, message: "another run (process \(pid)) is writing this folder; wait for it to finish or choose another --out")
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pwrite(fd, pid, pid.count, 0)
+        return fd
+    }
+
+    private func unlock() {
+        guard lockDescriptor >= 0 else { return }
+        close(lockDescriptor)  // releases the flock
+        lockDescriptor = -1
     }
 
     /// Creates `relative` (a folder path inside the artifact folder).
@@ -74,16 +107,25 @@ public final class ArtifactFolder {
         try HashingFileWriter(path: staging + "/" + relative, writeBehind: writeBehind)
     }
 
-    /// Replaces the target with the staging folder.
-    public func commit() throws(ArtifactError) {
-        let fm = FileManager.default
-        // Everything written reaches the disk before the swap makes it visible.
+    private var flushed = false
+
+    /// Writes everything to disk, so that the swap that follows makes only durable files visible. `commit()` does
+    /// it too; calling it first lets a caller check for cancellation between the (slow) sync and the (instant) swap.
+    public func flushToDisk() throws(ArtifactError) {
+        guard !flushed else { return }
         try writeBehind.drain()
         let dir = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 {
             defer { close(dir) }
             if file_ops_sync_filesystem(dir) != 0 { throw .posix(staging, "syncing the artifacts to disk") }
         }
+        flushed = true
+    }
+
+    /// Replaces the target with the staging folder.
+    public func commit() throws(ArtifactError) {
+        let fm = FileManager.default
+        try flushToDisk()
         if fm.fileExists(atPath: target + "/.gitkeep") { _ = fm.createFile(atPath: staging + "/.gitkeep", contents: Data()) }
         if fm.fileExists(atPath: target) {
             if file_ops_exchange(staging, target) != 0 {
@@ -102,6 +144,7 @@ public final class ArtifactFolder {
             throw .posix(target, "moving the new artifacts in")
         }
         committed = true
+        unlock()
     }
 
     /// Moves the staging folder to `path` (replacing what is there) instead of the target, for review.
@@ -110,6 +153,7 @@ public final class ArtifactFolder {
         try? FileManager.default.removeItem(atPath: path)
         guard rename(staging, path) == 0 else { throw .posix(path, "keeping the artifacts for review") }
         committed = true
+        unlock()
     }
 
     /// Removes the staging folder, leaving the target as it was.
@@ -117,5 +161,6 @@ public final class ArtifactFolder {
         try? writeBehind.drain()  // closes the files still open
         try? FileManager.default.removeItem(atPath: staging)
         committed = true
+        unlock()
     }
 }

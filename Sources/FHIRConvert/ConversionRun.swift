@@ -49,8 +49,10 @@ struct ConversionRun {
         let lookups = try buildLookups()
         var steps: [Manifest.Step] = []
         for index in mapping.steps.indices {
+            if isCancelled() { throw ConvertError.cancelled }
             steps.append(try runStep(index, lookups: lookups))
         }
+        if isCancelled() { throw ConvertError.cancelled }
         let r = try rejects.finish()
         artifacts.append(Manifest.Artifact(path: "rejects.ndjson", sha256: r.sha256, bytes: r.size))
         for (type, writer) in ndjson {

@@ -57,8 +57,18 @@ public enum ConvertError: Error, CustomStringConvertible {
     case source(name: String, underlying: any Error)
     case artifacts(ArtifactError)
     case cancelled
+    /// A signal came after the new artifacts had replaced the output: they are complete, but the run was interrupted.
+    case cancelledAfterCommit(outputPath: String)
     /// The artifacts have validation errors; they were kept for review at `keptAt`, the previous output is unchanged.
     case invalid(ValidationReport, keptAt: String)
+
+    /// True when a signal stopped the run (exit status 130).
+    public var isInterruption: Bool {
+        switch self {
+        case .cancelled, .cancelledAfterCommit: return true
+        default: return false
+        }
+    }
 
     public var description: String {
         switch self {
@@ -66,6 +76,8 @@ public enum ConvertError: Error, CustomStringConvertible {
         case .source(let name, let e): return "source '\(name)': \(e)"
         case .artifacts(let e): return "cannot write artifacts: \(e)"
         case .cancelled: return "interrupted; the previous output folder is unchanged"
+        case .cancelledAfterCommit(let path):
+            return "interrupted just after the new artifacts replaced \(path); they are complete and validated as the run intended, but check them before relying on them"
         case .invalid(let report, let keptAt):
             return "the artifacts have \(report.errors) validation errors; the previous output folder is unchanged and the new artifacts are in \(keptAt) for review"
         }
@@ -105,36 +117,53 @@ public final class Converter {
         }
         let mapping: CompiledMapping
         do { mapping = try MappingCompiler.compile(document, fieldNames: fieldNames) } catch { throw .mapping(error) }
+        try checkpoint()
         var limits = options.profile.limits
         for declared in document.limits { if let limit = BundleLimit(rawValue: declared.name) { limits[limit] = declared.value } }
         for (limit, value) in options.limitOverrides { limits[limit] = value }
 
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
+        let manifest: Manifest
+        var validation: ValidationReport?
         do {
             var run = try ConversionRun(mapping: mapping, profile: options.profile, limits: limits, layout: options.bundleLayout, folder: folder,
                                         progress: progress, isCancelled: isCancelled)
-            let manifest = try run.execute(toolVersion: options.toolVersion)
-            var validation: ValidationReport?
+            manifest = try run.execute(toolVersion: options.toolVersion)
+            try checkpoint()
             if options.validate {
                 progress?.started(task: "validate", source: options.outputPath, totalBytes: 0)
-                let (report, keptAt) = try folder.validateBeforeCommit(ValidationOptions(limits: limits))
+                var validationOptions = ValidationOptions(limits: limits)
+                validationOptions.isCancelled = isCancelled
+                let (report, keptAt) = try folder.validateBeforeCommit(validationOptions)
                 progress?.finished(task: "validate", rows: report.resources, rejects: report.errors)
                 if let keptAt { throw ConvertError.invalid(report, keptAt: keptAt) }
                 validation = report
             }
+            try checkpoint()
+            try folder.flushToDisk()
+            try checkpoint()  // the last moment the previous output can still be kept
             try folder.commit()
-            return ConvertSummary(manifest: manifest, validation: validation, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))
         } catch let e as ConvertError {
             folder.discard()
             throw e
         } catch let e as ArtifactError {
             folder.discard()
             throw .artifacts(e)
+        } catch is ValidationCancelled {
+            folder.discard()
+            throw .cancelled
         } catch {
             folder.discard()
             throw .artifacts(ArtifactError(path: options.outputPath, message: "\(error)"))
         }
+        // A signal during the swap itself is seen here: the run must not then report a plain success.
+        if isCancelled() { throw .cancelledAfterCommit(outputPath: options.outputPath) }
+        return ConvertSummary(manifest: manifest, validation: validation, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))
+    }
+
+    private func checkpoint() throws(ConvertError) {
+        if isCancelled() { throw .cancelled }
     }
 }
 

@@ -17,6 +17,9 @@ public struct ValidationOptions: Sendable {
     public var limitOverrides: [BundleLimit: Int?] = [:]
     /// `Type|system|value` or `Type/id` lines naming resources that already exist on the server.
     public var knownIdentifiers: Set<String>
+    /// Asked between files and every few thousand NDJSON lines; when it says yes, `run()` throws `ValidationCancelled`
+    /// (`convert` answers from its Ctrl-C handler, so a late signal is not swallowed by a long validation).
+    public var isCancelled: @Sendable () -> Bool = { false }
 
     public init(limits: BundleLimits? = nil, knownIdentifiers: Set<String> = []) {
         self.limits = limits
@@ -56,6 +59,9 @@ public struct ValidationReport: Sendable {
 }
 
 /// Why validation could not run at all (exit status 2).
+/// The validation was stopped by `ValidationOptions.isCancelled`.
+public struct ValidationCancelled: Error {}
+
 public struct ValidationFailure: Error, CustomStringConvertible {
     public let message: String
     public var description: String { message }
@@ -154,6 +160,8 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) private var duplicates: [DuplicateSighting] = []
     /// True for a folder without a manifest: any shape of FHIR data is read, in the order its references give.
     private var foreign = false
+    /// Set when `options.isCancelled` said yes inside an NDJSON file: the remaining lines are skipped.
+    @exclusivity(unchecked) private var cancelled = false
     @exclusivity(unchecked) private var bundleCounter: Int32 = 0
 
     public init(folder: String, options: ValidationOptions = ValidationOptions()) {
@@ -208,6 +216,7 @@ public final class ArtifactValidator {
                     FileStreaming.prefetch(folder + "/" + order[ahead])
                 }
                 position += 1
+                if options.isCancelled() { throw ValidationCancelled() }
                 if file.hasSuffix(".ndjson") {
                     scanNDJSON(file, checkStructure: true, step: Int32(s))
                     continue
@@ -222,7 +231,11 @@ public final class ArtifactValidator {
                 checkBundle(file: file, size: size, step: Int32(s), transactionCounter: &transactionCounter)
             }
         }
-        for file in ndjsonFiles { scanNDJSON(file, checkStructure: steps.isEmpty, step: nil) }
+        for file in ndjsonFiles {
+            if options.isCancelled() { throw ValidationCancelled() }
+            scanNDJSON(file, checkStructure: steps.isEmpty, step: nil)
+        }
+        if cancelled || options.isCancelled() { throw ValidationCancelled() }
         resolvePending()
         judgeDuplicates()
         // Listed files that the passes above did not read (rejects.ndjson, or files they could not use).
@@ -414,7 +427,8 @@ public final class ArtifactValidator {
         var references: [FoundReference] = []
         let verify = unverified[file] != nil
         let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify) { line, bytes in
-            if bytes.isEmpty { return }
+            if line & 0xFFF == 0 && !cancelled { cancelled = options.isCancelled() }
+            if bytes.isEmpty || cancelled { return }
             guard tape.parse(copying: bytes), checkStructure || tape.kind(0) == .object else {
                 do throws(JSONSyntaxError) {
                     _ = checkStructure ? try JSONParser.parse(bytes) : try JSONParser.parseMembers(bytes, keep: [])

@@ -20,7 +20,8 @@ struct Convert: ParsableCommand {
             artifacts as they were.
 
             Exit status: 0 when the artifacts were written (see the summary for rejects), 1 when the run failed, \
-            64 for a usage error.
+            64 for a usage error, 130 when Ctrl-C or SIGTERM interrupted it (at any moment: the previous output stays, \
+            unless the signal came during the final swap, which the message then says).
             """
     )
 
@@ -73,6 +74,10 @@ struct Convert: ParsableCommand {
             progress?.clearLine()
             Stderr.print(e.description)
             throw ExitCode.failure
+        } catch let e where e.isInterruption {
+            progress?.clearLine()
+            Stderr.print("error: \(e)")
+            throw ExitCode(130)  // 128 + SIGINT, as shells report an interrupted command
         } catch {
             progress?.clearLine()
             Stderr.print("error: \(error)")
@@ -91,4 +96,5 @@ private let interrupted = Atomic<Bool>(false)
 private func installInterruptHandler() {
     signal(SIGINT) { _ in interrupted.store(true, ordering: .relaxed) }
     signal(SIGTERM) { _ in interrupted.store(true, ordering: .relaxed) }
+    HandledSignals.unblock()
 }

@@ -462,6 +462,7 @@ enum Interruption {
             source.resume()
             sources.append(source)
         }
+        HandledSignals.unblock()
         defer {
             for source in sources { source.cancel() }
             signal(SIGINT, SIG_DFL)
