@@ -166,12 +166,16 @@ public enum UploadError: Error, CustomStringConvertible {
     case journal(path: String, message: String)
     case plan(file: String, message: String)
     case busy(folder: String)
+    /// A bundle's bytes changed after the upload started; it was not sent.
+    case changed(file: String, why: String)
 
     public var description: String {
         switch self {
         case .busy(let folder): return "another fhirupload is uploading this folder to the same server right now (journal \(folder)); wait for it to end (two at once would race on the same identifiers)"
         case .journal(let path, let message): return "\(path): the journal cannot be written: \(message)"
         case .plan(let file, let message): return "\(file): \(message)"
+        case .changed(let file, let why):
+            return "\(file) changed after the upload started: \(why). It was not sent; the run stopped. Restore or regenerate the folder, then run the same command again (what was written is in the journal)."
         }
     }
 }

@@ -29,12 +29,35 @@ public struct UploadRequest: Sendable {
     public let batchConditionalReferences: Bool
 
     /// The body to POST to the server's base URL, read from the folder now (the plan keeps no bodies).
-    public func loadBody(folder: String) throws -> [UInt8] {
+    public func loadBody(from files: VerifiedFiles) throws -> [UInt8] {
+        let bytes = try files.contents(of: file)
+        guard let part else { return bytes }
+        return try UploadPlan.bodies(bytes, file: file, parts: [part])[partIndex(part)] ?? []
+    }
+}
+
+/// Reads bundle files for sending, refusing any whose bytes are no longer those that manifest.json lists (and that
+/// the validation checked at the start): a file edited while an earlier step was in flight is never sent, and what
+/// is sent is exactly the bytes that were compared.
+public struct VerifiedFiles: Sendable {
+    public let folder: String
+    private let expected: [String: Manifest.Artifact]
+
+    public init(folder: String, manifest: Manifest) {
+        self.folder = folder
+        expected = Dictionary(manifest.artifacts.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    public func contents(of file: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: folder + "/" + file) else {
             throw UploadError.plan(file: file, message: "the bundle is missing")
         }
-        guard let part else { return Array(data) }
-        return try UploadPlan.bodies(Array(data), file: file, parts: [part])[partIndex(part)] ?? []
+        let bytes = Array(data)
+        guard let listed = expected[file] else { throw UploadError.changed(file: file, why: "it is not listed in manifest.json") }
+        guard bytes.count == listed.bytes, sha256Hex(bytes) == listed.sha256 else {
+            throw UploadError.changed(file: file, why: "its size or SHA-256 no longer matches manifest.json (\(bytes.count) bytes, manifest says \(listed.bytes))")
+        }
+        return bytes
     }
 }
 
@@ -144,28 +167,25 @@ public struct UploadPlan: Sendable {
 /// is read when its request starts; a split file is parsed once and its inner transactions are kept only until
 /// the last of them has been sent.
 final class RequestBodies: @unchecked Sendable {  // state behind `lock`
-    private let folder: String
+    private let files: VerifiedFiles
     private let lock = NSLock()
     private var cached: [String: (bodies: [Int: [UInt8]], pending: Int)] = [:]
     /// The parts of each file that the plan sends as separate requests.
     private var parts: [String: [RequestPart]] = [:]
 
-    init(folder: String, requests: [UploadRequest]) {
-        self.folder = folder
+    init(files: VerifiedFiles, requests: [UploadRequest]) {
+        self.files = files
         for request in requests {
             if let part = request.part { parts[request.file, default: []].append(part) }
         }
     }
 
     func body(of request: UploadRequest) throws -> [UInt8] {
-        guard let part = request.part else { return try request.loadBody(folder: folder) }
+        guard let part = request.part else { return try request.loadBody(from: files) }
         let k = partIndex(part)
         if let body = lock.withLock({ cached[request.file]?.bodies[k] }) { return body }
-        guard let data = FileManager.default.contents(atPath: folder + "/" + request.file) else {
-            throw UploadError.plan(file: request.file, message: "the bundle is missing")
-        }
         let siblings = parts[request.file] ?? [part]
-        let bodies = try UploadPlan.bodies(Array(data), file: request.file, parts: siblings)
+        let bodies = try UploadPlan.bodies(files.contents(of: request.file), file: request.file, parts: siblings)
         return lock.withLock {
             if cached[request.file] == nil { cached[request.file] = (bodies, siblings.count) }
             return bodies[k] ?? []

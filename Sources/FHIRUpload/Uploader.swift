@@ -265,7 +265,8 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         }
         failuresFile = failures
         defer { try? failuresFile?.close() }
-        let context = SendContext(client: client, journal: journal, outage: OutageClock(limit: options.maxOutage), events: events, started: started)
+        let context = SendContext(client: client, journal: journal, outage: OutageClock(limit: options.maxOutage), events: events, started: started,
+                                  files: VerifiedFiles(folder: folder, manifest: manifest))
         let total = plan.steps.reduce(0) { $0 + $1.requests.reduce(0) { $0 + $1.resourceCount } }
         do {
             for number in plan.steps.indices {
@@ -275,7 +276,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                     // The first batch whose entries hold conditional references goes alone, and one of the written
                     // resources is read back: does this server resolve them in a batch?
                     let (failuresMark, failedBefore) = lock.withLock { (failuresFile?.offsetInFile ?? 0, report.failed) }
-                    let sent = try await send(probe, body: probe.loadBody(folder: folder), step: name, context: context)
+                    let sent = try await send(probe, body: probe.loadBody(from: context.files), step: name, context: context)
                     requests.removeAll { $0.id == probe.id }
                     if let resolves = try await probeBatchReferences(sent, client: client) {
                         record.resolvesBatchConditionalReferences = resolves
@@ -417,12 +418,14 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         let outage: OutageClock
         let events: @Sendable (UploadEvent) -> Void
         let started: Date
+        /// Bundle bytes as the manifest lists them, or a refusal.
+        let files: VerifiedFiles
     }
 
     /// Runs a step's requests, at most `concurrency` at once and never two that write the same identifier.
     private func runStep(_ requests: [UploadRequest], step: String, context: SendContext,
                          finished: @escaping @Sendable () -> Void) async throws {
-        let bodies = RequestBodies(folder: folder, requests: requests)
+        let bodies = RequestBodies(files: context.files, requests: requests)
         var scheduler = StepScheduler(requests, concurrency: options.concurrency)
         try await withThrowingTaskGroup(of: Int.self) { group in
             while true {

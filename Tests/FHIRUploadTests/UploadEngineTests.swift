@@ -132,7 +132,7 @@ struct UploadPlanTests {
         #expect(nested.steps[2].requests[0].writes.count == 4)  // 2 encounters + 2 notes
         let split = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: true)
         #expect(split.steps[2].requests.map(\.id) == ["bundles/03-encounters/0001.json#0", "bundles/03-encounters/0001.json#1"])
-        let inner = try JSONParser.parse(split.steps[2].requests[0].loadBody(folder: folder))
+        let inner = try JSONParser.parse(split.steps[2].requests[0].loadBody(from: VerifiedFiles(folder: folder, manifest: manifest)))
         #expect(inner["type"] == .string("transaction"))
         #expect(split.steps[2].requests[0].entryCount == 2)
         #expect(Set(nested.steps[0].requests[0].writes).isDisjoint(with: Set(nested.steps[1].requests[0].writes)))
