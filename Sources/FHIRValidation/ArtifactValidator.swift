@@ -206,6 +206,7 @@ public final class ArtifactValidator {
         // One pass over the bundles in upload order: each bundle is indexed (so references within it resolve),
         // then checked; conditional references to targets not seen yet wait until the end.
         var transactionCounter: Int32 = 0
+        if manifest != nil { stepTypeCounts = Array(repeating: TypeCounts(), count: steps.count) }
         let order = steps.flatMap { $0 }
         var position = 0
         for (s, files) in steps.enumerated() {
@@ -231,6 +232,7 @@ public final class ArtifactValidator {
                 checkBundle(file: file, size: size, step: Int32(s), transactionCounter: &transactionCounter)
             }
         }
+        if let manifest, all.contains("rejects.ndjson") { checkFigures(of: manifest) }
         for file in ndjsonFiles {
             if options.isCancelled() { throw ValidationCancelled() }
             scanNDJSON(file, checkStructure: steps.isEmpty, step: nil)
@@ -340,6 +342,67 @@ public final class ArtifactValidator {
         if size != listed.bytes || sha256 != listed.sha256 {
             findings.append(Finding(rule: .manifestChecksum, file: path,
                                     message: "the file's size or SHA-256 differs from manifest.json (\(size) bytes, manifest says \(listed.bytes))"))
+        }
+    }
+
+    /// Checks the manifest's per-step and per-source figures against the bundles and `rejects.ndjson`: a reviewer
+    /// signs off "rows read = rows converted + rejects", so an edited figure is an error like an edited count.
+    private func checkFigures(of manifest: Manifest) {
+        var rejectLines = 0
+        var byTask: [String: Int] = [:]
+        var byFile: [String: Int] = [:]
+        let verify = unverified["rejects.ndjson"] != nil
+        let digest = FileStreaming.forEachLine(folder + "/rejects.ndjson", digest: verify) { line, bytes in
+            if bytes.isEmpty { return }
+            rejectLines += 1
+            guard let reject = try? JSONParser.parse(bytes) else {
+                findings.append(Finding(rule: .ndjsonLine, file: "rejects.ndjson", line: line, message: "not one JSON object"))
+                return
+            }
+            if let task = reject["task"]?.stringValue { byTask[task, default: 0] += 1 }
+            if let file = reject["file"]?.stringValue { byFile[file, default: 0] += 1 }
+        }
+        if let digest, verify { checkDigest("rejects.ndjson", sha256: digest.sha256, size: digest.size) }
+        func figure(_ pointer: String, _ message: String) {
+            findings.append(Finding(rule: .manifestCounts, file: "manifest.json", pointer: pointer, message: message))
+        }
+        if rejectLines != manifest.rejects {
+            figure("/rejects", "rejects.ndjson holds \(rejectLines) rejects, the manifest says \(manifest.rejects)")
+        }
+        let sources = Dictionary(manifest.sources.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for (s, step) in manifest.steps.enumerated() {
+            let p = "/steps/\(s)"
+            let found = s < stepTypeCounts.count ? stepTypeCounts[s].byName : [:]
+            for type in Set(found.keys).union(step.resources.keys).sorted() where found[type] ?? 0 != step.resources[type] ?? 0 {
+                figure("\(p)/resources/\(type)", "the bundles of step \(step.name) hold \(found[type] ?? 0) \(type), the manifest says \(step.resources[type] ?? 0)")
+            }
+            let filed = byTask["step \(step.name)"] ?? 0
+            if manifest.mapping != nil && filed != step.rejects {
+                figure("\(p)/rejects", "rejects.ndjson holds \(filed) rejects of step \(step.name), the manifest says \(step.rejects)")
+            }
+            let converted = step.rows - step.rejects
+            let written = step.resources.values.reduce(0, +)
+            if step.rejects > step.rows || converted > written || (converted == 0 && written > 0) {
+                figure("\(p)/rows", "step \(step.name) read \(step.rows) rows and rejected \(step.rejects), which cannot give its \(written) resources (every row converted gives at least one)")
+            }
+            // Every step reads the whole of its source.
+            if let source = sources[step.source], source.rows != step.rows {
+                figure("\(p)/rows", "step \(step.name) read \(step.rows) rows of source \(source.name), which has \(source.rows) according to /sources")
+            }
+        }
+        for (i, source) in manifest.sources.enumerated() where source.rejects > source.rows {
+            figure("/sources/\(i)/rejects", "source \(source.name) has more rejects (\(source.rejects)) than rows (\(source.rows))")
+        }
+        if manifest.mapping == nil {
+            // Written by rebundle: every resource read is written in one step or rejected, and rejects name their file.
+            let read = manifest.sources.reduce(0) { $0 + $1.rows }
+            let written = manifest.steps.reduce(0) { $0 + $1.rows }
+            if read != written + manifest.rejects {
+                figure("/sources", "the inputs hold \(read) resources, but the steps write \(written) and \(manifest.rejects) were rejected")
+            }
+            for (i, source) in manifest.sources.enumerated() where byFile[source.file] ?? 0 != source.rejects {
+                figure("/sources/\(i)/rejects", "rejects.ndjson holds \(byFile[source.file] ?? 0) rejects of \(source.file), the manifest says \(source.rejects)")
+            }
         }
     }
 
@@ -473,6 +536,8 @@ public final class ArtifactValidator {
 
     private var ndjsonTypeCounts: [String: Int] = [:]
     @exclusivity(unchecked) private var bundleTypeCounts = TypeCounts()
+    /// The same, step by step (for a folder with a manifest), to check `steps[].resources`.
+    @exclusivity(unchecked) private var stepTypeCounts: [TypeCounts] = []
 
     private func compareNDJSONWithBundles() {
         var mismatches = 0
@@ -624,6 +689,7 @@ public final class ArtifactValidator {
             }
             resources += 1
             bundleTypeCounts.add(tape, typeToken: resourceTypeToken)
+            if Int(step) < stepTypeCounts.count { stepTypeCounts[Int(step)].add(tape, typeToken: resourceTypeToken) }
             references.removeAll(keepingCapacity: true)
             checker.check(tape, root: resource, pointerRoot: 0, file: file, line: nil, findings: &findings, references: &references)
             checkIdentifiersHaveSystems(resource, file: file, line: nil)

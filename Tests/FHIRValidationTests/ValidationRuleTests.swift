@@ -119,6 +119,25 @@ struct ManifestValidationTests {
         #expect(f.pointer == "/formatVersion")
     }
 
+    /// The figures a reviewer reads ("rows = converted rows + rejects") are checked, not only `resourceCounts`.
+    @Test(arguments: [
+        ("/steps/0/resources/Patient", JSONValue.number("3"), "/steps/0/resources/Patient"),
+        ("/steps/0/rows", .number("3"), "/steps/0/rows"),
+        ("/steps/1/rejects", .number("1"), "/steps/1/rejects"),
+        ("/sources/0/rows", .number("7"), "/steps/0/rows"),
+        ("/rejects", .number("4"), "/rejects"),
+    ])
+    func eachEditedManifestFigureIsAnError(pointer: String, value: JSONValue, reportedAt: String) throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let path = dir + "/manifest.json"
+        let manifest = try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+        try Data(JSONWriter(indent: 2).bytes(manifest.setting(pointer, to: value))).write(to: URL(fileURLWithPath: path))
+        let findings = try ArtifactValidator(folder: dir).run().findings.filter { $0.rule == "manifest-counts" }
+        #expect(findings.contains { $0.file == "manifest.json" && $0.pointer == reportedAt }, "\(findings)")
+    }
+
     @Test func ndjsonThatDisagreesWithTheBundlesIsFound() throws {
         let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
