@@ -22,6 +22,9 @@ struct ConversionRun {
     private var artifacts: [Manifest.Artifact] = []
     private var sourceStats: [Int: Manifest.Source] = [:]
     private var resourceCounts: [String: Int] = [:]
+    /// Duplicate lookup keys in a source that a step also converts: not rejects (the step converts those rows),
+    /// but said in the summary. Lookup name → (count, first lines).
+    private(set) var lookupDuplicates: [LookupDuplicates] = []
     /// Identifier hash → line that first produced it; a second row with the same identifier is a reject, because a
     /// conditional update would silently overwrite the first.
     private var seenIdentifiers = IdentifierIndex()
@@ -91,13 +94,28 @@ struct ConversionRun {
                 for li in indexes {
                     let lookup = run.mapping.lookups[li]
                     if case .duplicate(let key) = tables.add(index: li, record: record, keyColumn: lookup.keyColumn, multiple: lookup.multiple) {
-                        try run.reject(sourceIndex: sourceIndex, line: record.line, task: task, key: key,
-                                       reason: "duplicate key in column '\(run.mapping.sources[sourceIndex].fieldNames[lookup.keyColumn])' for lookup '\(lookup.name)'; the first row with this key is used")
+                        let column = run.mapping.sources[sourceIndex].fieldNames[lookup.keyColumn]
+                        if stepSources.contains(sourceIndex) {
+                            // A self-join: a step converts this row all the same, so it is no reject.
+                            run.noteDuplicate(lookup: lookup.name, column: column, file: run.mapping.sources[sourceIndex].declaration.file, line: record.line)
+                        } else {
+                            try run.reject(sourceIndex: sourceIndex, line: record.line, task: task, key: key,
+                                           reason: "duplicate key in column '\(column)' for lookup '\(lookup.name)'; the first row with this key is used")
+                        }
                     }
                 }
             }
         }
         return tables
+    }
+
+    private mutating func noteDuplicate(lookup: String, column: String, file: String, line: Int) {
+        if let i = lookupDuplicates.firstIndex(where: { $0.lookup == lookup }) {
+            lookupDuplicates[i].count += 1
+            if lookupDuplicates[i].firstLines.count < 5 { lookupDuplicates[i].firstLines.append(line) }
+        } else {
+            lookupDuplicates.append(LookupDuplicates(lookup: lookup, column: column, file: file, count: 1, firstLines: [line]))
+        }
     }
 
     // MARK: Steps

@@ -39,9 +39,30 @@ public protocol ConvertProgress: AnyObject {
     func finished(task: String, rows: Int, rejects: Int)
 }
 
+/// Rows of a source that a step converts and a lookup indexes, whose lookup key repeats: the lookup uses the
+/// first; the rows themselves are converted by the step (so they are no rejects), and the summary says so.
+public struct LookupDuplicates: Sendable, Equatable {
+    public var lookup: String
+    public var column: String
+    public var file: String
+    public var count: Int
+    /// The first few lines with a repeated key.
+    public var firstLines: [Int]
+
+    public init(lookup: String, column: String, file: String, count: Int, firstLines: [Int]) {
+        self.lookup = lookup
+        self.column = column
+        self.file = file
+        self.count = count
+        self.firstLines = firstLines
+    }
+}
+
 /// What a run produced, for the summary.
 public struct ConvertSummary: Sendable {
     public var manifest: Manifest
+    /// Repeated keys of lookups on sources that steps convert too.
+    public var lookupDuplicates: [LookupDuplicates] = []
     /// The validation of the new artifacts, unless it was turned off.
     public var validation: ValidationReport?
     public var outputPath: String
@@ -126,10 +147,12 @@ public final class Converter {
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
         let manifest: Manifest
         var validation: ValidationReport?
+        var lookupDuplicates: [LookupDuplicates] = []
         do {
             var run = try ConversionRun(mapping: mapping, profile: options.profile, limits: limits, layout: options.bundleLayout, folder: folder,
                                         progress: progress, isCancelled: isCancelled)
             manifest = try run.execute(toolVersion: options.toolVersion)
+            lookupDuplicates = run.lookupDuplicates
             try checkpoint()
             if options.validate {
                 progress?.started(task: "validate", source: options.outputPath, totalBytes: 0)
@@ -159,7 +182,9 @@ public final class Converter {
         }
         // A signal during the swap itself is seen here: the run must not then report a plain success.
         if isCancelled() { throw .cancelledAfterCommit(outputPath: options.outputPath) }
-        return ConvertSummary(manifest: manifest, validation: validation, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))
+        var summary = ConvertSummary(manifest: manifest, validation: validation, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))
+        summary.lookupDuplicates = lookupDuplicates
+        return summary
     }
 
     private func checkpoint() throws(ConvertError) {

@@ -63,6 +63,41 @@ struct ConvertBehaviourTests {
         #expect(r[1]["value"] == .string("X"))
     }
 
+    /// A source that is both a step's and a lookup's: a repeated lookup key is said, not filed as a reject of a row
+    /// that the step converts all the same (rows read = rows converted + rejects, always).
+    @Test func aRepeatedKeyOfALookupOnTheStepsOwnSourceIsNoReject() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        write("""
+            id,name,family
+            1,Ann,Doe
+            2,Bob,Doe
+            3,Cy,Roe
+
+            """, to: dir + "/people.csv")
+        write("""
+            version: 1
+            sources:
+              people: { file: people.csv }
+            lookups:
+              firstOfFamily: { source: people, key: family }
+            steps:
+              - name: people
+                source: people
+                bundle: batch
+                resource:
+                  resourceType: Patient
+                  identifier: [{ system: "http://example.org/person", value: "{{ id }}" }]
+                  name: [{ text: "{{ name }}", family: "{{ family }}", given: ["{{ firstOfFamily[family].name }}"] }]
+            """, to: dir + "/mapping.yaml")
+        let summary = try convert(dir + "/mapping.yaml", out: dir + "/out")
+        let step = summary.manifest.steps[0]
+        #expect(step.rows == 3 && step.rejects == 0 && step.resources == ["Patient": 3])
+        #expect(summary.manifest.rejects == 0)
+        #expect(try rejects(dir + "/out").isEmpty)
+        #expect(summary.lookupDuplicates == [LookupDuplicates(lookup: "firstOfFamily", column: "family", file: "people.csv", count: 1, firstLines: [3])])
+    }
+
     @Test func twoRunsOnTheSameInputsGiveByteIdenticalArtifacts() throws {
         let dir = temporaryFolder()
         defer { cleanup(dir) }
