@@ -431,12 +431,13 @@ private struct Context {
     static func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout RenderBuffer) throws -> Bool {
         if case .string(let s) = value, leaf.kind == .string {  // the common case, without a JSONValue
             if s.isBlank { return false }
-            JSONWriter.writeString(s, into: &out)
+            if let control = JSONWriter.writeString(s, into: &out) { throw controlCharacter(control, leaf, s) }
             return true
         }
         guard let json = try Self.json(value, leaf) else { return false }
         switch json {
-        case .string(let s): JSONWriter.writeString(s, into: &out)
+        case .string(let s):
+            if let control = JSONWriter.writeString(s, into: &out) { throw controlCharacter(control, leaf, s) }
         case .number(let n): out.append(n)
         case .bool(let b): out.append(b ? "true" : "false")
         default:
@@ -444,6 +445,12 @@ private struct Context {
             bytes.withUnsafeBufferPointer { out.append(bytes: $0) }
         }
         return true
+    }
+
+    /// FHIR strings forbid control characters other than tab, line feed and carriage return (`[ \r\n\t\S]+`).
+    static func controlCharacter(_ byte: UInt8, _ leaf: Leaf, _ value: String) -> RowFailure {
+        RowFailure("\(leaf.path) would hold the control character U+\(String(format: "%04X", byte)), which FHIR strings forbid (only tab, line feed and carriage return are allowed); clean the source value",
+                   value: value)
     }
 
     mutating func leafValue(_ leaf: Leaf) throws -> Value {

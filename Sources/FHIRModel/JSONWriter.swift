@@ -80,18 +80,21 @@ public struct JSONWriter: Sendable {
     /// Appends `s` as a JSON string literal. Escapes only what JSON requires (quote, backslash, control characters),
     /// so non-ASCII text stays readable UTF-8.
     @inlinable
-    public static func writeString<Sink: JSONByteSink>(_ s: String, into out: inout Sink) {
-        if s.utf8.withContiguousStorageIfAvailable({ writeString(utf8: $0, into: &out) }) == nil {
-            var copy = s  // a bridged or lazy string: make it native first
-            copy.withUTF8 { writeString(utf8: $0, into: &out) }
-        }
+    /// - Returns: the first control character that FHIR strings forbid (below 0x20 but tab, line feed and carriage
+    ///   return), escaped as JSON asks, or nil when there is none: found on the escape path, so it costs nothing.
+    @discardableResult
+    public static func writeString<Sink: JSONByteSink>(_ s: String, into out: inout Sink) -> UInt8? {
+        if let forbidden = s.utf8.withContiguousStorageIfAvailable({ writeString(utf8: $0, into: &out) }) { return forbidden }
+        var copy = s  // a bridged or lazy string: make it native first
+        return copy.withUTF8 { writeString(utf8: $0, into: &out) }
     }
 
     /// Appends UTF-8 text as a JSON string literal (see `writeString(_:into:)`). Inlinable, so that each kind of
     /// sink gets its own compiled copy (this runs for every string of every resource).
-    @inlinable
-    public static func writeString<Sink: JSONByteSink>(utf8 buffer: UnsafeBufferPointer<UInt8>, into out: inout Sink) {
+    @inlinable @discardableResult
+    public static func writeString<Sink: JSONByteSink>(utf8 buffer: UnsafeBufferPointer<UInt8>, into out: inout Sink) -> UInt8? {
         out.append(UInt8(ascii: "\""))
+        var forbidden: UInt8?
         var runStart = 0
         var i = 0
         let n = buffer.count
@@ -125,9 +128,14 @@ public struct JSONWriter: Sendable {
             case 0x0A: out.append(UInt8(ascii: "n"))
             case 0x0D: out.append(UInt8(ascii: "r"))
             case 0x09: out.append(UInt8(ascii: "t"))
-            case 0x08: out.append(UInt8(ascii: "b"))
-            case 0x0C: out.append(UInt8(ascii: "f"))
+            case 0x08:
+                out.append(UInt8(ascii: "b"))
+                if forbidden == nil { forbidden = byte }
+            case 0x0C:
+                out.append(UInt8(ascii: "f"))
+                if forbidden == nil { forbidden = byte }
             default:
+                if forbidden == nil { forbidden = byte }
                 let hex = { (d: UInt8) -> UInt8 in d < 10 ? d + 0x30 : d + 0x57 }
                 out.append(UInt8(ascii: "u")); out.append(UInt8(ascii: "0")); out.append(UInt8(ascii: "0"))
                 out.append(hex(byte >> 4)); out.append(hex(byte & 0xF))
@@ -137,6 +145,7 @@ public struct JSONWriter: Sendable {
         }
         if runStart < n { out.append(bytes: UnsafeBufferPointer(rebasing: buffer[runStart..<n])) }
         out.append(UInt8(ascii: "\""))
+        return forbidden
     }
 }
 

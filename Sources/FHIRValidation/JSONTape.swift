@@ -144,6 +144,13 @@ struct JSONTape {
         } ?? false
     }
 
+    /// The first control character of string token `i` that FHIR strings forbid (below U+0020 except tab, line feed
+    /// and carriage return), or nil. Only an escaped string can hold one: the parser refuses raw control bytes.
+    func forbiddenControlCharacter(_ i: Int) -> UInt8? {
+        guard tokens[i].kind == .string, tokens[i].escaped else { return nil }
+        return withString(i) { $0.first(where: { $0 < 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }) } ?? nil
+    }
+
     /// Whether string token `i` is `""` (an escape is never empty, so its raw bytes tell).
     func isEmptyString(_ i: Int) -> Bool { tokens[i].start == tokens[i].end }
 

@@ -167,6 +167,10 @@ struct ResourceChecker {
                 add(.emptyValue, at: value, "\(path(value, place, tape)) is an empty string", place, tape, &findings)
                 return
             }
+            if let control = tape.forbiddenControlCharacter(value) {
+                add(.primitiveFormat, at: value, "\(path(value, place, tape)) holds the control character U+\(String(format: "%04X", control)); FHIR strings allow none but tab, line feed and carriage return: remove it at the source",
+                    place, tape, &findings)
+            }
             if binding < 0 && (primitive.format == .nonEmpty || primitive.format == .any) { return }  // nothing more to check
             if tape.withString(value, { PrimitiveFormats.check($0, primitive.format) }) == false {
                 add(.primitiveFormat, at: value, "\(path(value, place, tape)) is not a valid FHIR \(primitive.name)", place, tape, &findings)

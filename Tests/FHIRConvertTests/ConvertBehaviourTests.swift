@@ -98,6 +98,21 @@ struct ConvertBehaviourTests {
         #expect(summary.lookupDuplicates == [LookupDuplicates(lookup: "firstOfFamily", column: "family", file: "people.csv", count: 1, firstLines: [3])])
     }
 
+    /// FHIR strings allow no control character but tab, line feed and carriage return: such a row is a reject.
+    @Test(arguments: [("NUL", "\u{0}"), ("ESC", "\u{1B}"), ("BEL", "\u{7}"), ("form feed", "\u{C}")])
+    func aFieldWithAControlCharacterIsARejectNamingIt(name: String, control: String) throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        writeExport(in: dir, rows: "id,name,dob,sex\n1,Ann,1980-01-02,F\n2,Bo\(control)b,1980-01-02,M\n3,Cy\tTab,1981-03-04,F\n")
+        let summary = try convert(dir + "/mapping.yaml", out: dir + "/out")
+        #expect(summary.manifest.resourceCounts == ["Patient": 2])
+        let r = try rejects(dir + "/out")
+        #expect(r.count == 1)
+        #expect(r.first?["line"] == .number("3"))
+        let hex = String(format: "%04X", control.unicodeScalars.first!.value)
+        #expect(r.first?["reason"]?.stringValue?.contains("the control character U+\(hex), which FHIR strings forbid") == true, "\(r)")
+    }
+
     @Test func twoRunsOnTheSameInputsGiveByteIdenticalArtifacts() throws {
         let dir = temporaryFolder()
         defer { cleanup(dir) }

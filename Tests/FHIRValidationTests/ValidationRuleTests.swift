@@ -138,6 +138,19 @@ struct ManifestValidationTests {
         #expect(findings.contains { $0.file == "manifest.json" && $0.pointer == reportedAt }, "\(findings)")
     }
 
+    @Test func aControlCharacterInAStringIsAnErrorAtItsPointer() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let patient = #"{"resourceType":"Patient","id":"p1","name":[{"family":"Do\u001be","given":["Tab\tis fine"]}],"birthDate":"1980-01-02"}"#
+        try Data((patient + "\n").utf8).write(to: URL(fileURLWithPath: dir + "/Patient.ndjson"))
+        let findings = try ArtifactValidator(folder: dir).run().findings.filter { $0.severity == .error }
+        #expect(findings.count == 1, "\(findings)")
+        #expect(findings.first?.pointer == "/name/0/family")
+        #expect(findings.first?.line == 1)
+        #expect(findings.first?.message.contains("control character U+001B") == true)
+    }
+
     @Test func ndjsonThatDisagreesWithTheBundlesIsFound() throws {
         let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
