@@ -76,12 +76,13 @@ public final class CSVRecordReader: RecordReader {
             }
         }
         var names: [String] = []
+        var columnOf: [String: Int] = [:]  // a set, not a scan: a header of 100,000 columns is read in linear time
         for (i, raw) in header!.enumerated() {
             guard let s = String(validating: raw, as: UTF8.self) else {
                 throw SourceError(file: path, line: 1, message: "column \(i + 1) of the header is not valid UTF-8")
             }
             let name = s.trimmingWhitespace
-            if let j = names.firstIndex(of: name) {
+            if let j = columnOf.updateValue(i, forKey: name) {
                 throw SourceError(file: path, line: 1, message: "the header names column '\(name)' twice (columns \(j + 1) and \(i + 1))")
             }
             names.append(name)

@@ -142,9 +142,12 @@ public enum UploadRefusal: Error, CustomStringConvertible {
                 + problems.map { "  - " + $0 }.joined(separator: "\n")
                 + "\nNothing was sent. --skip-preflight uploads anyway; what the server refuses is then listed in failures.ndjson."
         case .altered(let findings):
-            let files = findings.prefix(5).map { "\($0.file): \($0.message)" }.joined(separator: "; ")
+            let files = findings.prefix(5).map { "\($0.location): \($0.message)" }.joined(separator: "; ")
             return "the folder does not match its manifest (\(files)\(findings.count > 5 ? "; …" : "")); recopy or regenerate it. Nothing was sent."
-        case .invalid(let r): return "the artifacts have \(r.errors) validation errors (run `fhirbundle validate` for details); nothing was sent (--force uploads anyway)"
+        case .invalid(let r):
+            let errors = r.findings.filter { $0.severity == .error }
+            let shown = errors.prefix(5).map { "\($0.location): \($0.message)" }.joined(separator: "; ")
+            return "the artifacts have \(r.errors) validation errors (\(shown)\(errors.count > 5 ? "; …" : "")); run `fhirbundle validate` for all of them. Nothing was sent (--force uploads anyway)."
         case .manifest(let m): return m
         }
     }

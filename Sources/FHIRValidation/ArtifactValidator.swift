@@ -269,15 +269,38 @@ public final class ArtifactValidator {
 
     // MARK: Files
 
+    /// The folder's files, hidden ones left out; those, and whatever the uploader did not write under `upload/`,
+    /// are reported (a reviewer sees everything the folder holds), a hidden folder once as a whole.
     private func listFiles() -> [String] {
         var out: [String] = []
+        var hidden: [String] = []
         guard let e = FileManager.default.enumerator(atPath: folder) else { return out }
         while let rel = e.nextObject() as? String {
-            if (rel as NSString).pathComponents.contains(where: { $0.hasPrefix(".") }) { continue }
             var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: folder + "/" + rel, isDirectory: &isDir), !isDir.boolValue { out.append(rel) }
+            let exists = FileManager.default.fileExists(atPath: folder + "/" + rel, isDirectory: &isDir)
+            if (rel as NSString).lastPathComponent.hasPrefix(".") {
+                if isDir.boolValue { e.skipDescendants() }
+                if rel != ".gitkeep" { hidden.append(rel + (isDir.boolValue ? "/" : "")) }
+                continue
+            }
+            if exists, !isDir.boolValue { out.append(rel) }
+        }
+        for path in hidden.sorted() {
+            findings.append(Finding(rule: .unlistedHiddenFile, file: path, message: "a hidden \(path.hasSuffix("/") ? "folder" : "file") that manifest.json does not list; it is not uploaded"))
+        }
+        for path in out where isJournal(path) && !Self.isUploaderFile(path) {
+            findings.append(Finding(rule: .unlistedHiddenFile, file: path, message: "not a file the uploader writes, and not listed in manifest.json; it is not uploaded"))
         }
         return out.sorted()
+    }
+
+    /// What `fhirupload` keeps under `upload/<server>/`: its journal, failures, target record and old journals.
+    private static func isUploaderFile(_ path: String) -> Bool {
+        let parts = path.split(separator: "/")
+        guard parts.count == 3 else { return false }
+        let name = parts[2]
+        return ["journal.ndjson", "failures.ndjson", "target.json"].contains(name)
+            || (name.hasPrefix("journal-of-manifest-") && name.hasSuffix(".ndjson"))
     }
 
     /// Reports why `bytes` is not JSON, with the line and column `JSONParser` gives.
@@ -321,6 +344,13 @@ public final class ArtifactValidator {
             findings.append(Finding(rule: .manifestMissingFile, file: file, message: "the file is not listed in manifest.json"))
         }
         for (s, step) in manifest.steps.enumerated() {
+            // fhirbundle numbers step folders in upload order: another number at this position means the steps were
+            // reordered, and a later step would then be sent before what it refers to.
+            let number = step.folder.split(separator: "/").last?.prefix { $0.isNumber }
+            if let number, let n = Int(number), n != s + 1 {
+                findings.append(Finding(rule: .manifestInvalid, file: "manifest.json", pointer: "/steps/\(s)/folder",
+                                        message: "step \(step.name) is listed as step \(s + 1) but its folder is \(step.folder): the steps were reordered; restore manifest.json"))
+            }
             for (b, bundle) in step.bundles.enumerated() where !listed.contains(bundle) {
                 findings.append(Finding(rule: .manifestMissingFile, file: "manifest.json", pointer: "/steps/\(s)/bundles/\(b)", message: "\(bundle) is not among the artifacts"))
             }

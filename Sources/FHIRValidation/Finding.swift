@@ -49,7 +49,7 @@ public struct Rule: Sendable, Hashable {
         bundleType, entryRequest, entryResourceType, fullUrlDuplicate, fullUrlInvalid, batchOfTransactionsEntry,
         transactionEntries, conditionalTransactionEntries, transactionUpdates, bundleBytes, batchEntries,
         urnInBatch, urnUnresolved, conditionalUnresolved, conditionalAmbiguous, conditionalLaterStep, conditionalSameBatch, fileCycle,
-        literalUnresolved, referenceTarget, identifierDuplicate, identifierShared, identifierNoSystem, notIdempotent, conditionalIdentifierMissing, idInConditionalUpdate,
+        literalUnresolved, referenceTarget, unlistedHiddenFile, identifierDuplicate, identifierShared, identifierNoSystem, notIdempotent, conditionalIdentifierMissing, idInConditionalUpdate,
         unknownResourceType, unknownElement, cardinality, primitiveType, primitiveFormat, requiredBinding, emptyValue,
     ]
     static let byID: [String: Rule] = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
@@ -61,6 +61,7 @@ public struct Rule: Sendable, Hashable {
     public static let manifestChecksum = Rule(id: "manifest-checksum", severity: .error, hint: "The file changed after it was written (or was damaged in transit); regenerate or recopy the folder.")
     public static let manifestMissingFile = Rule(id: "manifest-missing-file", severity: .error, hint: "The manifest lists a file that is not in the folder (or the folder has one it does not list); recopy the whole folder.")
     public static let manifestCounts = Rule(id: "manifest-counts", severity: .error, hint: "The resources found do not add up to the manifest's counts; the folder is incomplete or altered.")
+    public static let unlistedHiddenFile = Rule(id: "unlisted-hidden-file", severity: .warning, hint: "The folder holds a hidden file or folder (or something in upload/ that the uploader did not write) that the manifest does not list; it is not uploaded. Remove it if it should not travel with the artifacts.")
     public static let ndjsonBundleMismatch = Rule(id: "ndjson-bundle-mismatch", severity: .error, hint: "NDJSON files and bundles must hold the same resources; regenerate the folder.")
     // Bundle structure
     public static let bundleType = Rule(id: "bundle-type", severity: .error, hint: "An upload bundle must be a Bundle of type batch or transaction.")

@@ -1,3 +1,4 @@
+import FHIRModel
 import FHIRTestServer
 import FHIRUpload
 import Foundation
@@ -34,6 +35,26 @@ import Testing
             #expect(edited.withLock { $0 })
             #expect(server.resourceCounts["Patient"] == 2)
             #expect(server.resourceCounts["Condition"] == nil)  // nothing of step 2 reached the server
+        }
+    }
+
+    @Test func reorderedStepsAreRefusedNamingTheManifestEvenWithForce() async throws {
+        try await UploadFixtures.withServer { server, folder in
+            let path = folder + "/manifest.json"
+            let manifest = try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+            let steps = try #require(manifest["steps"]?.arrayValue)
+            try Data(JSONWriter(indent: 2).bytes(manifest.setting("/steps", to: .array([steps[1], steps[0]] + steps.dropFirst(2)))))
+                .write(to: URL(fileURLWithPath: path))
+            var options = UploadFixtures.options(server)
+            options.force = true
+            do {
+                _ = try await Uploader(folder: folder, options: options).run()
+                Issue.record("expected a refusal")
+            } catch let refusal as UploadRefusal {
+                #expect(refusal.description.contains("manifest.json#/steps/0/folder: step"), "\(refusal)")
+                #expect(refusal.description.contains("the steps were reordered"))
+            }
+            #expect(server.statistics.bundleRequests == 0)
         }
     }
 }

@@ -105,6 +105,7 @@ struct UploadCommandLineTests {
         let result = try run(arguments)
         #expect(result.status == 64)
         #expect(result.stderr.contains(message), "\(result.stderr)")
+        #expect(!result.stderr.contains("pw@"))  // a password given in the URL is never repeated
     }
 
     @Test func helpDescribesBothSubcommands() throws {

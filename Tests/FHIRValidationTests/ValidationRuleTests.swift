@@ -35,7 +35,7 @@ struct ValidationRuleTests {
     @Test func everyRuleHasAFixture() {
         let covered = Set(ruleFolders)
         let untested: Set<String> = [
-            "manifest-invalid", "manifest-checksum", "manifest-missing-file", "manifest-counts", "ndjson-bundle-mismatch",
+            "manifest-invalid", "manifest-checksum", "manifest-missing-file", "manifest-counts", "ndjson-bundle-mismatch", "unlisted-hidden-file",
             "transaction-entries", "transaction-updates", "bundle-bytes", "batch-entries",
         ]  // exercised by ManifestValidationTests and LimitValidationTests below
         for rule in ["json-syntax", "bundle-type", "entry-request", "bdl-7", "urn-uuid-unresolved", "unknown-element", "required-binding"] {
@@ -149,6 +149,39 @@ struct ManifestValidationTests {
         #expect(findings.first?.pointer == "/name/0/family")
         #expect(findings.first?.line == 1)
         #expect(findings.first?.message.contains("control character U+001B") == true)
+    }
+
+    @Test func hiddenFilesAndStrangersInUploadAreReportedNotSkipped() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let fm = FileManager.default
+        fm.createFile(atPath: dir + "/bundles/01-patients/.0002.json", contents: Data("{}".utf8))
+        try fm.createDirectory(atPath: dir + "/.git/objects", withIntermediateDirectories: true)
+        fm.createFile(atPath: dir + "/.git/objects/ab", contents: Data())
+        try fm.createDirectory(atPath: dir + "/upload/127.0.0.1-8103-0123456789ab", withIntermediateDirectories: true)
+        fm.createFile(atPath: dir + "/upload/127.0.0.1-8103-0123456789ab/journal.ndjson", contents: Data())
+        fm.createFile(atPath: dir + "/upload/127.0.0.1-8103-0123456789ab/extra.json", contents: Data("{}".utf8))
+        fm.createFile(atPath: dir + "/.gitkeep", contents: Data())
+        let report = try ArtifactValidator(folder: dir).run()
+        let reported = report.findings.filter { $0.rule == "unlisted-hidden-file" }.map(\.file)
+        #expect(reported == [".git/", "bundles/01-patients/.0002.json", "upload/127.0.0.1-8103-0123456789ab/extra.json"])
+        #expect(report.errors == 0, "\(report.findings)")  // reported, not refused: nothing of it is uploaded
+    }
+
+    @Test func reorderedStepsAreRefusedNamingTheManifest() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let path = dir + "/manifest.json"
+        let manifest = try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+        let steps = try #require(manifest["steps"]?.arrayValue)
+        let swapped = manifest.setting("/steps", to: .array([steps[1], steps[0]] + steps.dropFirst(2)))
+        try Data(JSONWriter(indent: 2).bytes(swapped)).write(to: URL(fileURLWithPath: path))
+        let findings = try ArtifactValidator(folder: dir).run().findings.filter { $0.rule == "manifest-invalid" }
+        #expect(findings.first?.file == "manifest.json")
+        #expect(findings.first?.pointer == "/steps/0/folder")
+        #expect(findings.first?.message.contains("the steps were reordered") == true)
     }
 
     @Test func ndjsonThatDisagreesWithTheBundlesIsFound() throws {
