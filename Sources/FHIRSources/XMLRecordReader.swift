@@ -331,8 +331,10 @@ final class XMLInput {
     private(set) var bytesRead = 0
     private(set) var digest: String?
     private var closed = false
-    /// Set when the input refused to go on (a DTD): libxml2 then sees an I/O error, and the reader reports this.
+    /// Set when the input refused to go on (a DTD, an element with too many attributes): libxml2 then sees an I/O
+    /// error, and the reader reports this.
     var refusal: SourceError?
+    private var attributeCounter = XMLAttributeCounter()
 
     init(path: String) throws {
         self.path = path
@@ -392,8 +394,34 @@ final class XMLInput {
         }
     }
 
-    /// Fills `buffer` for libxml2; the prefetched prolog goes first.
+    /// Fills `buffer` for libxml2 (the prefetched prolog first), refusing an element with more attributes than
+    /// libxml2 handles in reasonable time before it sees them.
     func read(into buffer: UnsafeMutablePointer<CChar>, length: Int) -> Int32 {
+        let n = fill(buffer, length: length)
+        guard n > 0 else { return n }
+        if let tag = attributeCounter.scan(UnsafeRawBufferPointer(start: buffer, count: Int(n))) {
+            refusal = SourceError(file: path, line: line(atOffset: tag),
+                                  message: "an element has more than \(attributeCounter.limit) attributes; it is refused (the XML library's time grows with the square of their number). Export such data as child elements")
+            return -1
+        }
+        return n
+    }
+
+    /// The 1-based line of byte `offset`, counted again from the start of the file (only for an error message).
+    private func line(atOffset offset: Int) -> Int {
+        var line = 1
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var position = 0
+        while position < offset {
+            let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, min($0.count, offset - position), off_t(position)) }
+            if n <= 0 { break }
+            for b in chunk[0..<n] where b == 0x0A { line += 1 }
+            position += n
+        }
+        return line
+    }
+
+    private func fill(_ buffer: UnsafeMutablePointer<CChar>, length: Int) -> Int32 {
         if refusal != nil { return -1 }
         if prefetchOffset < prefetched.count {
             let n = min(length, prefetched.count - prefetchOffset)

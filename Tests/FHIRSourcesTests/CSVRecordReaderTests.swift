@@ -34,6 +34,13 @@ func rows(_ results: [ReadResult]) -> [[String]] {
 }
 
 struct CSVRecordReaderTests {
+    @Test func aHeaderOfAHundredThousandColumnsIsRead() throws {
+        let names = (0..<100_000).map { "c\($0)" }
+        let reader = try CSVRecordReader(path: temporaryFile(names.joined(separator: ",") + "\n" + names.map { _ in "x" }.joined(separator: ",") + "\n"))
+        #expect(reader.fieldNames.count == 100_000)
+        #expect(rows(try readAll(reader)).first?.count == 100_000)
+    }
+
     @Test(arguments: [
         ("a,b\n1,2\n", [["1", "2"]]),
         ("a,b\r\n1,2\r\n", [["1", "2"]]),

@@ -1,4 +1,4 @@
-import FHIRSources
+@testable import FHIRSources
 import Foundation
 import Testing
 
@@ -124,6 +124,33 @@ struct XMLRecordReaderTests {
             #expect(e.message.contains("DTD"))
             #expect(!e.description.contains("SECRET-MARKER"))
         }
+    }
+
+    /// libxml2's time grows with the square of an element's attribute count: beyond the limit it is refused, by a
+    /// linear scan, before libxml2 parses it.
+    @Test func anElementWithTooManyAttributesIsRefusedNamingItsLine() throws {
+        let many = (0...XMLAttributeCounter.defaultLimit).map { "a\($0)=\"v\"" }.joined(separator: " ")
+        let text = "<r>\n<p a=\"1\"/>\n<p \(many)/>\n</r>\n"
+        do {
+            let all = try readAll(xmlReader(text, record: "/r/p", fields: [("a", "@a")]))
+            Issue.record("expected a refusal, read \(all.count) records")
+        } catch let e as SourceError {
+            #expect(e.line == 3)
+            #expect(e.message.contains("more than 10000 attributes"))
+        }
+    }
+
+    @Test func equalsSignsInValuesCommentsAndCDATAAreNoAttributes() throws {
+        var counter = XMLAttributeCounter(limit: 2)
+        let text = #"<?xml version="1.0"?><!-- a=1 b=2 c=3 --><r x="a=b=c" y='>=<='><![CDATA[ <p a=1 b=2 c=3> ]]><p a="1" b="2"/></r>"#
+        let found = Array(text.utf8).withUnsafeBytes { bytes in
+            // Handed over in 3-byte chunks: every state survives a chunk boundary.
+            stride(from: 0, to: bytes.count, by: 3).compactMap { counter.scan(UnsafeRawBufferPointer(rebasing: bytes[$0..<min($0 + 3, bytes.count)])) }
+        }
+        #expect(found.isEmpty)
+        var strict = XMLAttributeCounter(limit: 2)
+        let three = Array(#"<r><p a="1" b="2" c="3"/></r>"#.utf8).withUnsafeBytes { strict.scan($0) }
+        #expect(three == 3)
     }
 
     @Test func billionLaughsIsRefusedQuickly() throws {
