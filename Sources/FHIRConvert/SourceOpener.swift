@@ -6,7 +6,7 @@ enum SourceOpener {
     static func open(_ declaration: SourceDeclaration, path: String, directory: String) throws -> any RecordReader {
         switch declaration.format {
         case .csv:
-            return try CSVRecordReader(path: path, delimiter: declaration.delimiter)
+            return try CSVRecordReader(path: path, delimiter: declaration.delimiter, encoding: declaration.encoding)
         case .xml, .mysqlXML:
             var config = XMLSourceConfig(recordPath: declaration.record ?? "/resultset/row")
             config.namespaces = declaration.namespaces

@@ -1,6 +1,7 @@
 import Foundation
 import Yams
 import FHIRModel
+import FHIRSources
 
 /// A mapping file as written, before names are resolved: sources, lookups, value maps, constants and steps, each
 /// with its place in the file so later checks can point at it.
@@ -155,11 +156,14 @@ public struct SourceDeclaration: Sendable {
     public let fields: [(name: String, path: String)]?
     /// XML: an XSD to validate the file against before conversion.
     public let schema: String?
+    /// CSV: the file's character encoding; nil when not declared (UTF-8, and a file that is not stops the run with
+    /// an error naming the likely encoding). XML files declare theirs themselves.
+    public let encoding: SourceEncoding?
 
     init(name: String, location: MappingLocation, node: Node, reader: NodeReader) throws(MappingError) {
         self.name = name
         self.location = location
-        let m = try reader.mapping(node, what: "source '\(name)'", allowed: ["file", "format", "delimiter", "record", "namespaces", "fields", "schema"])
+        let m = try reader.mapping(node, what: "source '\(name)'", allowed: ["file", "format", "delimiter", "encoding", "record", "namespaces", "fields", "schema"])
         guard let fileNode = m["file"] else { throw reader.error(node, "source '\(name)' needs 'file': the path of the export, relative to the mapping file") }
         file = try reader.string(fileNode, what: "file")
         if let f = m["format"] {
@@ -200,6 +204,18 @@ public struct SourceDeclaration: Sendable {
             fields = nil
         }
         schema = try m["schema"].map { (n) throws(MappingError) in try reader.string(n, what: "schema") }
+        if let e = m["encoding"] {
+            let s = try reader.string(e, what: "encoding")
+            guard let declared = SourceEncoding(declared: s) else {
+                throw reader.error(e, "unknown encoding '\(s)'; use one of \(SourceEncoding.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            if format != .csv {
+                throw reader.error(e, "XML files say their encoding themselves (a byte order mark or <?xml encoding=\"…\"?>), as the XML specification asks; remove 'encoding' from source '\(name)'")
+            }
+            encoding = declared
+        } else {
+            encoding = nil
+        }
         if format == .csv && (record != nil || fields != nil || schema != nil) {
             throw reader.error(node, "source '\(name)' is CSV: 'record', 'fields' and 'schema' apply to XML sources only")
         }

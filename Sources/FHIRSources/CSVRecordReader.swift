@@ -24,7 +24,8 @@ public struct SourceError: Error, Sendable, CustomStringConvertible {
 }
 
 /// Streams an RFC 4180 CSV file: quoted fields with delimiters, doubled quotes and line breaks; CRLF or LF; UTF-8
-/// with or without a byte order mark; the first row is the header.
+/// with or without a byte order mark, or a declared encoding decoded to UTF-8 as it is read; the first row is the
+/// header.
 ///
 /// A byte-level state machine over 1 MiB reads: the CSV libraries available here measured about ten times slower.
 /// Strings are made only for finished fields. A row with the wrong number of fields or bytes that are not UTF-8
@@ -47,12 +48,23 @@ public final class CSVRecordReader: RecordReader {
     private var closed = false
     /// Line number of the next unread byte.
     @exclusivity(unchecked) private var line = 1
+    /// The encoding the mapping declares; nil: UTF-8, and a file that is not stops with an error naming the likely
+    /// encoding (instead of one reject per row with an accent).
+    private let declared: SourceEncoding?
+    /// Decodes a declared encoding other than UTF-8; the raw bytes are read into `raw` first.
+    @exclusivity(unchecked) private var decoder: StreamDecoder?
+    @exclusivity(unchecked) private var raw: [UInt8] = []
 
     /// Opens `path` and reads its header row.
-    public init(path: String, delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\"")) throws {
+    public init(path: String, delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\""), encoding: SourceEncoding? = nil) throws {
         self.path = path
         self.delimiter = delimiter
         self.quote = quote
+        declared = encoding
+        if let encoding, encoding != .utf8 {
+            decoder = StreamDecoder(encoding)
+            raw = [UInt8](repeating: 0, count: 1 << 18)
+        }
         buffer = [UInt8](repeating: 0, count: 1 << 20)
         fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
@@ -78,8 +90,9 @@ public final class CSVRecordReader: RecordReader {
         var names: [String] = []
         var columnOf: [String: Int] = [:]  // a set, not a scan: a header of 100,000 columns is read in linear time
         for (i, raw) in header!.enumerated() {
-            guard let s = String(validating: raw, as: UTF8.self) else {
-                throw SourceError(file: path, line: 1, message: "column \(i + 1) of the header is not valid UTF-8")
+            // NUL is valid UTF-8, but in a header it means UTF-16 read as bytes.
+            guard let s = String(validating: raw, as: UTF8.self), declared != nil || !raw.contains(0) else {
+                throw raw.withUnsafeBufferPointer { notDecodable(line: 1, field: i, column: "of the header", $0) }
             }
             let name = s.trimmingWhitespace
             if let j = columnOf.updateValue(i, forKey: name) {
@@ -115,9 +128,7 @@ public final class CSVRecordReader: RecordReader {
                     from = to
                 }
             }
-            if let i = failed {
-                return .reject(line: row.line, reason: "invalid UTF-8 in field \(i + 1) (column '\(fieldNames[i])')")
-            }
+            if let i = failed { return .reject(line: row.line, reason: try undecodable(line: row.line, field: i)) }
             return .record(SourceRecord(line: row.line, values: values))
         }
     }
@@ -128,9 +139,7 @@ public final class CSVRecordReader: RecordReader {
             guard let row = try readRow() else { return nil }
             if row.fieldCount == 1 && rowBytes.isEmpty && !row.quoted { continue }  // blank line
             if let reason = problem(row) { return .reject(line: row.line, reason: reason) }
-            if let i = invalidUTF8Field() {
-                return .reject(line: row.line, reason: "invalid UTF-8 in field \(i + 1) (column '\(fieldNames[i])')")
-            }
+            if let i = invalidUTF8Field() { return .reject(line: row.line, reason: try undecodable(line: row.line, field: i)) }
             record.line = row.line
             record.bytes.removeAll(keepingCapacity: true)
             record.bytes.append(contentsOf: rowBytes)
@@ -139,6 +148,35 @@ public final class CSVRecordReader: RecordReader {
             record.lists.removeAll(keepingCapacity: true)
             return .record
         }
+    }
+
+    /// The reject reason for field `field` of the current row, whose bytes are not text in the file's encoding; throws
+    /// instead when no encoding was declared: the file is most likely in another one, and every row with an accent
+    /// would be a reject.
+    private func undecodable(line: Int, field: Int) throws -> String {
+        guard let declared else {
+            let bytes = Array(rowBytes[(field == 0 ? 0 : fieldEnds[field - 1])..<fieldEnds[field]])
+            throw bytes.withUnsafeBufferPointer { notDecodable(line: line, field: field, column: "(column '\(fieldNames[field])')", $0) }
+        }
+        return "bytes that are not \(declared.rawValue) in field \(field + 1) (column '\(fieldNames[field])')"
+    }
+
+    /// The error for bytes that are not UTF-8 in an undeclared file (or in the header), naming the likely encoding.
+    private func notDecodable(line: Int, field: Int, column: String, _ bytes: UnsafeBufferPointer<UInt8>) -> SourceError {
+        if let declared, declared != .utf8 {
+            return SourceError(file: path, line: line, message: "field \(field + 1) \(column) holds bytes that are not \(declared.rawValue)")
+        }
+        var message = "field \(field + 1) \(column) is not UTF-8"
+        if let (encoding, character) = StreamDecoder.guess(bytes) {
+            message += encoding == .windows1252
+                ? "; its first such bytes read as Windows-1252 '\(character)'"
+                : "; it looks like UTF-16 (every other byte is zero)"
+            message += ". Declare the file's encoding on its source, e.g. `encoding: \(encoding.rawValue)`"
+        } else {
+            message += ". Declare the file's encoding on its source (`encoding:` windows-1252, iso-8859-1, iso-8859-15, utf-16le, utf-16be or utf-16)"
+        }
+        if declared == nil { message += ", or `encoding: utf-8` to reject such rows one by one" }
+        return SourceError(file: path, line: line, message: message)
     }
 
     /// Why a row read whole is still a reject (an unclosed quote, a wrong field count), or nil.
@@ -269,6 +307,7 @@ public final class CSVRecordReader: RecordReader {
             end -= start
             start = 0
         }
+        if decoder != nil { return try fillDecoding() }
         if end == buffer.count { buffer.append(contentsOf: repeatElement(0, count: buffer.count)) }
         let n = buffer.withUnsafeMutableBufferPointer { p -> Int in
             while true {
@@ -289,6 +328,44 @@ public final class CSVRecordReader: RecordReader {
         let readEnd = end + n
         buffer.withUnsafeBytes { p in hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[end..<readEnd])) }
         end += n
+        bytesRead += n
+    }
+
+    /// `fill()` for a declared encoding: reads raw bytes (hashed as they are in the file) and decodes them after
+    /// `end`, until some text came out or the file ended (half a UTF-16 code unit gives none).
+    private func fillDecoding() throws {
+        let before = end
+        while end == before && !eof { try decodeNextChunk() }
+    }
+
+    private func decodeNextChunk() throws {
+        let expansion = decoder!.encoding.maxExpansion
+        while buffer.count - end < raw.count * expansion + 8 { buffer.append(contentsOf: repeatElement(0, count: buffer.count)) }
+        let n = raw.withUnsafeMutableBytes { p -> Int in
+            while true {
+                let r = read(fd, p.baseAddress!, p.count)
+                if r < 0 && errno == EINTR { continue }
+                return r
+            }
+        }
+        if n < 0 { throw SourceError(file: path, line: line, message: "reading failed: \(String(cString: strerror(errno)))") }
+        let written = buffer.withUnsafeMutableBufferPointer { out in
+            n == 0 ? decoder!.finish(into: out.baseAddress! + end)
+                : raw.withUnsafeBytes { decoder!.decode(UnsafeRawBufferPointer(rebasing: $0[0..<n]), into: out.baseAddress! + end) }
+        }
+        if decoder!.missingByteOrderMark {
+            throw SourceError(file: path, line: 1, message: "the source declares utf-16, but the file does not start with a byte order mark; declare utf-16le or utf-16be")
+        }
+        end += written
+        if n == 0 {
+            eof = true
+            let hex = Array("0123456789abcdef".utf8)
+            digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
+            closed = true
+            close(fd)
+            return
+        }
+        raw.withUnsafeBytes { p in hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[0..<n])) }
         bytesRead += n
     }
 }
