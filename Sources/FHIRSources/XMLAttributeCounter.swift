@@ -26,6 +26,31 @@ struct XMLAttributeCounter {
         self.limit = limit
     }
 
+    private var carry: UInt8?
+    private var projection: [UInt8] = []
+
+    /// `scan` for UTF-16: each code unit counts as its ASCII character (or a letter, for any other), so that the
+    /// bytes of other characters are never taken for markup. The offset returned counts code units.
+    mutating func scanUTF16(_ bytes: UnsafeRawBufferPointer, littleEndian: Bool) -> Int? {
+        projection.removeAll(keepingCapacity: true)
+        var k = 0
+        func unit(_ a: UInt8, _ b: UInt8) -> UInt8 {
+            let u = littleEndian ? UInt16(a) | UInt16(b) << 8 : UInt16(a) << 8 | UInt16(b)
+            return u < 0x80 ? UInt8(u) : UInt8(ascii: "x")
+        }
+        if let first = carry, bytes.count > 0 {
+            projection.append(unit(first, bytes[0]))
+            carry = nil
+            k = 1
+        }
+        while k + 1 < bytes.count {
+            projection.append(unit(bytes[k], bytes[k + 1]))
+            k += 2
+        }
+        if k < bytes.count { carry = bytes[k] }
+        return projection.withUnsafeBytes { scan($0) }
+    }
+
     /// Scans the next bytes of the file; returns the byte offset of the first start tag with too many attributes.
     mutating func scan(_ bytes: UnsafeRawBufferPointer) -> Int? {
         guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }

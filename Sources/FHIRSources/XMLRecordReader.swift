@@ -346,52 +346,124 @@ final class XMLInput {
         if !closed { close(fd) }
     }
 
-    /// Reads up to the root element's start tag and refuses a DOCTYPE before it. Only the prolog is scanned:
-    /// a DTD can stand nowhere else.
+    /// How the file's bytes map to characters, as far as the prolog scan and the attribute count need: ASCII
+    /// characters are single bytes, or UTF-16 code units in one byte order.
+    enum Layout: Equatable { case asciiCompatible, utf16(littleEndian: Bool) }
+    private(set) var layout = Layout.asciiCompatible
+
+    /// Encodings an XML declaration may name here: those libxml2 decodes reliably and whose ASCII characters are
+    /// the bytes the DTD scan looks for (or UTF-16, which it reads as such). Others (UTF-7, EBCDIC, UTF-32, …)
+    /// could hide a DOCTYPE from the scan and are refused.
+    static let declaredEncodings: Set<String> = ["utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "iso-8859-15", "windows-1252", "cp1252", "utf-16", "utf-16le", "utf-16be"]
+
+    /// Reads up to the root element's start tag and refuses a DOCTYPE before it, whatever the encoding: the encoding
+    /// comes from the byte order mark or the first bytes (UTF-16 with or without a mark, as the XML specification's
+    /// appendix F detects them) and the XML declaration. Only the prolog is scanned: a DTD can stand nowhere else.
     func checkProlog() throws {
+        var scan: [UInt8] = []  // the prolog as ASCII: one byte per character, 'x' for any other character
+        var projected = 0  // raw bytes turned into `scan` so far
         var i = 0
         var line = 1
+        func project() {
+            switch layout {
+            case .asciiCompatible:
+                scan.append(contentsOf: prefetched[projected...])
+                projected = prefetched.count
+            case .utf16(let little):
+                while projected + 1 < prefetched.count {
+                    let unit = little ? UInt16(prefetched[projected]) | UInt16(prefetched[projected + 1]) << 8
+                        : UInt16(prefetched[projected]) << 8 | UInt16(prefetched[projected + 1])
+                    scan.append(unit < 0x80 ? UInt8(unit) : UInt8(ascii: "x"))
+                    projected += 2
+                }
+            }
+        }
         func more() throws -> Bool {
             var chunk = [UInt8](repeating: 0, count: 65536)
             let n = try rawRead(&chunk)
             if n == 0 { return false }
             prefetched.append(contentsOf: chunk[0..<n])
+            project()
             return true
         }
         func has(_ count: Int) throws -> Bool {
-            while prefetched.count - i < count { if try !more() { return false } }
+            while scan.count - i < count { if try !more() { return false } }
             return true
         }
         func starts(_ s: String) throws -> Bool {
             let b = Array(s.utf8)
             guard try has(b.count) else { return false }
-            return Array(prefetched[i..<i + b.count]) == b
+            return Array(scan[i..<i + b.count]) == b
         }
         func skip(to terminator: String) throws {
             let t = Array(terminator.utf8)
             while true {
                 guard try has(t.count) else { return }
-                if Array(prefetched[i..<i + t.count]) == t { i += t.count; return }
-                if prefetched[i] == 0x0A { line += 1 }
+                if Array(scan[i..<i + t.count]) == t { i += t.count; return }
+                if scan[i] == 0x0A { line += 1 }
                 i += 1
             }
         }
-        if try has(2), (prefetched[0] == 0xFE && prefetched[1] == 0xFF) || (prefetched[0] == 0xFF && prefetched[1] == 0xFE) {
-            throw SourceError(file: path, line: 1, message: "the file is UTF-16; convert it to UTF-8 first")
+        func refuse(_ message: String) -> SourceError {
+            refusal = SourceError(file: path, line: line, message: message)
+            return refusal!
         }
-        if try starts("\u{FEFF}") { i += 3 }
+        // The first four bytes tell the encoding family (XML 1.0, appendix F).
+        while prefetched.count < 4 {
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = try rawRead(&chunk)
+            if n == 0 { break }
+            prefetched.append(contentsOf: chunk[0..<n])
+        }
+        let head = Array(prefetched.prefix(4)) + [UInt8](repeating: 0xAA, count: max(0, 4 - prefetched.count))
+        switch (head[0], head[1], head[2], head[3]) {
+        case (0x00, 0x00, 0xFE, 0xFF), (0xFF, 0xFE, 0x00, 0x00), (0x00, 0x00, 0x00, 0x3C), (0x3C, 0x00, 0x00, 0x00):
+            throw refuse("the file is UTF-32, which is not read here; convert it to UTF-8 or UTF-16")
+        case (0x4C, 0x6F, 0xA7, 0x94):
+            throw refuse("the file is EBCDIC, which is not read here; convert it to UTF-8")
+        case (0xFF, 0xFE, _, _):
+            layout = .utf16(littleEndian: true)
+            projected = 2
+        case (0xFE, 0xFF, _, _):
+            layout = .utf16(littleEndian: false)
+            projected = 2
+        case (0x3C, 0x00, 0x3F, 0x00):
+            layout = .utf16(littleEndian: true)
+        case (0x00, 0x3C, 0x00, 0x3F):
+            layout = .utf16(littleEndian: false)
+        case (0xEF, 0xBB, 0xBF, _):
+            projected = 3
+        default:
+            break
+        }
+        project()
+        if try starts("<?xml") {
+            let declStart = i
+            try skip(to: "?>")
+            let declaration = String(decoding: scan[declStart..<i], as: UTF8.self)
+            if let encoding = Self.declaredEncoding(in: declaration), !Self.declaredEncodings.contains(encoding.lowercased()) {
+                throw refuse("the XML declaration names the encoding \(encoding), which is not read here (it could hide markup from the safety checks); convert the file to UTF-8")
+            }
+        }
         while try has(1) {
-            let b = prefetched[i]
+            let b = scan[i]
             if b == 0x0A { line += 1; i += 1; continue }
             if b == 0x20 || b == 0x09 || b == 0x0D { i += 1; continue }
             if try starts("<?") { try skip(to: "?>"); continue }
             if try starts("<!--") { try skip(to: "-->"); continue }
-            if try starts("<!") {
-                refusal = SourceError(file: path, line: line, message: DTDRefusal.message)
-                throw refusal!
-            }
+            if try starts("<!") { throw refuse(DTDRefusal.message) }
             return  // the root element (or text libxml2 will reject)
         }
+    }
+
+    /// The value of `encoding="…"` in an XML declaration, if any.
+    static func declaredEncoding(in declaration: String) -> String? {
+        guard let r = declaration.range(of: "encoding") else { return nil }
+        var rest = declaration[r.upperBound...].drop { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
+        guard rest.first == "=" else { return nil }
+        rest = rest.dropFirst().drop { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
+        guard let quote = rest.first, quote == "\"" || quote == "'" else { return nil }
+        return String(rest.dropFirst().prefix { $0 != quote })
     }
 
     /// Fills `buffer` for libxml2 (the prefetched prolog first), refusing an element with more attributes than
@@ -399,7 +471,13 @@ final class XMLInput {
     func read(into buffer: UnsafeMutablePointer<CChar>, length: Int) -> Int32 {
         let n = fill(buffer, length: length)
         guard n > 0 else { return n }
-        if let tag = attributeCounter.scan(UnsafeRawBufferPointer(start: buffer, count: Int(n))) {
+        let chunk = UnsafeRawBufferPointer(start: buffer, count: Int(n))
+        let found: Int?
+        switch layout {
+        case .asciiCompatible: found = attributeCounter.scan(chunk)
+        case .utf16(let little): found = attributeCounter.scanUTF16(chunk, littleEndian: little)
+        }
+        if let tag = found {
             refusal = SourceError(file: path, line: line(atOffset: tag),
                                   message: "an element has more than \(attributeCounter.limit) attributes; it is refused (the XML library's time grows with the square of their number). Export such data as child elements")
             return -1
@@ -407,8 +485,23 @@ final class XMLInput {
         return n
     }
 
-    /// The 1-based line of byte `offset`, counted again from the start of the file (only for an error message).
-    private func line(atOffset offset: Int) -> Int {
+    /// The 1-based line of byte `offset` (of UTF-16 code unit `offset`, for UTF-16), counted again from the start of
+    /// the file (only for an error message).
+    private func line(atOffset units: Int) -> Int {
+        if case .utf16(let little) = layout {
+            var line = 1
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            var position = 0
+            let end = units * 2
+            while position < end {
+                let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, min($0.count, end - position), off_t(position)) }
+                if n <= 1 { break }
+                for k in stride(from: 0, to: n - 1, by: 2) where (little ? chunk[k] : chunk[k + 1]) == 0x0A && (little ? chunk[k + 1] : chunk[k]) == 0 { line += 1 }
+                position += n & ~1
+            }
+            return line
+        }
+        let offset = units
         var line = 1
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         var position = 0

@@ -3,13 +3,13 @@ import Foundation
 import Testing
 
 private func xmlReader(_ text: String, record: String, fields: [(String, String)]? = nil, namespaces: [String: String] = [:],
-                       format: XMLSourceConfig.Format = .elements, schema: String? = nil) throws -> XMLRecordReader {
+                       format: XMLSourceConfig.Format = .elements, schema: String? = nil, path: String? = nil) throws -> XMLRecordReader {
     var config = XMLSourceConfig(recordPath: record)
     config.fields = fields.map { $0.map { (name: $0.0, path: $0.1) } }
     config.namespaces = namespaces
     config.format = format
     config.schemaPath = schema
-    return try XMLRecordReader(path: temporaryFile(text, suffix: ".xml"), config: config)
+    return try XMLRecordReader(path: path ?? temporaryFile(text, suffix: ".xml"), config: config)
 }
 
 private func records(_ reader: XMLRecordReader) throws -> [SourceRecord] {
@@ -151,6 +151,40 @@ struct XMLRecordReaderTests {
         var strict = XMLAttributeCounter(limit: 2)
         let three = Array(#"<r><p a="1" b="2" c="3"/></r>"#.utf8).withUnsafeBytes { strict.scan($0) }
         #expect(three == 3)
+    }
+
+    private func utf16(_ text: String, bom: Bool, little: Bool) -> [UInt8] {
+        (bom ? (little ? [0xFF, 0xFE] : [0xFE, 0xFF]) : []) + text.utf16.flatMap { little ? [UInt8($0 & 0xFF), UInt8($0 >> 8)] : [UInt8($0 >> 8), UInt8($0 & 0xFF)] }
+    }
+
+    @Test(arguments: [(true, true), (true, false), (false, true), (false, false)])
+    func utf16IsReadWithOrWithoutAByteOrderMark(bom: Bool, little: Bool) throws {
+        let text = "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n<r>\n<p id=\"1\"><n>José</n></p>\n<p id=\"2\"><n>Zoë 😀</n></p>\n</r>\n"
+        let reader = try XMLRecordReader(path: temporaryFile(utf16(text, bom: bom, little: little), suffix: ".xml"),
+                                         config: { var c = XMLSourceConfig(recordPath: "/r/p"); c.fields = [(name: "id", path: "@id"), (name: "n", path: "n")]; return c }())
+        #expect(rows(try readAll(reader)) == [["1", "José"], ["2", "Zoë 😀"]])
+    }
+
+    /// A DOCTYPE stays refused behind every encoding: read as UTF-16 by the scan, or refused with the encoding.
+    @Test(arguments: ["utf-16le", "utf-16be", "utf-16le-nobom", "utf-32", "ebcdic", "utf-7", "ibm037"])
+    func aDoctypeBehindAnotherEncodingIsStillRefused(encoding: String) throws {
+        let doc = "<?xml version=\"1.0\" encoding=\"ENC\"?>\n<!DOCTYPE r [<!ENTITY x \"y\">]>\n<r><p><a>&x;</a></p></r>\n"
+        let bytes: [UInt8]
+        switch encoding {
+        case "utf-16le": bytes = utf16(doc.replacingOccurrences(of: "ENC", with: "UTF-16"), bom: true, little: true)
+        case "utf-16be": bytes = utf16(doc.replacingOccurrences(of: "ENC", with: "UTF-16"), bom: true, little: false)
+        case "utf-16le-nobom": bytes = utf16(doc.replacingOccurrences(of: "ENC", with: "UTF-16"), bom: false, little: true)
+        case "utf-32": bytes = [0xFF, 0xFE, 0x00, 0x00] + doc.unicodeScalars.flatMap { u in [UInt8(u.value & 0xFF), 0, 0, 0] }
+        case "ebcdic": bytes = [0x4C, 0x6F, 0xA7, 0x94] + Array(doc.utf8)  // "<?xm" in EBCDIC, then anything
+        case "utf-7": bytes = Array(doc.replacingOccurrences(of: "ENC", with: "UTF-7").replacingOccurrences(of: "<!DOCTYPE", with: "+ADw-!DOCTYPE").utf8)
+        default: bytes = Array(doc.replacingOccurrences(of: "ENC", with: "IBM037").utf8)
+        }
+        do {
+            let all = try readAll(xmlReader("", record: "/r/p", fields: [("a", "a")], path: temporaryFile(bytes, suffix: ".xml")))
+            Issue.record("expected a refusal, read \(all.count) records")
+        } catch let e as SourceError {
+            #expect(e.message.contains("DTD") || e.message.contains("not read here"), "\(e)")
+        }
     }
 
     @Test func billionLaughsIsRefusedQuickly() throws {
