@@ -7,6 +7,9 @@ enum SourceOpener {
         switch declaration.format {
         case .csv:
             return try CSVRecordReader(path: path, delimiter: declaration.delimiter, encoding: declaration.encoding)
+        case .fixedWidth:
+            return try FixedWidthRecordReader(path: path, columns: declaration.columns, headerLines: declaration.headerLines,
+                                              encoding: declaration.encoding ?? .utf8)
         case .xml, .mysqlXML:
             var config = XMLSourceConfig(recordPath: declaration.record ?? "/resultset/row")
             config.namespaces = declaration.namespaces

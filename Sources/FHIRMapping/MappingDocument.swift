@@ -140,7 +140,7 @@ public struct Named<Value: Sendable>: Sendable {
 
 /// `sources.<name>`: one input file.
 public struct SourceDeclaration: Sendable {
-    public enum Format: String, Sendable { case csv, xml, mysqlXML = "mysql-xml" }
+    public enum Format: String, Sendable { case csv, xml, mysqlXML = "mysql-xml", fixedWidth = "fixed-width" }
 
     public let name: String
     public let location: MappingLocation
@@ -156,19 +156,22 @@ public struct SourceDeclaration: Sendable {
     public let fields: [(name: String, path: String)]?
     /// XML: an XSD to validate the file against before conversion.
     public let schema: String?
-    /// CSV: the file's character encoding; nil when not declared (UTF-8, and a file that is not stops the run with
-    /// an error naming the likely encoding). XML files declare theirs themselves.
+    /// CSV and fixed-width: the file's character encoding; nil when not declared (UTF-8, and a CSV file that is not
+    /// stops the run with an error naming the likely encoding). XML files declare theirs themselves.
     public let encoding: SourceEncoding?
+    /// Fixed-width: the columns, in the mapping's order, and the header lines to skip.
+    public let columns: [FixedWidthColumn]
+    public let headerLines: Int
 
     init(name: String, location: MappingLocation, node: Node, reader: NodeReader) throws(MappingError) {
         self.name = name
         self.location = location
-        let m = try reader.mapping(node, what: "source '\(name)'", allowed: ["file", "format", "delimiter", "encoding", "record", "namespaces", "fields", "schema"])
+        let m = try reader.mapping(node, what: "source '\(name)'", allowed: ["file", "format", "delimiter", "encoding", "record", "namespaces", "fields", "schema", "columns", "header"])
         guard let fileNode = m["file"] else { throw reader.error(node, "source '\(name)' needs 'file': the path of the export, relative to the mapping file") }
         file = try reader.string(fileNode, what: "file")
         if let f = m["format"] {
             let s = try reader.string(f, what: "format")
-            guard let v = Format(rawValue: s) else { throw reader.error(f, "unknown format '\(s)'; use csv, xml or mysql-xml") }
+            guard let v = Format(rawValue: s) else { throw reader.error(f, "unknown format '\(s)'; use csv, xml, mysql-xml or fixed-width") }
             format = v
         } else {
             format = file.lowercased().hasSuffix(".xml") ? .xml : .csv
@@ -209,12 +212,47 @@ public struct SourceDeclaration: Sendable {
             guard let declared = SourceEncoding(declared: s) else {
                 throw reader.error(e, "unknown encoding '\(s)'; use one of \(SourceEncoding.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            if format != .csv {
+            if format != .csv && format != .fixedWidth {
                 throw reader.error(e, "XML files say their encoding themselves (a byte order mark or <?xml encoding=\"…\"?>), as the XML specification asks; remove 'encoding' from source '\(name)'")
             }
             encoding = declared
         } else {
             encoding = nil
+        }
+        var columns: [FixedWidthColumn] = []
+        if let c = m["columns"] {
+            guard format == .fixedWidth else { throw reader.error(c, "'columns' apply to sources with format: fixed-width") }
+            for ((column, _), spec) in try reader.pairs(c, what: "columns") {
+                let what = "column '\(column)'"
+                let s = try reader.mapping(spec, what: what, allowed: ["start", "width", "end"])
+                func number(_ key: String) throws(MappingError) -> Int? {
+                    guard let n = s[key] else { return nil }
+                    guard let v = Int(try reader.string(n, what: key)), v >= 1 else { throw reader.error(n, "\(key) of \(what) must be a whole number from 1") }
+                    return v
+                }
+                guard let start = try number("start") else { throw reader.error(spec, "\(what) needs 'start': its first character, counting from 1") }
+                let width = try number("width"), end = try number("end")
+                switch (width, end) {
+                case (let w?, nil): columns.append(FixedWidthColumn(name: column, start: start, width: w))
+                case (nil, let e?) where e >= start: columns.append(FixedWidthColumn(name: column, start: start, width: e - start + 1))
+                case (nil, _?): throw reader.error(spec, "\(what) ends before it starts")
+                default: throw reader.error(spec, "\(what) needs either 'width' or 'end' (the last character, inclusive)")
+                }
+            }
+        }
+        self.columns = columns
+        if let h = m["header"] {
+            guard format == .fixedWidth else { throw reader.error(h, "'header' applies to sources with format: fixed-width (a CSV file's first row is its header)") }
+            guard let n = Int(try reader.string(h, what: "header")), n >= 0 else { throw reader.error(h, "header must be the number of lines to skip before the first record") }
+            headerLines = n
+        } else {
+            headerLines = 0
+        }
+        if format == .fixedWidth && columns.isEmpty {
+            throw reader.error(node, "fixed-width source '\(name)' needs 'columns': each field's name with its start and width (or end)")
+        }
+        if format == .fixedWidth && (record != nil || fields != nil || schema != nil || m["delimiter"] != nil) {
+            throw reader.error(node, "source '\(name)' is fixed-width: 'record', 'fields', 'schema' and 'delimiter' do not apply")
         }
         if format == .csv && (record != nil || fields != nil || schema != nil) {
             throw reader.error(node, "source '\(name)' is CSV: 'record', 'fields' and 'schema' apply to XML sources only")
