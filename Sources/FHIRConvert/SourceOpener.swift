@@ -9,7 +9,7 @@ enum SourceOpener {
             return try CSVRecordReader(path: path, delimiter: declaration.delimiter, encoding: declaration.encoding)
         case .fixedWidth:
             return try FixedWidthRecordReader(path: path, columns: declaration.columns, headerLines: declaration.headerLines,
-                                              encoding: declaration.encoding ?? .utf8)
+                                              encoding: declaration.encoding)
         case .xml, .mysqlXML:
             var config = XMLSourceConfig(recordPath: declaration.record ?? "/resultset/row")
             config.namespaces = declaration.namespaces

@@ -31,6 +31,8 @@ public final class FixedWidthRecordReader: RecordReader {
     private let columns: [FixedWidthColumn]
     private let recordLength: Int
     private let encoding: SourceEncoding
+    /// False when the mapping declared no encoding: a line that is not UTF-8 then stops with the likely encoding.
+    private let declared: Bool
     private var decoder: StreamDecoder?
     private let fd: Int32
     private var closed = false
@@ -44,13 +46,14 @@ public final class FixedWidthRecordReader: RecordReader {
     private var checkedByteOrderMark = false
 
     /// Opens `path`; `headerLines` lines are skipped before the first record.
-    public init(path: String, columns: [FixedWidthColumn], headerLines: Int = 0, encoding: SourceEncoding = .utf8) throws {
+    public init(path: String, columns: [FixedWidthColumn], headerLines: Int = 0, encoding: SourceEncoding? = nil) throws {
         self.path = path
         self.columns = columns
-        self.encoding = encoding
+        self.encoding = encoding ?? .utf8
+        declared = encoding != nil
         fieldNames = columns.map(\.name)
         recordLength = columns.map(\.end).max() ?? 0
-        if encoding != .utf8 { decoder = StreamDecoder(encoding) }
+        if self.encoding != .utf8 { decoder = StreamDecoder(self.encoding) }
         fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw SourceError(file: path, line: 1, message: "cannot open the file: \(String(cString: strerror(errno)))") }
         for _ in 0..<headerLines where try nextLine() != nil {}
@@ -66,6 +69,16 @@ public final class FixedWidthRecordReader: RecordReader {
         while let bytes = try nextLine() {
             if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank line
             guard let text = String(validating: bytes, as: UTF8.self) else {
+                if !declared {
+                    var message = "the line is not UTF-8"
+                    if let (likely, character) = Array(bytes).withUnsafeBufferPointer({ StreamDecoder.guess($0) }) {
+                        message += likely == .windows1252 ? "; its first such bytes read as Windows-1252 '\(character)'" : "; it looks like UTF-16"
+                        message += ". Declare the file's encoding on its source, e.g. `encoding: \(likely.rawValue)`"
+                    } else {
+                        message += ". Declare the file's encoding on its source (`encoding:`)"
+                    }
+                    throw SourceError(file: path, line: line, message: message + ", or `encoding: utf-8` to reject such lines one by one")
+                }
                 let what = encoding == .utf8 ? "invalid UTF-8" : "bytes that are not \(encoding.rawValue)"
                 return .reject(line: line, reason: "\(what) in the line; declare the file's encoding on its source (`encoding:`) if it is not \(encoding.rawValue)")
             }

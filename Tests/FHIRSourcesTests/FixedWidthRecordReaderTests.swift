@@ -18,11 +18,17 @@ struct FixedWidthRecordReaderTests {
         let bytes: [UInt8] = Array("P1  Jos".utf8) + [0xE9] + Array("    1980-01-02\n".utf8)
         let reader = try FixedWidthRecordReader(path: temporaryFile(bytes, suffix: ".txt"), columns: columns, encoding: .windows1252)
         #expect(rows(try readAll(reader)) == [["P1", "José", "1980-01-02"]])
-        let undeclared = try readAll(FixedWidthRecordReader(path: temporaryFile(bytes, suffix: ".txt"), columns: columns))
-        guard case .reject(1, let reason) = undeclared.first else {
-            Issue.record("expected a reject, got \(undeclared)")
+        do {
+            _ = try readAll(FixedWidthRecordReader(path: temporaryFile(bytes, suffix: ".txt"), columns: columns))
+            Issue.record("expected an error")
+        } catch let e as SourceError {
+            #expect(e.line == 1 && e.message.contains("read as Windows-1252 'é'") && e.message.contains("`encoding: windows-1252`"), "\(e)")
+        }
+        let declaredUTF8 = try readAll(FixedWidthRecordReader(path: temporaryFile(bytes, suffix: ".txt"), columns: columns, encoding: .utf8))
+        guard case .reject(1, let reason) = declaredUTF8.first else {
+            Issue.record("expected a reject, got \(declaredUTF8)")
             return
         }
-        #expect(reason.contains("invalid UTF-8") && reason.contains("`encoding:`"))
+        #expect(reason.contains("invalid UTF-8"))
     }
 }
