@@ -1,5 +1,6 @@
 import Foundation
 import FHIRMapping
+import FHIRSources
 import Testing
 
 /// A minimal valid mapping; tests replace parts of it to provoke one error each.
@@ -28,6 +29,32 @@ struct MappingCompilerTests {
         let m = try compileMapping(patientStep, fields: columns)
         #expect(m.steps.map(\.name) == ["patients"])
         #expect(m.steps[0].resources[0].identifierSystem == "http://example.org/patientId")
+    }
+
+    @Test(arguments: [
+        ("{ file: patients.csv, encoding: ebcdic }", "unknown encoding 'ebcdic'; use one of utf-8, windows-1252"),
+        ("{ file: patients.xml, record: /r/p, encoding: utf-16 }", "XML files say their encoding themselves"),
+        ("{ file: patients.txt, format: fixed-width }", "needs 'columns'"),
+        ("{ file: patients.txt, format: fixed-width, columns: { patient_id: { start: 1 } } }", "needs either 'width' or 'end'"),
+        ("{ file: patients.txt, format: fixed-width, columns: { patient_id: { start: 5, end: 2 } } }", "ends before it starts"),
+        ("{ file: patients.txt, format: fixed-width, columns: { patient_id: { start: 0, width: 2 } } }", "must be a whole number from 1"),
+        ("{ file: patients.csv, header: 1 }", "'header' applies to sources with format: fixed-width"),
+    ])
+    func sourceDeclarationsExplainTheirMistakes(source: String, message: String) throws {
+        let yaml = patientStep.replacingOccurrences(of: "{ file: patients.csv }", with: source)
+        let e = try #require(mappingError(yaml, fields: columns))
+        #expect(e.message.contains(message), "\(e)")
+    }
+
+    @Test func aFixedWidthSourceDeclaresItsColumnsInOrder() throws {
+        let yaml = patientStep.replacingOccurrences(of: "{ file: patients.csv }", with: """
+            { file: patients.txt, format: fixed-width, encoding: cp1252, header: 2, columns: { patient_id: { start: 1, width: 4 }, birth_date: { start: 5, end: 14 } } }
+            """)
+        let document = try MappingDocument.parse(yaml, path: "mapping.yaml")
+        let source = try #require(document.sources.first)
+        #expect(source.columns.map(\.name) == ["patient_id", "birth_date"])
+        #expect(source.columns.map(\.width) == [4, 10])
+        #expect(source.headerLines == 2 && source.encoding == .windows1252)
     }
 
     @Test func unknownColumnIsAnErrorAtItsLineAndColumnWithASuggestion() throws {
