@@ -158,7 +158,8 @@ public final class CSVRecordReader: RecordReader {
             let bytes = Array(rowBytes[(field == 0 ? 0 : fieldEnds[field - 1])..<fieldEnds[field]])
             throw bytes.withUnsafeBufferPointer { notDecodable(line: line, field: field, column: "(column '\(fieldNames[field])')", $0) }
         }
-        return "bytes that are not \(declared.rawValue) in field \(field + 1) (column '\(fieldNames[field])')"
+        let what = declared == .utf8 ? "invalid UTF-8" : "bytes that are not \(declared.rawValue)"
+        return "\(what) in field \(field + 1) (column '\(fieldNames[field])')"
     }
 
     /// The error for bytes that are not UTF-8 in an undeclared file (or in the header), naming the likely encoding.

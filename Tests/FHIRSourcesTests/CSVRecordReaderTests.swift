@@ -80,11 +80,12 @@ struct CSVRecordReaderTests {
         #expect(rows(results) == [["1", "2", "3"], ["7", "8", "9"]])
     }
 
+    /// With `encoding: utf-8` declared (undeclared, the file stops with the likely encoding: EncodingTests).
     @Test func invalidUTF8IsARejectNamingTheColumnNotTheValue() throws {
         var bytes = Array("id,name\n1,ok\n2,".utf8)
         bytes += [0xC3, 0x28]
         bytes += Array("\n3,fine\n".utf8)
-        let results = try readAll(CSVRecordReader(path: temporaryFile(bytes)))
+        let results = try readAll(CSVRecordReader(path: temporaryFile(bytes), encoding: .utf8))
         #expect(results[1] == .reject(line: 3, reason: "invalid UTF-8 in field 2 (column 'name')"))
         #expect(rows(results) == [["1", "ok"], ["3", "fine"]])
     }
@@ -129,8 +130,8 @@ struct CSVRecordReaderTests {
         bytes += [0xC3, 0x28]
         bytes += Array(",y\n\n4,,\"\"\r\n5,日本,z\n6,\"open\n".utf8)
         let path = temporaryFile(bytes)
-        let expected = try readAll(CSVRecordReader(path: path))
-        let reader = try CSVRecordReader(path: path)
+        let expected = try readAll(CSVRecordReader(path: path, encoding: .utf8))
+        let reader = try CSVRecordReader(path: path, encoding: .utf8)
         var record = RecordBytes()
         var got: [ReadResult] = []
         while let r = try reader.next(into: &record) {
