@@ -34,26 +34,19 @@ public final class CSVRecordReader: RecordReader {
     // The reader is used by one thread at a time; its hot state skips the runtime exclusivity checks (about 6 a row).
     public let path: String
     @exclusivity(unchecked) public private(set) var fieldNames: [String]
-    @exclusivity(unchecked) public private(set) var bytesRead = 0
-    private var digest: String?
-    @exclusivity(unchecked) private var hasher = SHA256()
-
-    private let fd: Int32
+    public var bytesRead: Int { text.file.bytesRead }
+    private let text: SourceText
     private let delimiter: UInt8
     private let quote: UInt8
     @exclusivity(unchecked) private var buffer: [UInt8]
     @exclusivity(unchecked) private var start = 0
     @exclusivity(unchecked) private var end = 0
     @exclusivity(unchecked) private var eof = false
-    private var closed = false
     /// Line number of the next unread byte.
     @exclusivity(unchecked) private var line = 1
     /// The encoding the mapping declares; nil: UTF-8, and a file that is not stops with an error naming the likely
     /// encoding (instead of one reject per row with an accent).
     private let declared: SourceEncoding?
-    /// Decodes a declared encoding other than UTF-8; the raw bytes are read into `raw` first.
-    @exclusivity(unchecked) private var decoder: StreamDecoder?
-    @exclusivity(unchecked) private var raw: [UInt8] = []
 
     /// Opens `path` and reads its header row.
     public init(path: String, delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\""), encoding: SourceEncoding? = nil) throws {
@@ -61,19 +54,10 @@ public final class CSVRecordReader: RecordReader {
         self.delimiter = delimiter
         self.quote = quote
         declared = encoding
-        if let encoding, encoding != .utf8 {
-            decoder = StreamDecoder(encoding)
-            raw = [UInt8](repeating: 0, count: 1 << 18)
-        }
         buffer = [UInt8](repeating: 0, count: 1 << 20)
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            throw SourceError(file: path, line: 1, message: "cannot open the file: \(String(cString: strerror(errno)))")
-        }
+        text = try SourceText(path: path, encoding: encoding)
         fieldNames = []
         try fill()
-        // Byte order mark.
-        if end - start >= 3 && buffer[start] == 0xEF && buffer[start + 1] == 0xBB && buffer[start + 2] == 0xBF { start += 3 }
         var header: [[UInt8]]? = nil
         while header == nil {
             guard let row = try readRow() else {
@@ -103,11 +87,7 @@ public final class CSVRecordReader: RecordReader {
         fieldNames = names
     }
 
-    deinit {
-        if !closed { close(fd) }
-    }
-
-    public var sha256: String { digest ?? "" }
+    public var sha256: String { text.file.digest ?? "" }
 
     public func next() throws -> ReadResult? {
         while true {
@@ -296,7 +276,7 @@ public final class CSVRecordReader: RecordReader {
         }
     }
 
-    /// Moves unread bytes to the front and reads more; hashes what it reads.
+    /// Moves unread bytes to the front and reads (and decodes) more.
     private func fill() throws {
         if eof {
             return
@@ -308,66 +288,9 @@ public final class CSVRecordReader: RecordReader {
             end -= start
             start = 0
         }
-        if decoder != nil { return try fillDecoding() }
-        if end == buffer.count { buffer.append(contentsOf: repeatElement(0, count: buffer.count)) }
-        let n = buffer.withUnsafeMutableBufferPointer { p -> Int in
-            while true {
-                let r = read(fd, p.baseAddress! + end, p.count - end)
-                if r < 0 && errno == EINTR { continue }
-                return r
-            }
-        }
-        if n < 0 { throw SourceError(file: path, line: line, message: "reading failed: \(String(cString: strerror(errno)))") }
-        if n == 0 {
-            eof = true
-            let hex = Array("0123456789abcdef".utf8)
-            digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
-            closed = true
-            close(fd)
-            return
-        }
-        let readEnd = end + n
-        buffer.withUnsafeBytes { p in hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[end..<readEnd])) }
+        let n = try text.read(into: &buffer, at: end, line: line)
+        if n == 0 { eof = true }
         end += n
-        bytesRead += n
-    }
-
-    /// `fill()` for a declared encoding: reads raw bytes (hashed as they are in the file) and decodes them after
-    /// `end`, until some text came out or the file ended (half a UTF-16 code unit gives none).
-    private func fillDecoding() throws {
-        let before = end
-        while end == before && !eof { try decodeNextChunk() }
-    }
-
-    private func decodeNextChunk() throws {
-        let expansion = decoder!.encoding.maxExpansion
-        while buffer.count - end < raw.count * expansion + 8 { buffer.append(contentsOf: repeatElement(0, count: buffer.count)) }
-        let n = raw.withUnsafeMutableBytes { p -> Int in
-            while true {
-                let r = read(fd, p.baseAddress!, p.count)
-                if r < 0 && errno == EINTR { continue }
-                return r
-            }
-        }
-        if n < 0 { throw SourceError(file: path, line: line, message: "reading failed: \(String(cString: strerror(errno)))") }
-        let written = buffer.withUnsafeMutableBufferPointer { out in
-            n == 0 ? decoder!.finish(into: out.baseAddress! + end)
-                : raw.withUnsafeBytes { decoder!.decode(UnsafeRawBufferPointer(rebasing: $0[0..<n]), into: out.baseAddress! + end) }
-        }
-        if decoder!.missingByteOrderMark {
-            throw SourceError(file: path, line: 1, message: "the source declares utf-16, but the file does not start with a byte order mark; declare utf-16le or utf-16be")
-        }
-        end += written
-        if n == 0 {
-            eof = true
-            let hex = Array("0123456789abcdef".utf8)
-            digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
-            closed = true
-            close(fd)
-            return
-        }
-        raw.withUnsafeBytes { p in hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[0..<n])) }
-        bytesRead += n
     }
 }
 

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import Crypto
-
 /// One column of a fixed-width file: its name and the characters it spans (1-based start, as record layouts give it).
 public struct FixedWidthColumn: Sendable, Equatable {
     public var name: String
@@ -25,25 +20,19 @@ public struct FixedWidthColumn: Sendable, Equatable {
 public final class FixedWidthRecordReader: RecordReader {
     public let path: String
     public let fieldNames: [String]
-    public private(set) var bytesRead = 0
-    private var digest: String?
-    private var hasher = SHA256()
+    public var bytesRead: Int { text.file.bytesRead }
+    private let text: SourceText
     private let columns: [FixedWidthColumn]
     private let recordLength: Int
     private let encoding: SourceEncoding
     /// False when the mapping declared no encoding: a line that is not UTF-8 then stops with the likely encoding.
     private let declared: Bool
-    private var decoder: StreamDecoder?
-    private let fd: Int32
-    private var closed = false
     private var eof = false
-    /// Decoded UTF-8 not yet split into lines.
-    private var pending: [UInt8] = []
-    private var pendingStart = 0
-    private var raw = [UInt8](repeating: 0, count: 1 << 18)
-    private var decoded: [UInt8] = []
+    /// Decoded UTF-8: `buffer[start..<end]` is not yet split into lines.
+    private var buffer = [UInt8](repeating: 0, count: 1 << 18)
+    private var start = 0
+    private var end = 0
     private var line = 0
-    private var checkedByteOrderMark = false
 
     /// Opens `path`; `headerLines` lines are skipped before the first record.
     public init(path: String, columns: [FixedWidthColumn], headerLines: Int = 0, encoding: SourceEncoding? = nil) throws {
@@ -53,17 +42,11 @@ public final class FixedWidthRecordReader: RecordReader {
         declared = encoding != nil
         fieldNames = columns.map(\.name)
         recordLength = columns.map(\.end).max() ?? 0
-        if self.encoding != .utf8 { decoder = StreamDecoder(self.encoding) }
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SourceError(file: path, line: 1, message: "cannot open the file: \(String(cString: strerror(errno)))") }
+        text = try SourceText(path: path, encoding: encoding)
         for _ in 0..<headerLines where try nextLine() != nil {}
     }
 
-    deinit {
-        if !closed { close(fd) }
-    }
-
-    public var sha256: String { digest ?? "" }
+    public var sha256: String { text.file.digest ?? "" }
 
     public func next() throws -> ReadResult? {
         while let bytes = try nextLine() {
@@ -104,75 +87,31 @@ public final class FixedWidthRecordReader: RecordReader {
     /// The next line's bytes (UTF-8, without its line break), or nil at the end of the file.
     private func nextLine() throws -> ArraySlice<UInt8>? {
         while true {
-            if let lf = pending[pendingStart...].firstIndex(of: 0x0A) {
-                var end = lf
-                if end > pendingStart && pending[end - 1] == 0x0D { end -= 1 }
-                let bytes = pending[pendingStart..<end]
-                pendingStart = lf + 1
-                line += 1
-                return bytes
+            if let lf = buffer[start..<end].firstIndex(of: 0x0A) {
+                return takeLine(upTo: lf, next: lf + 1)
             }
             if eof {
-                guard pendingStart < pending.count else { return nil }
-                var end = pending.count
-                if pending[end - 1] == 0x0D { end -= 1 }
-                let bytes = pending[pendingStart..<end]
-                pendingStart = pending.count
-                line += 1
-                return bytes
+                guard start < end else { return nil }
+                return takeLine(upTo: end, next: end)
             }
-            try readChunk()
+            // Move the unsplit rest to the front, then read (and decode) more after it.
+            buffer.replaceSubrange(0..<start, with: [])
+            end -= start
+            start = 0
+            if buffer.count < end + (1 << 16) { buffer.append(contentsOf: repeatElement(0, count: 1 << 16)) }
+            let n = try text.read(into: &buffer, at: end, line: line + 1)
+            if n == 0 { eof = true }
+            end += n
         }
     }
 
-    /// Reads and decodes the next chunk into `pending` (what was already split off is dropped first).
-    private func readChunk() throws {
-        pending.removeSubrange(0..<pendingStart)
-        pendingStart = 0
-        let n = raw.withUnsafeMutableBytes { p -> Int in
-            while true {
-                let r = read(fd, p.baseAddress!, p.count)
-                if r < 0 && errno == EINTR { continue }
-                return r
-            }
-        }
-        if n < 0 { throw SourceError(file: path, line: line + 1, message: "reading failed: \(String(cString: strerror(errno)))") }
-        if n > 0 {
-            raw.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            bytesRead += n
-        }
-        guard var decoder else {
-            pending.append(contentsOf: raw[0..<n])
-            if n == 0 { finishFile() }
-            skipByteOrderMark()
-            return
-        }
-        if decoded.count < raw.count * encoding.maxExpansion + 8 { decoded = [UInt8](repeating: 0, count: raw.count * encoding.maxExpansion + 8) }
-        let written = decoded.withUnsafeMutableBufferPointer { out in
-            n == 0 ? decoder.finish(into: out.baseAddress!)
-                : raw.withUnsafeBytes { decoder.decode(UnsafeRawBufferPointer(rebasing: $0[0..<n]), into: out.baseAddress!) }
-        }
-        self.decoder = decoder
-        if decoder.missingByteOrderMark {
-            throw SourceError(file: path, line: 1, message: "the source declares utf-16, but the file does not start with a byte order mark; declare utf-16le or utf-16be")
-        }
-        pending.append(contentsOf: decoded[0..<written])
-        skipByteOrderMark()
-        if n == 0 { finishFile() }
-    }
-
-    /// A UTF-8 byte order mark (as read, or decoded from UTF-16's) is not text.
-    private func skipByteOrderMark() {
-        guard !checkedByteOrderMark, pending.count >= 3 || eof else { return }
-        checkedByteOrderMark = true
-        if pending.starts(with: [0xEF, 0xBB, 0xBF]) { pending.removeFirst(3) }
-    }
-
-    private func finishFile() {
-        eof = true
-        let hex = Array("0123456789abcdef".utf8)
-        digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
-        closed = true
-        close(fd)
+    /// `buffer[start..<lineEnd]` without a trailing CR, as the next line; the following one starts at `next`.
+    private func takeLine(upTo lineEnd: Int, next: Int) -> ArraySlice<UInt8> {
+        var stop = lineEnd
+        if stop > start && buffer[stop - 1] == 0x0D { stop -= 1 }
+        let bytes = buffer[start..<stop]
+        start = next
+        line += 1
+        return bytes
     }
 }

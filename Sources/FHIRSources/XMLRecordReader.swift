@@ -324,13 +324,11 @@ enum DTDRefusal {
 /// The file behind libxml2: read in large chunks, hashed as read, and checked for a DTD before libxml2 parses it.
 final class XMLInput {
     let path: String
-    private let fd: Int32
+    private let file: HashedFile
     private var prefetched: [UInt8] = []
     private var prefetchOffset = 0
-    private var hasher = SHA256()
-    private(set) var bytesRead = 0
-    private(set) var digest: String?
-    private var closed = false
+    var bytesRead: Int { file.bytesRead }
+    var digest: String? { file.digest }
     /// Set when the input refused to go on (a DTD, an element with too many attributes): libxml2 then sees an I/O
     /// error, and the reader reports this.
     var refusal: SourceError?
@@ -338,12 +336,7 @@ final class XMLInput {
 
     init(path: String) throws {
         self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SourceError(file: path, line: 1, message: "cannot open the file: \(String(cString: strerror(errno)))") }
-    }
-
-    deinit {
-        if !closed { close(fd) }
+        file = try HashedFile(path: path)
     }
 
     /// How the file's bytes map to characters, as far as the prolog scan and the attribute count need: ASCII
@@ -494,7 +487,7 @@ final class XMLInput {
             var position = 0
             let end = units * 2
             while position < end {
-                let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, min($0.count, end - position), off_t(position)) }
+                let n = chunk.withUnsafeMutableBytes { file.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<min($0.count, end - position)]), at: position) }
                 if n <= 1 { break }
                 for k in stride(from: 0, to: n - 1, by: 2) where (little ? chunk[k] : chunk[k + 1]) == 0x0A && (little ? chunk[k + 1] : chunk[k]) == 0 { line += 1 }
                 position += n & ~1
@@ -506,7 +499,7 @@ final class XMLInput {
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         var position = 0
         while position < offset {
-            let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, min($0.count, offset - position), off_t(position)) }
+            let n = chunk.withUnsafeMutableBytes { file.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<min($0.count, offset - position)]), at: position) }
             if n <= 0 { break }
             for b in chunk[0..<n] where b == 0x0A { line += 1 }
             position += n
@@ -541,24 +534,7 @@ final class XMLInput {
 
     /// Reads the next bytes of the file into `p`, hashing them; 0 at the end.
     private func rawRead(into p: UnsafeMutableRawBufferPointer) throws -> Int {
-        if closed { return 0 }
-        var n = 0
-        while true {
-            n = Glibc.read(fd, p.baseAddress!, p.count)
-            if n < 0 && errno == EINTR { continue }
-            break
-        }
-        if n < 0 { throw SourceError(file: path, line: 1, message: "reading failed: \(String(cString: strerror(errno)))") }
-        if n == 0 {
-            let hex = Array("0123456789abcdef".utf8)
-            digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
-            closed = true
-            close(fd)
-            return 0
-        }
-        hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[0..<n]))
-        bytesRead += n
-        return n
+        try file.read(into: p, line: 1)
     }
 }
 
