@@ -27,7 +27,15 @@ public struct FHIRDefinitions: Sendable {
             case "P":
                 primitives[f[1]] = PrimitiveDefinition(name: f[1], json: PrimitiveDefinition.JSONKind(rawValue: f[2]) ?? .string, regex: f[3].isEmpty ? nil : f[3])
             case "V":
-                bindings.append(Binding(valueSet: f[1], codes: f[2] == "*" ? nil : Set(f[2].split(separator: "|").map(String.init))))
+                let codes = f[2] == "*" ? nil : f[2].split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+                // The codes' systems, as runs `N*system` in code order.
+                var systems: [String] = []
+                for run in f.count > 3 ? f[3].split(separator: "|") : [] {
+                    guard let star = run.firstIndex(of: "*"), let n = Int(run[..<star]) else { continue }
+                    systems += repeatElement(String(run[run.index(after: star)...]), count: n)
+                }
+                bindings.append(Binding(valueSet: f[1], codes: codes.map(Set.init),
+                                        codings: codes.flatMap { c in c.count == systems.count ? Set(zip(systems, c).map { $0 + "|" + $1 }) : nil }))
             case "T":
                 close()
                 current = (f[1], TypeDefinition.Kind(rawValue: f[2]) ?? .complexType, [])
@@ -143,6 +151,8 @@ public struct Binding: Sendable {
     public let valueSet: String
     /// Allowed codes; nil when the package cannot enumerate the value set (then codes are not checked).
     public let codes: Set<String>?
+    /// Allowed codings as `system|code` (for Coding and CodeableConcept elements); nil when not enumerable.
+    public let codings: Set<String>?
 }
 
 /// A primitive type.

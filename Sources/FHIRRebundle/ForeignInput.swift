@@ -77,7 +77,7 @@ struct ForeignInput {
             var line = 0
             for bytes in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
                 line += 1
-                if bytes.isEmpty || bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0D }) { continue }
+                if NDJSONLine.isBlank(bytes) { continue }
                 let location = InputLocation(file: file, line: line)
                 do {
                     let resource = try JSONParser.parse(Array(bytes))

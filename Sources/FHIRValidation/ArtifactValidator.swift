@@ -383,7 +383,7 @@ public final class ArtifactValidator {
         var byFile: [String: Int] = [:]
         let verify = unverified["rejects.ndjson"] != nil
         let digest = FileStreaming.forEachLine(folder + "/rejects.ndjson", digest: verify) { line, bytes in
-            if bytes.isEmpty { return }
+            if NDJSONLine.isBlank(bytes) { return }
             rejectLines += 1
             guard let reject = try? JSONParser.parse(bytes) else {
                 findings.append(Finding(rule: .ndjsonLine, file: "rejects.ndjson", line: line, message: "not one JSON object"))
@@ -521,7 +521,7 @@ public final class ArtifactValidator {
         let verify = unverified[file] != nil
         let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify) { line, bytes in
             if line & 0xFFF == 0 && !cancelled { cancelled = options.isCancelled() }
-            if bytes.isEmpty || cancelled { return }
+            if cancelled || NDJSONLine.isBlank(bytes) { return }
             guard tape.parse(copying: bytes), checkStructure || tape.kind(0) == .object else {
                 do throws(JSONSyntaxError) {
                     _ = checkStructure ? try JSONParser.parse(bytes) : try JSONParser.parseMembers(bytes, keep: [])
@@ -604,6 +604,7 @@ public final class ArtifactValidator {
     }
 
     private func checkEntries(_ bundle: Int, file: String, step: Int32, transactionCounter: inout Int32) {
+        checkEnvelope(bundle, file: file)
         let typeToken = tape.member(bundle, "type")
         let isBatch = typeToken.map { tape.equals($0, "batch") } ?? false
         let isTransaction = typeToken.map { tape.equals($0, "transaction") } ?? false
@@ -683,7 +684,7 @@ public final class ArtifactValidator {
             let resourceTypeToken = tape.member(resource, "resourceType").flatMap { tape.kind($0) == .string ? $0 : nil }
             let isPost = tape.equals(method, "POST")
             let isBundle = resourceTypeToken.map { tape.equals($0, "Bundle") } ?? false
-            if isPost && tape.equals(url, "/") || (isPost && isBundle) {
+            if isPost && tape.equals(url, "/") {
                 guard !isTransaction, isBundle, let inner = tape.member(resource, "type"), tape.equals(inner, "transaction") else {
                     findings.append(Finding(rule: .batchOfTransactionsEntry, file: file, pointer: pointer(entry), message: "an entry POSTed to / must be a transaction Bundle inside a batch"))
                     continue
@@ -691,8 +692,10 @@ public final class ArtifactValidator {
                 checkEntries(resource, file: file, step: step, transactionCounter: &transactionCounter)
                 continue
             }
+            // A PATCH body is a FHIRPath patch (Parameters) or a JSON patch (Binary), not the resource it changes.
+            let isPatchBody = tape.equals(method, "PATCH") && (resourceTypeToken.map { tape.equals($0, "Parameters") || tape.equals($0, "Binary") } ?? false)
             // The type at the start of request.url must be the resource's (a resource without one matches none).
-            let typeMatches = tape.withString(url) { u -> Bool in
+            let typeMatches = isPatchBody || tape.withString(url) { u -> Bool in
                 let urlType = u.prefix { $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "/") }
                 guard let resourceTypeToken else { return urlType.isEmpty }
                 return tape.withString(resourceTypeToken) { $0.elementsEqual(urlType) } ?? false
@@ -726,11 +729,66 @@ public final class ArtifactValidator {
             for hash in hashes[hashRanges[i]] where (index[hash]?.count ?? 0) > 1 {
                 if let resourceTypeToken { sightDuplicate(hash, resource: resource, typeToken: resourceTypeToken, file: file, line: nil) }
             }
+            // A Bundle written as a resource (a document, a collection) is stored as it is: its references resolve
+            // inside it, not against the upload.
+            if isBundle { continue }
             let place = EntryPlace(step: step, transaction: transaction, bundle: bundleSerial, position: Int32(i), data: false)
             for reference in references {
                 checkReference(reference, file: file, line: nil, place: place, isTransaction: isTransaction, fullUrls: fullUrls)
             }
         }
+    }
+
+    /// The Bundle itself, without its entries' resources: its elements (type, timestamp, entry.request.method, unknown
+    /// keys, ...) as for any resource, and the Bundle invariants of FHIR R4 that concern its shape.
+    private func checkEnvelope(_ bundle: Int, file: String) {
+        var references: [FoundReference] = []
+        checker.check(tape, root: bundle, pointerRoot: 0, file: file, line: nil, envelope: true, findings: &findings, references: &references)
+        let type = tape.member(bundle, "type").flatMap { tape.string($0) } ?? ""
+        func invariant(_ id: String, _ token: Int, _ message: String) {
+            findings.append(Finding(rule: .bundleInvariant, file: file, pointer: pointer(token), message: "\(id): \(message)"))
+        }
+        if let total = tape.member(bundle, "total"), type != "searchset" && type != "history" {
+            invariant("bdl-1", total, "total is only for a searchset or history bundle")
+        }
+        let requests = ["batch", "transaction", "history"].contains(type)
+        let responses = ["batch-response", "transaction-response", "history"].contains(type)
+        var first: Int?
+        if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {
+            tape.forEachItem(list) { position, entry in
+                guard tape.kind(entry) == .object else { return }
+                let resource = tape.member(entry, "resource")
+                if position == 0 { first = resource }
+                if let search = tape.member(entry, "search"), type != "searchset" {
+                    invariant("bdl-2", search, "entry.search is only for a searchset bundle")
+                }
+                if let request = tape.member(entry, "request"), !requests {
+                    invariant("bdl-3", request, "entry.request is only for a batch, transaction or history bundle, not \(type.isEmpty ? "this one" : "a \(type)")")
+                }
+                let response = tape.member(entry, "response")
+                if let response, !responses {
+                    invariant("bdl-4", response, "entry.response is only for a batch-response, transaction-response or history bundle")
+                } else if response == nil && responses {
+                    invariant("bdl-4", entry, "an entry of a \(type) bundle needs a response")
+                }
+                if resource == nil && tape.member(entry, "request") == nil && response == nil {
+                    invariant("bdl-5", entry, "the entry has neither a resource nor a request or response")
+                }
+                if let fullUrl = tape.member(entry, "fullUrl"), tape.withString(fullUrl, { $0.firstRange(of: "/_history/".utf8) != nil }) == true {
+                    invariant("bdl-8", fullUrl, "fullUrl cannot be a version-specific reference")
+                }
+            }
+        }
+        let firstType = first.flatMap { tape.member($0, "resourceType") }.flatMap { tape.string($0) }
+        if type == "document" {
+            let identifier = tape.member(bundle, "identifier")
+            if identifier.flatMap({ tape.member($0, "system") }) == nil || identifier.flatMap({ tape.member($0, "value") }) == nil {
+                invariant("bdl-9", bundle, "a document needs an identifier with a system and a value")
+            }
+            if tape.member(bundle, "timestamp") == nil { invariant("bdl-10", bundle, "a document needs a timestamp") }
+            if firstType != "Composition" { invariant("bdl-11", bundle, "a document's first entry must be a Composition") }
+        }
+        if type == "message" && firstType != "MessageHeader" { invariant("bdl-12", bundle, "a message's first entry must be a MessageHeader") }
     }
 
     /// A resource type's name: the tables' own string for R4 types (no allocation), else the token's text.
@@ -864,7 +922,7 @@ public final class ArtifactValidator {
                 return
             }
             guard let type = fullUrls[tape.withString(token) { FastHash.hash128($0) }!] else {
-                findings.append(Finding(rule: .urnUnresolved, file: file, pointer: pointer(token), message: "no entry of this transaction has fullUrl \(tape.string(token)!)"))
+                findings.append(Finding(rule: .urnUnresolved, file: file, line: line, pointer: pointer(token), message: "no entry of this transaction has fullUrl \(tape.string(token)!)"))
                 return
             }
             targetType = type
@@ -885,13 +943,13 @@ public final class ArtifactValidator {
                 }.flatMap { $0 } ?? ""
             }
             if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(search.type + "|" + description()) {
-                return checkTarget(reference, targetType, file)
+                return checkTarget(reference, targetType, file, line)
             }
             guard var e = index[hash], e.count > 0 else {
                 // Perhaps written by a later bundle: decided once every bundle is indexed.
                 pending.append(PendingReference(hash: hash, description: description(), type: search.type, place: place,
                                                 file: file, line: line, pointer: pointer(token)))
-                return checkTarget(reference, targetType, file)
+                return checkTarget(reference, targetType, file, line)
             }
             if !e.used {
                 e.used = true
@@ -903,7 +961,8 @@ public final class ArtifactValidator {
             if value.hasPrefix("#") || value.utf8.firstRange(of: "://".utf8) != nil {
                 return  // contained, or an absolute URL outside these artifacts
             }
-            let parts = value.split(separator: "/")
+            var parts = value.split(separator: "/", omittingEmptySubsequences: false)
+            if parts.count >= 4 && parts[parts.count - 2] == "_history" { parts.removeLast(2) }  // Type/id/_history/version
             if parts.count >= 2 {
                 let literal = parts[parts.count - 2] + "/" + parts[parts.count - 1]
                 targetType = String(parts[parts.count - 2])
@@ -912,7 +971,7 @@ public final class ArtifactValidator {
                 }
             }
         }
-        checkTarget(reference, targetType, file)
+        checkTarget(reference, targetType, file, line)
     }
 
     private struct PendingReference {
@@ -1008,11 +1067,11 @@ public final class ArtifactValidator {
         duplicates = []
     }
 
-    private func checkTarget(_ reference: FoundReference, _ targetType: String?, _ file: String) {
+    private func checkTarget(_ reference: FoundReference, _ targetType: String?, _ file: String, _ line: Int?) {
         let targets = tables.targetLists[Int(reference.targets)]
         guard let targetType, !targets.isEmpty, !targets.contains("Resource") else { return }
         if !targets.contains(targetType) {
-            findings.append(Finding(rule: .referenceTarget, file: file, pointer: pointer(reference.token),
+            findings.append(Finding(rule: .referenceTarget, file: file, line: line, pointer: pointer(reference.token),
                                     message: "a \(targetType) cannot be referenced here; allowed: \(targets.joined(separator: ", "))"))
         }
     }

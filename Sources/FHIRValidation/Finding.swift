@@ -45,8 +45,8 @@ public struct Rule: Sendable, Hashable {
     public let hint: String
 
     static let all: [Rule] = [
-        jsonSyntax, ndjsonLine, manifestInvalid, manifestChecksum, manifestMissingFile, manifestCounts, ndjsonBundleMismatch,
-        bundleType, entryRequest, entryResourceType, fullUrlDuplicate, fullUrlInvalid, batchOfTransactionsEntry,
+        jsonSyntax, duplicateKey, ndjsonLine, manifestInvalid, manifestChecksum, manifestMissingFile, manifestCounts, ndjsonBundleMismatch,
+        bundleType, bundleInvariant, entryRequest, entryResourceType, fullUrlDuplicate, fullUrlInvalid, batchOfTransactionsEntry,
         transactionEntries, conditionalTransactionEntries, transactionUpdates, bundleBytes, batchEntries,
         urnInBatch, urnUnresolved, conditionalUnresolved, conditionalAmbiguous, conditionalLaterStep, conditionalSameBatch, fileCycle,
         literalUnresolved, referenceTarget, unlistedHiddenFile, identifierDuplicate, identifierShared, identifierNoSystem, notIdempotent, conditionalIdentifierMissing, idInConditionalUpdate,
@@ -56,6 +56,7 @@ public struct Rule: Sendable, Hashable {
 
     // Syntax and consistency
     public static let jsonSyntax = Rule(id: "json-syntax", severity: .error, hint: "Fix the JSON at that line and column; the file cannot be read otherwise.")
+    public static let duplicateKey = Rule(id: "duplicate-key", severity: .error, hint: "Remove one of the two: the validator, the uploader and the server could each read a different one.")
     public static let ndjsonLine = Rule(id: "ndjson-line", severity: .error, hint: "Each NDJSON line must be exactly one JSON resource with a resourceType.")
     public static let manifestInvalid = Rule(id: "manifest-invalid", severity: .error, hint: "manifest.json must follow schemas/manifest.schema.json; regenerate the folder with fhirbundle convert.")
     public static let manifestChecksum = Rule(id: "manifest-checksum", severity: .error, hint: "The file changed after it was written (or was damaged in transit); regenerate or recopy the folder.")
@@ -65,6 +66,7 @@ public struct Rule: Sendable, Hashable {
     public static let ndjsonBundleMismatch = Rule(id: "ndjson-bundle-mismatch", severity: .error, hint: "NDJSON files and bundles must hold the same resources; regenerate the folder.")
     // Bundle structure
     public static let bundleType = Rule(id: "bundle-type", severity: .error, hint: "An upload bundle must be a Bundle of type batch or transaction.")
+    public static let bundleInvariant = Rule(id: "bundle-invariant", severity: .error, hint: "The Bundle breaks one of FHIR R4's Bundle invariants (bdl-1 to bdl-12, named in the message); see the Bundle resource's definition.")
     public static let entryRequest = Rule(id: "entry-request", severity: .error, hint: "Every entry needs request.method and request.url.")
     public static let entryResourceType = Rule(id: "entry-resource-type", severity: .error, hint: "The resource type must agree with the type at the start of request.url.")
     public static let fullUrlDuplicate = Rule(id: "bdl-7", severity: .error, hint: "fullUrl must be unique within a bundle (FHIR invariant bdl-7).")

@@ -137,6 +137,37 @@ struct JSONTape {
         return bytes.withUnsafeBufferPointer { p in memcmp(p.baseAddress! + Int(t.start), s.utf8Start, n) == 0 }
     }
 
+    /// Whether string tokens `a` and `b` hold the same value (escapes undone).
+    func sameString(_ a: Int, _ b: Int) -> Bool {
+        withString(a) { x in withString(b) { y in x.elementsEqual(y) } ?? false } ?? false
+    }
+
+    /// The value of the first member of object `i` whose key is the string token `key` without its first
+    /// `dropFirst` bytes, or with `prefix` before it: the twin of `_given` is `given`, and the reverse.
+    func twin(in i: Int, of key: Int) -> Int? {
+        guard tokens[i].kind == .object else { return nil }
+        return withString(key) { name -> Int? in
+            let underscore = name.first == UInt8(ascii: "_")
+            var k = i + 1
+            for _ in 0..<tokens[i].count {
+                let found = withString(k) { other -> Bool in
+                    underscore ? other.elementsEqual(name.dropFirst()) : other.first == UInt8(ascii: "_") && other.dropFirst().elementsEqual(name)
+                } ?? false
+                if found { return k + 1 }
+                k = Int(tokens[k + 1].next)
+            }
+            return nil
+        } ?? nil
+    }
+
+    /// The item at `position` of array `i` (nil when out of range).
+    func item(_ i: Int, _ position: Int) -> Int? {
+        guard tokens[i].kind == .array, position < count(i) else { return nil }
+        var k = i + 1
+        for _ in 0..<position { k = Int(tokens[k].next) }
+        return k
+    }
+
     /// Whether token `i` is a string that starts with `prefix`.
     func hasPrefix(_ i: Int, _ prefix: StaticString) -> Bool {
         withString(i) { p in

@@ -78,7 +78,7 @@ enum PrimitiveFormats {
         if i == p.count { return true }
         guard expect(p, &i, 0x2D), let month = digits(p, &i, 2), (1...12).contains(month) else { return false }
         if i == p.count { return true }
-        guard expect(p, &i, 0x2D), let day = digits(p, &i, 2), (1...31).contains(day) else { return false }
+        guard expect(p, &i, 0x2D), let day = digits(p, &i, 2), (1...daysIn(month, of: year)).contains(day) else { return false }
         if i == p.count { return true }
         guard allowTime, expect(p, &i, 0x54), time(p, &i), offset(p, &i) else { return false }
         return i == p.count
@@ -87,9 +87,19 @@ enum PrimitiveFormats {
     private static func instant(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
         var i = 0
         guard let year = digits(p, &i, 4), year > 0, expect(p, &i, 0x2D), let month = digits(p, &i, 2), (1...12).contains(month),
-              expect(p, &i, 0x2D), let day = digits(p, &i, 2), (1...31).contains(day), expect(p, &i, 0x54),
+              expect(p, &i, 0x2D), let day = digits(p, &i, 2), (1...daysIn(month, of: year)).contains(day), expect(p, &i, 0x54),
               time(p, &i), offset(p, &i) else { return false }
         return i == p.count
+    }
+
+    /// The days of a month in the proleptic Gregorian calendar: the published regexes allow 2023-02-30, but FHIR's
+    /// date is an ISO 8601 calendar date (and XML Schema's xs:date, which FHIR's XML uses, refuses it).
+    static func daysIn(_ month: Int, of year: Int) -> Int {
+        switch month {
+        case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
     }
 
     /// hh:mm:ss(.f)?

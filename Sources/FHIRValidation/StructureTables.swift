@@ -15,7 +15,7 @@ final class StructureTables: @unchecked Sendable {
 
     /// What a JSON key of a type stands for.
     struct Key {
-        /// `_birthDate`: the primitive's id and extensions, not checked further.
+        /// `_birthDate`: the primitive's id and extensions.
         var isUnderscore = false
         var isArray = false
         /// Most values allowed (-1: unbounded).
@@ -35,6 +35,16 @@ final class StructureTables: @unchecked Sendable {
         /// The type is `Resource` (contained resources, `Bundle.entry.resource`).
         var holdsResource = false
         var isReference = false
+        /// Bit of the choice element (`value[x]`) this key is one type of, among its type's choices (-1: none): an
+        /// object may hold one type of each choice.
+        var choiceBit: Int8 = -1
+        /// The key's position among its type's keys, modulo 64: an object whose members set a bit twice may hold
+        /// a key twice, which is then checked byte by byte.
+        var seenBit: UInt8 = 0
+        /// A required binding on a Coding or CodeableConcept (`binding` then applies to its system and code).
+        var coded: Coded = .none
+
+        enum Coded: UInt8 { case none, coding, codeableConcept }
     }
 
     struct TypeInfo {
@@ -91,6 +101,10 @@ final class StructureTables: @unchecked Sendable {
             let type = definitions.type(named: order[t])!
             var required: [(Int, String)] = []
             var mask: UInt64 = 0
+            var choices = 0
+            // The spec's `id` format applies to a resource's id, which the definitions type as a plain string
+            // (System.String); an element's id (Element.id) stays a string.
+            let isResource = definitions.isResourceType(type.name)
             for element in type.elements {
                 var bit: Int8 = -1
                 if element.min > 0 {
@@ -99,9 +113,15 @@ final class StructureTables: @unchecked Sendable {
                     mask |= 1 << UInt64(required.count)
                     required.append((required.count, element.name))
                 }
+                var choiceBit: Int8 = -1
+                if element.isChoice {
+                    precondition(choices < 64, "more than 64 choice elements in \(type.name)")
+                    choiceBit = Int8(choices)
+                    choices += 1
+                }
                 let concrete: [(key: String, type: String)] = element.isChoice
                     ? element.types.map { (String(element.name.dropLast(3)) + $0.prefix(1).uppercased() + $0.dropFirst(), $0) }
-                    : [(element.name, element.types.first ?? "Element")]
+                    : [(element.name, isResource && element.name == "id" ? "id" : element.types.first ?? "Element")]
                 for (key, typeName) in concrete {
                     var info = Key()
                     info.isArray = element.isArray
@@ -110,6 +130,7 @@ final class StructureTables: @unchecked Sendable {
                     info.typeName = name(typeName)
                     info.holdsResource = typeName == "Resource"
                     info.isReference = typeName == "Reference"
+                    info.choiceBit = choiceBit
                     if let p = definitions.primitive(named: typeName) {
                         if primitiveIndex[typeName] == nil {
                             primitiveIndex[typeName] = Int32(primitives.count)
@@ -126,6 +147,7 @@ final class StructureTables: @unchecked Sendable {
                             bindings.append(b)
                         }
                         info.binding = bindingIndex[id]!
+                        info.coded = typeName == "Coding" ? .coding : typeName == "CodeableConcept" ? .codeableConcept : .none
                     }
                     if targetIndex[element.referenceTargets] == nil {
                         targetIndex[element.referenceTargets] = Int32(targetLists.count)
@@ -133,9 +155,15 @@ final class StructureTables: @unchecked Sendable {
                     }
                     info.targets = targetIndex[element.referenceTargets]!
                     pending.append((Int32(t), key, info))
+                    // `_birthDate`: the primitive's id and extensions, an Element (an array aligned with the values
+                    // for a repeating primitive). It alone gives a required element (a value absent, with a reason).
                     var underscore = Key()
                     underscore.isUnderscore = true
+                    underscore.isArray = element.isArray
+                    underscore.requiredBit = bit
+                    underscore.choiceBit = choiceBit
                     underscore.typeName = name("Element")
+                    underscore.type = number("Element") ?? -1
                     pending.append((Int32(t), "_" + key, underscore))
                 }
             }
@@ -146,7 +174,10 @@ final class StructureTables: @unchecked Sendable {
         while capacity < (pending.count + definitions.resourceTypes.count) * 2 { capacity <<= 1 }
         slots = Array(repeating: -1, count: capacity)
         // As in `TypeDefinition`, a key defined twice means its last definition.
-        for (owner, key, info) in pending.reversed() where lookup(owner, Array(key.utf8)) == nil {
+        var keysOfOwner: [Int32: Int] = [:]
+        for (owner, key, var info) in pending.reversed() where lookup(owner, Array(key.utf8)) == nil {
+            info.seenBit = UInt8(keysOfOwner[owner, default: 0] & 63)
+            keysOfOwner[owner, default: 0] += 1
             keys.append(info)
             insert(owner, key, value: Int32(keys.count - 1))
         }

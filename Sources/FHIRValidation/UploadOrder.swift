@@ -55,7 +55,7 @@ private struct FileFacts {
     mutating func read(_ path: String, ndjson: Bool) {
         guard let data = FileManager.default.contents(atPath: path) else { return }
         if ndjson {
-            for line in data.split(separator: 0x0A) where !line.isEmpty {
+            for line in data.split(separator: 0x0A) where !NDJSONLine.isBlank(line) {
                 if let resource = try? JSONParser.parse(Array(line)) { add(resource: resource) }
             }
         } else if let json = try? JSONParser.parse(Array(data)) {
