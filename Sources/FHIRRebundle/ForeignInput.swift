@@ -1,5 +1,6 @@
 import FHIRArtifacts
 import FHIRModel
+import FHIRValidation
 import Foundation
 
 /// Where a resource of the input was read: its file and the JSON pointer of the resource, or its NDJSON line.
@@ -69,6 +70,13 @@ struct ForeignInput {
     func read(file index: Int, transactionCounter: inout Int, _ body: (InputResource) throws -> Void,
               problem: (InputLocation, String) throws -> Void) throws -> (sha256: String, bytes: Int) {
         let file = files[index]
+        // A FIFO would block the read forever and a link to /dev/zero never end: only regular files are read, and
+        // a JSON file (read whole) within the validator's limit.
+        if let what = DataFile.irregularity(folder + "/" + file) { throw RebundleError("\(file): \(what), not a regular file; only regular files are read") }
+        if file.hasSuffix(".json"), let size = (try? FileManager.default.attributesOfItem(atPath: folder + "/" + file))?[.size] as? Int,
+           size > DataFile.defaultMaxBytes {
+            throw RebundleError("\(file): \(size) bytes, more than the \(DataFile.defaultMaxBytes) a JSON file may have to be read whole; write it as NDJSON")
+        }
         guard let data = FileManager.default.contents(atPath: folder + "/" + file) else {
             throw RebundleError("\(file): cannot be read")
         }

@@ -20,6 +20,8 @@ public struct ValidationOptions: Sendable {
     /// Asked between files and every few thousand NDJSON lines; when it says yes, `run()` throws `ValidationCancelled`
     /// (`convert` answers from its Ctrl-C handler, so a late signal is not swallowed by a long validation).
     public var isCancelled: @Sendable () -> Bool = { false }
+    /// The largest JSON file read whole, and the longest NDJSON line (see `DataFile`).
+    public var maxJSONBytes = DataFile.defaultMaxBytes
 
     public init(limits: BundleLimits? = nil, knownIdentifiers: Set<String> = []) {
         self.limits = limits
@@ -194,7 +196,7 @@ public final class ArtifactValidator {
             // Not written by fhirbundle: any FHIR data, in the order its references ask for.
             foreign = true
             let dataFiles = all.filter { ($0.hasSuffix(".json") || $0.hasSuffix(".ndjson")) && !isJournal($0) && $0 != "rejects.ndjson" }
-            let order = UploadOrder.infer(folder: folder, files: dataFiles)
+            let order = UploadOrder.infer(folder: folder, files: dataFiles, maxJSONBytes: options.maxJSONBytes)
             inferred = order
             steps = order.steps
             for cycle in order.cycles {
@@ -219,10 +221,10 @@ public final class ArtifactValidator {
                 position += 1
                 if options.isCancelled() { throw ValidationCancelled() }
                 if file.hasSuffix(".ndjson") {
-                    scanNDJSON(file, checkStructure: true, step: Int32(s))
+                    scanNDJSON(file, mirror: false, step: Int32(s))
                     continue
                 }
-                guard tape.read(folder + "/" + file) else { continue }
+                guard read(file) else { continue }
                 let size = tape.bytes.count
                 if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: tape.bytes)), size: size) }
                 guard tape.parse() else {
@@ -235,13 +237,13 @@ public final class ArtifactValidator {
         if let manifest, all.contains("rejects.ndjson") { checkFigures(of: manifest) }
         for file in ndjsonFiles {
             if options.isCancelled() { throw ValidationCancelled() }
-            scanNDJSON(file, checkStructure: steps.isEmpty, step: nil)
+            scanNDJSON(file, mirror: !steps.isEmpty, step: nil)
         }
         if cancelled || options.isCancelled() { throw ValidationCancelled() }
         resolvePending()
         judgeDuplicates()
         // Listed files that the passes above did not read (rejects.ndjson, or files they could not use).
-        for (path, listed) in unverified.sorted(by: { $0.key < $1.key }) {
+        for (path, listed) in unverified.sorted(by: { $0.key < $1.key }) where !irregular.contains(path) {
             guard let digest = FileStreaming.digest(folder + "/" + path) else {
                 findings.append(Finding(rule: .manifestMissingFile, file: "manifest.json", pointer: "/artifacts/\(listed.index)", message: "\(path) is listed but missing"))
                 continue
@@ -283,7 +285,13 @@ public final class ArtifactValidator {
                 if rel != ".gitkeep" { hidden.append(rel + (isDir.boolValue ? "/" : "")) }
                 continue
             }
-            if exists, !isDir.boolValue { out.append(rel) }
+            if exists && isDir.boolValue { continue }
+            if let what = DataFile.irregularity(folder + "/" + rel) {
+                irregular.insert(rel)
+                findings.append(Finding(rule: .notARegularFile, file: rel, message: "\(exists ? "is \(what)" : "is a link to a file that is not there"); it is not read, and nothing in it is uploaded"))
+                continue
+            }
+            out.append(rel)
         }
         for path in hidden.sorted() {
             findings.append(Finding(rule: .unlistedHiddenFile, file: path, message: "a hidden \(path.hasSuffix("/") ? "folder" : "file") that manifest.json does not list; it is not uploaded"))
@@ -294,6 +302,9 @@ public final class ArtifactValidator {
         return out.sorted()
     }
 
+    /// Paths that are not regular files (reported once by `listFiles`, never opened).
+    private var irregular: Set<String> = []
+
     /// What `fhirupload` keeps under `upload/<server>/`: its journal, failures, target record and old journals.
     private static func isUploaderFile(_ path: String) -> Bool {
         let parts = path.split(separator: "/")
@@ -301,6 +312,22 @@ public final class ArtifactValidator {
         let name = parts[2]
         return ["journal.ndjson", "failures.ndjson", "target.json"].contains(name)
             || (name.hasPrefix("journal-of-manifest-") && name.hasSuffix(".ndjson"))
+    }
+
+    /// Reads a JSON file into the tape, reporting one that is too large to read whole; false when it cannot be used.
+    private func read(_ file: String) -> Bool {
+        switch tape.read(folder + "/" + file, limit: options.maxJSONBytes) {
+        case .read:
+            return true
+        case .unreadable:
+            if !irregular.contains(file) { findings.append(Finding(rule: .notARegularFile, file: file, message: "cannot be read")) }
+            return false
+        case .tooLarge(let size):
+            unverified[file] = nil  // not read: its checksum is not compared either
+            findings.append(Finding(rule: .fileTooLarge, file: file,
+                                    message: "the file is \(size) bytes, more than the \(options.maxJSONBytes) a JSON file may have to be read whole; it is not checked. Split it (NDJSON is streamed), or raise --max-json-bytes"))
+            return false
+        }
     }
 
     /// Reports why `bytes` is not JSON, with the line and column `JSONParser` gives.
@@ -315,7 +342,7 @@ public final class ArtifactValidator {
 
     /// Reads and parses a JSON file into a `JSONValue`, checking it against the manifest's checksum on the way.
     private func parseJSON(_ file: String) -> JSONValue? {
-        guard tape.read(folder + "/" + file) else { return nil }
+        guard read(file) else { return nil }
         if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: tape.bytes)), size: tape.bytes.count) }
         do {
             return try JSONParser.parse(tape.bytes)
@@ -512,19 +539,24 @@ public final class ArtifactValidator {
 
     // MARK: NDJSON
 
-    /// An NDJSON file: the mirror of the bundles in a folder with a manifest (counted, not checked again), or data
-    /// of its own in one without (`step` given: checked, indexed and its references resolved).
-    private func scanNDJSON(_ file: String, checkStructure: Bool, step: Int32?) {
+    /// An NDJSON file: the mirror of the bundles in a folder with a manifest (`mirror`: counted against the bundles,
+    /// its resources and references checked, not indexed again), or data of its own (checked, indexed and its
+    /// references resolved; in upload step `step` of a folder without a manifest).
+    private func scanNDJSON(_ file: String, mirror: Bool, step: Int32?) {
         var counts = TypeCounts()
         var hashes: [UInt128] = []
         var references: [FoundReference] = []
         let verify = unverified[file] != nil
-        let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify) { line, bytes in
+        let tooLong = { (line: Int) in
+            self.findings.append(Finding(rule: .fileTooLarge, file: file, line: line,
+                                         message: "the line is longer than the \(self.options.maxJSONBytes) bytes a resource may have; it is not checked. Raise --max-json-bytes if it is one resource"))
+        }
+        let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify, maxLine: options.maxJSONBytes, tooLong: tooLong) { line, bytes in
             if line & 0xFFF == 0 && !cancelled { cancelled = options.isCancelled() }
             if cancelled || NDJSONLine.isBlank(bytes) { return }
-            guard tape.parse(copying: bytes), checkStructure || tape.kind(0) == .object else {
+            guard tape.parse(copying: bytes), tape.kind(0) == .object else {
                 do throws(JSONSyntaxError) {
-                    _ = checkStructure ? try JSONParser.parse(bytes) : try JSONParser.parseMembers(bytes, keep: [])
+                    _ = try JSONParser.parse(bytes)
                     findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource"))
                 } catch {
                     findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource (column \(error.column): \(error.message))"))
@@ -541,24 +573,23 @@ public final class ArtifactValidator {
             for hash in hashes {
                 var e = index[hash] ?? IndexEntry()
                 e.ndjsonCount += 1
-                if checkStructure {
+                if !mirror {
                     e.count += 1
                     if e.step < 0, let step { e.step = step }
                     if e.count >= 2 { sightDuplicate(hash, resource: 0, typeToken: typeToken, file: file, line: line) }
                 }
                 index[hash] = e
             }
-            if checkStructure {
+            if !mirror {
                 resources += 1
                 if let id = tape.member(0, "id"), let idText = tape.string(id), let type = tape.string(typeToken) { literalIDs.insert(type + "/" + idText) }
-                references.removeAll(keepingCapacity: true)
-                checker.check(tape, root: 0, pointerRoot: 0, file: file, line: line, findings: &findings, references: &references)
-                checkIdentifiersHaveSystems(0, file: file, line: line)
-                if let step {
-                    let place = EntryPlace(step: step, transaction: -1, bundle: -1, position: Int32(line), data: true)
-                    for reference in references { checkReference(reference, file: file, line: line, place: place, isTransaction: false, fullUrls: [:]) }
-                }
             }
+            references.removeAll(keepingCapacity: true)
+            checker.check(tape, root: 0, pointerRoot: 0, file: file, line: line, findings: &findings, references: &references)
+            if !mirror { checkIdentifiersHaveSystems(0, file: file, line: line) }
+            // Data need only resolve, in any order: NDJSON is loaded as a whole (or mirrors bundles checked in order).
+            let place = EntryPlace(step: step ?? 0, transaction: -1, bundle: -1, position: Int32(line), data: true)
+            for reference in references { checkReference(reference, file: file, line: line, place: place, isTransaction: false, fullUrls: [:]) }
         }
         for (type, n) in counts.byName { ndjsonTypeCounts[type, default: 0] += n }
         if verify, let digest { checkDigest(file, sha256: digest.sha256, size: digest.size) }

@@ -45,7 +45,7 @@ public struct Rule: Sendable, Hashable {
     public let hint: String
 
     static let all: [Rule] = [
-        jsonSyntax, duplicateKey, ndjsonLine, manifestInvalid, manifestChecksum, manifestMissingFile, manifestCounts, ndjsonBundleMismatch,
+        jsonSyntax, duplicateKey, ndjsonLine, notARegularFile, fileTooLarge, manifestInvalid, manifestChecksum, manifestMissingFile, manifestCounts, ndjsonBundleMismatch,
         bundleType, bundleInvariant, entryRequest, entryResourceType, fullUrlDuplicate, fullUrlInvalid, batchOfTransactionsEntry,
         transactionEntries, conditionalTransactionEntries, transactionUpdates, bundleBytes, batchEntries,
         urnInBatch, urnUnresolved, conditionalUnresolved, conditionalAmbiguous, conditionalLaterStep, conditionalSameBatch, fileCycle,
@@ -57,6 +57,8 @@ public struct Rule: Sendable, Hashable {
     // Syntax and consistency
     public static let jsonSyntax = Rule(id: "json-syntax", severity: .error, hint: "Fix the JSON at that line and column; the file cannot be read otherwise.")
     public static let duplicateKey = Rule(id: "duplicate-key", severity: .error, hint: "Remove one of the two: the validator, the uploader and the server could each read a different one.")
+    public static let notARegularFile = Rule(id: "not-a-regular-file", severity: .error, hint: "Only regular files are read (a FIFO would wait forever, a device never ends): replace it with the file itself, or remove it.")
+    public static let fileTooLarge = Rule(id: "file-too-large", severity: .error, hint: "A JSON file is read whole and an NDJSON line is one resource: split a huge bundle (fhirbundle rebundle writes small ones), or raise --max-json-bytes if the machine has the memory.")
     public static let ndjsonLine = Rule(id: "ndjson-line", severity: .error, hint: "Each NDJSON line must be exactly one JSON resource with a resourceType.")
     public static let manifestInvalid = Rule(id: "manifest-invalid", severity: .error, hint: "manifest.json must follow schemas/manifest.schema.json; regenerate the folder with fhirbundle convert.")
     public static let manifestChecksum = Rule(id: "manifest-checksum", severity: .error, hint: "The file changed after it was written (or was damaged in transit); regenerate or recopy the folder.")

@@ -38,28 +38,29 @@ struct JSONTape {
         return build()
     }
 
-    /// Reads a whole file into the reused storage (no allocation per file once it is large enough); false when it
-    /// cannot be read. `parse()` then parses it.
-    mutating func read(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
+    enum ReadResult { case read, unreadable, tooLarge(Int) }
+
+    /// Reads a whole file into the reused storage (no allocation per file once it is large enough), if it is a
+    /// regular file of at most `limit` bytes. `parse()` then parses it.
+    mutating func read(_ path: String, limit: Int = DataFile.defaultMaxBytes) -> ReadResult {
+        guard let (fd, fileSize) = DataFile.open(path) else { return .unreadable }
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { return false }
+        if fileSize > limit { return .tooLarge(fileSize) }
         bytes.removeAll(keepingCapacity: true)
         var filled = 0
-        var size = max(Int(info.st_size), 1)
+        var size = max(fileSize, 1)
         while true {
             if bytes.count < size { bytes.append(contentsOf: repeatElement(0, count: size - bytes.count)) }
             let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
-            if n < 0 { if errno == EINTR { continue } else { return false } }
+            if n < 0 { if errno == EINTR { continue } else { return .unreadable } }
             if n == 0 { break }
             filled += n
-            if filled == bytes.count { size = bytes.count * 2 }  // it grew while read
+            if filled > limit { return .tooLarge(filled) }  // it grew while read
+            if filled == bytes.count { size = min(bytes.count * 2, limit + 1) }
         }
         bytes.removeLast(bytes.count - filled)
         FileStreaming.release(fd, offset: 0, count: filled)
-        return true
+        return .read
     }
 
     /// Parses what `read` loaded.

@@ -6,7 +6,7 @@
 enum PrimitiveFormats {
     /// The format rule of a primitive type, resolved once per element rather than per value.
     enum Format: Sendable {
-        case date, dateTime, instant, time, id, code, uri, oid, uuid, nonEmpty, base64Binary, any
+        case date, dateTime, instant, time, id, code, uri, oid, uuid, nonEmpty, base64Binary, xhtml, any
 
         init(type: String) {
             switch type {
@@ -21,6 +21,7 @@ enum PrimitiveFormats {
             case "uuid": self = .uuid
             case "string", "markdown": self = .nonEmpty
             case "base64Binary": self = .base64Binary
+            case "xhtml": self = .xhtml
             default: self = .any
             }
         }
@@ -45,6 +46,7 @@ enum PrimitiveFormats {
         case .uuid: return uuid(p)
         case .nonEmpty: return p.count >= 1
         case .base64Binary: return base64(p)
+        case .xhtml: return NarrativeChecker.problem(p) == nil
         case .any: return true
         }
     }

@@ -265,7 +265,11 @@ struct ResourceChecker {
                     place, tape, &findings)
             }
             if binding < 0 && (primitive.format == .nonEmpty || primitive.format == .any) { return }  // nothing more to check
-            if tape.withString(value, { PrimitiveFormats.check($0, primitive.format) }) == false {
+            if primitive.format == .xhtml {
+                if let problem = tape.withString(value, { NarrativeChecker.problem($0) }) ?? nil {
+                    add(.primitiveFormat, at: value, "\(path(value, place, tape)) is not a valid FHIR narrative: it \(problem)", place, tape, &findings)
+                }
+            } else if tape.withString(value, { PrimitiveFormats.check($0, primitive.format) }) == false {
                 add(.primitiveFormat, at: value, "\(path(value, place, tape)) is not a valid FHIR \(primitive.name)", place, tape, &findings)
             }
             if binding >= 0, let codes = tables.bindings[Int(binding)].codes, let s = tape.string(value), !codes.contains(s) {

@@ -16,12 +16,13 @@ public struct UploadOrder: Sendable, Equatable {
 
     /// Infers the order of `files` (paths relative to `folder`: Bundle JSON, single resources, NDJSON). A file that
     /// cannot be read contributes no dependency (the validation reports it).
-    public static func infer(folder: String, files: [String]) -> UploadOrder {
+    public static func infer(folder: String, files: [String], maxJSONBytes: Int = DataFile.defaultMaxBytes) -> UploadOrder {
         var writers: [String: [Int]] = [:]  // key → files that write it
         var references: [[String]] = []
+        var tape = JSONTape()
         for (i, file) in files.enumerated() {
             var facts = FileFacts()
-            facts.read(folder + "/" + file, ndjson: file.hasSuffix(".ndjson"))
+            facts.read(folder + "/" + file, ndjson: file.hasSuffix(".ndjson"), tape: &tape, maxJSONBytes: maxJSONBytes)
             for key in facts.writes { writers[key, default: []].append(i) }
             references.append(facts.references.filter { !facts.writes.contains($0) })
         }
@@ -52,49 +53,55 @@ private struct FileFacts {
     var writes = Set<String>()
     var references = Set<String>()
 
-    mutating func read(_ path: String, ndjson: Bool) {
-        guard let data = FileManager.default.contents(atPath: path) else { return }
+    /// Reads the file on a tape, as the validator does: NDJSON streamed a line at a time, JSON whole within the
+    /// size limit (a file it cannot read contributes nothing; the validation reports it).
+    mutating func read(_ path: String, ndjson: Bool, tape: inout JSONTape, maxJSONBytes: Int) {
         if ndjson {
-            for line in data.split(separator: 0x0A) where !NDJSONLine.isBlank(line) {
-                if let resource = try? JSONParser.parse(Array(line)) { add(resource: resource) }
+            FileStreaming.forEachLine(path, maxLine: maxJSONBytes) { _, line in
+                if !NDJSONLine.isBlank(line) && tape.parse(copying: line) { add(tape, 0) }
             }
-        } else if let json = try? JSONParser.parse(Array(data)) {
-            add(json)
+        } else if case .read = tape.read(path, limit: maxJSONBytes), tape.parse() {
+            add(tape, 0)
         }
     }
 
     /// A resource, or a Bundle whose entries (and nested bundles) hold resources.
-    mutating func add(_ value: JSONValue) {
-        guard value["resourceType"]?.stringValue == "Bundle" else { return add(resource: value) }
-        for entry in value["entry"]?.arrayValue ?? [] {
-            guard let resource = entry["resource"] else { continue }
-            if resource["resourceType"]?.stringValue == "Bundle" { add(resource) } else { add(resource: resource) }
+    mutating func add(_ tape: JSONTape, _ token: Int) {
+        guard let type = tape.member(token, "resourceType") else { return }
+        guard tape.equals(type, "Bundle") else { return add(resource: token, type: type, tape) }
+        guard let entries = tape.member(token, "entry"), tape.kind(entries) == .array else { return }
+        tape.forEachItem(entries) { _, entry in
+            guard let resource = tape.member(entry, "resource"), let inner = tape.member(resource, "resourceType") else { return }
+            if tape.equals(inner, "Bundle") { add(tape, resource) } else { add(resource: resource, type: inner, tape) }
         }
     }
 
-    mutating func add(resource: JSONValue) {
-        guard let type = resource["resourceType"]?.stringValue else { return }
-        if let id = resource["id"]?.stringValue { writes.insert(type + "/" + id) }
-        for identifier in resource["identifier"]?.arrayValue ?? [] {
-            if let system = identifier["system"]?.stringValue, let value = identifier["value"]?.stringValue {
-                writes.insert(type + "|" + system + "|" + value)
-            }
-        }
-        collectReferences(resource)
-    }
-
-    private mutating func collectReferences(_ value: JSONValue) {
-        switch value {
-        case .object(let members):
-            for member in members {
-                if member.key == "reference", let reference = member.value.stringValue {
-                    if let key = Self.key(ofReference: reference) { references.insert(key) }
-                } else if member.key != "contained" {
-                    collectReferences(member.value)
+    mutating func add(resource: Int, type typeToken: Int, _ tape: JSONTape) {
+        guard let type = tape.string(typeToken) else { return }
+        if let id = tape.member(resource, "id").flatMap({ tape.string($0) }) { writes.insert(type + "/" + id) }
+        if let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array {
+            tape.forEachItem(identifiers) { _, identifier in
+                if let system = tape.member(identifier, "system").flatMap({ tape.string($0) }),
+                   let value = tape.member(identifier, "value").flatMap({ tape.string($0) }) {
+                    writes.insert(type + "|" + system + "|" + value)
                 }
             }
-        case .array(let items):
-            for item in items { collectReferences(item) }
+        }
+        collectReferences(tape, resource)
+    }
+
+    private mutating func collectReferences(_ tape: JSONTape, _ token: Int) {
+        switch tape.kind(token) {
+        case .object:
+            tape.forEachMember(token) { key, value in
+                if tape.equals(key, "reference"), let reference = tape.string(value) {
+                    if let key = Self.key(ofReference: reference) { references.insert(key) }
+                } else if !tape.equals(key, "contained") {
+                    collectReferences(tape, value)
+                }
+            }
+        case .array:
+            tape.forEachItem(token) { _, item in collectReferences(tape, item) }
         default:
             break
         }
@@ -109,7 +116,8 @@ private struct FileFacts {
             return type + "|" + parsed.system + "|" + parsed.value
         }
         if reference.contains("://") { return nil }
-        let parts = reference.split(separator: "/")
+        var parts = reference.split(separator: "/")
+        if parts.count >= 4 && parts[parts.count - 2] == "_history" { parts.removeLast(2) }  // Type/id/_history/version
         guard parts.count >= 2 else { return nil }
         return parts[parts.count - 2] + "/" + parts[parts.count - 1]
     }

@@ -31,12 +31,18 @@ struct Validate: ParsableCommand {
     @Option(help: ArgumentHelp("A file of identifiers that already exist on the server, one per line: Type|system|value or Type/id.", valueName: "file"))
     var knownIdentifiers: String?
 
+    @Option(help: ArgumentHelp("The largest JSON file read whole, and the longest NDJSON line, in bytes; larger ones are reported, not read (default: 64 MiB).",
+                               valueName: "bytes"))
+    var maxJSONBytes: Int = DataFile.defaultMaxBytes
+
     @OptionGroup var sizing: LimitOptions
 
     func run() throws {
         var options = ValidationOptions()
         options.profile = sizing.profile
         options.limitOverrides = try sizing.overrides()
+        guard maxJSONBytes > 0 else { throw ValidationError("--max-json-bytes must be a positive number of bytes") }
+        options.maxJSONBytes = maxJSONBytes
         if let knownIdentifiers {
             guard let text = try? String(contentsOfFile: knownIdentifiers, encoding: .utf8) else {
                 Stderr.print("error: cannot read \(knownIdentifiers)")
