@@ -56,6 +56,8 @@ public struct ValidationReport: Sendable {
     public var limitsOrigin = ""
     /// For a folder without a manifest: the upload order worked out from the references between its files.
     public var inferredOrder: UploadOrder?
+    /// Findings left out by `selecting(rules:severity:)`.
+    public var unselected = 0
     public var errors: Int { findings.lazy.filter { $0.severity == .error }.count }
     public var warnings: Int { findings.lazy.filter { $0.severity == .warning }.count }
 }
@@ -320,7 +322,10 @@ public final class ArtifactValidator {
         case .read:
             return true
         case .unreadable:
-            if !irregular.contains(file) { findings.append(Finding(rule: .notARegularFile, file: file, message: "cannot be read")) }
+            // A missing file is the manifest's finding (manifest-missing-file); one that is there but unreadable is this.
+            if !irregular.contains(file) && FileManager.default.fileExists(atPath: folder + "/" + file) {
+                findings.append(Finding(rule: .notARegularFile, file: file, message: "cannot be read (permissions?)"))
+            }
             return false
         case .tooLarge(let size):
             unverified[file] = nil  // not read: its checksum is not compared either
@@ -504,15 +509,21 @@ public final class ArtifactValidator {
     /// Appends the hashes of `Type|system|value` for the identifiers of the resource at token `resource` (each once)
     /// to `out`.
     private func identifierHashes(_ resource: Int, typeToken: Int, into out: inout [UInt128]) {
-        guard let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array else { return }
+        guard let identifiers = tape.member(resource, "identifier") else { return }
         let first = out.count
         let tape = self.tape
-        tape.forEachItem(identifiers) { _, identifier in
+        func add(_ identifier: Int) {
             guard let system = tape.member(identifier, "system"), let value = tape.member(identifier, "value") else { return }
             let hash: UInt128? = tape.withString(typeToken) { t in
                 tape.withString(system) { s in tape.withString(value) { v in identifierHash(type: t, system: s, value: v) } } ?? nil
             } ?? nil
             if let hash, !out[first...].contains(hash) { out.append(hash) }
+        }
+        // An array, or one Identifier (Bundle.identifier, and a few other resources' single identifier).
+        if tape.kind(identifiers) == .object {
+            add(identifiers)
+        } else if tape.kind(identifiers) == .array {
+            tape.forEachItem(identifiers) { _, identifier in add(identifier) }
         }
     }
 
@@ -690,7 +701,10 @@ public final class ArtifactValidator {
             let first = hashes.count
             let resource = tape.member(entry, "resource")
             let resourceTypeToken = resource.flatMap { tape.member($0, "resourceType") }.flatMap { tape.kind($0) == .string ? $0 : nil }
-            if let resource, let resourceTypeToken, !tape.equals(resourceTypeToken, "Bundle") {
+            // An inner transaction (POSTed to /) is indexed entry by entry when it is read; a Bundle written as a
+            // resource (a document) is a resource like any other.
+            let isInnerTransaction = request(entry).map { tape.equals($0.url, "/") } ?? false
+            if let resource, let resourceTypeToken, !isInnerTransaction {
                 let place = EntryPlace(step: step, transaction: transaction, bundle: bundleSerial, position: Int32(hashRanges.count), data: false)
                 index(resource, typeToken: resourceTypeToken, place: place, hashes: &hashes)
             }
@@ -782,7 +796,9 @@ public final class ArtifactValidator {
         if let total = tape.member(bundle, "total"), type != "searchset" && type != "history" {
             invariant("bdl-1", total, "total is only for a searchset or history bundle")
         }
-        let requests = ["batch", "transaction", "history"].contains(type)
+        // bdl-3 and bdl-4 depend on the type: not judged when the type itself is wrong (reported above).
+        let knownType = ["document", "message", "transaction", "transaction-response", "batch", "batch-response", "history", "searchset", "collection"].contains(type)
+        let requests = !knownType || ["batch", "transaction", "history"].contains(type)
         let responses = ["batch-response", "transaction-response", "history"].contains(type)
         var first: Int?
         if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {
@@ -799,7 +815,7 @@ public final class ArtifactValidator {
                 let response = tape.member(entry, "response")
                 if let response, !responses {
                     invariant("bdl-4", response, "entry.response is only for a batch-response, transaction-response or history bundle")
-                } else if response == nil && responses {
+                } else if response == nil && responses && knownType {
                     invariant("bdl-4", entry, "an entry of a \(type) bundle needs a response")
                 }
                 if resource == nil && tape.member(entry, "request") == nil && response == nil {

@@ -24,8 +24,20 @@ extension ValidationReport {
             }
         }
         lines.append("Limits: \(limitsOrigin).")
-        lines.append("\(errors) errors, \(warnings) warnings in \(resources) resources, \(files) files.")
+        lines.append("\(errors) errors, \(warnings) warnings in \(resources) resources, \(files) files"
+                     + (unselected > 0 ? " (\(unselected) other findings not selected by --rule or --severity)." : "."))
         return lines.joined(separator: "\n")
+    }
+
+    /// Only the findings of `rules` (all when empty) and of `severity` (both when nil); the counts then count them.
+    public func selecting(rules: Set<Rule>, severity: Finding.Severity?) -> ValidationReport {
+        guard !rules.isEmpty || severity != nil else { return self }
+        var selected = self
+        selected.findings = findings.filter { f in
+            (rules.isEmpty || rules.contains { $0.id == f.rule }) && (severity == nil || f.severity == severity)
+        }
+        selected.unselected = findings.count - selected.findings.count
+        return selected
     }
 
     /// Every finding, for machines.
@@ -35,14 +47,16 @@ extension ValidationReport {
             JSONMember("warnings", .number(String(warnings))),
             JSONMember("resources", .number(String(resources))),
             JSONMember("files", .number(String(files))),
+            JSONMember("unselected", .number(String(unselected))),
             JSONMember("findings", .array(findings.map { f in
                 var m = [JSONMember("rule", .string(f.rule)), JSONMember("severity", .string(f.severity.rawValue)), JSONMember("file", .string(f.file))]
                 if let line = f.line { m.append(JSONMember("line", .number(String(line)))) }
                 if let pointer = f.pointer { m.append(JSONMember("pointer", .string(pointer))) }
                 m.append(JSONMember("message", .string(f.message)))
-                m.append(JSONMember("hint", .string(f.hint)))
                 return .object(m)
             })),
+            // Once per rule that fired, not once per finding (it was a quarter of the output).
+            JSONMember("hints", .object(Set(findings.map(\.rule)).sorted().map { JSONMember($0, .string(Rule(rawValue: $0)?.hint ?? "")) })),
             JSONMember("limits", .object(BundleLimit.allCases.map { JSONMember($0.rawValue, limits[$0].map { .number(String($0)) } ?? .null) })),
             JSONMember("limitsOrigin", .string(limitsOrigin)),
         ]

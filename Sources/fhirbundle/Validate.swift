@@ -31,6 +31,13 @@ struct Validate: ParsableCommand {
     @Option(help: ArgumentHelp("A file of identifiers that already exist on the server, one per line: Type|system|value or Type/id.", valueName: "file"))
     var knownIdentifiers: String?
 
+    @Option(name: .customLong("rule"), help: ArgumentHelp("Report only the findings of this rule (repeatable); the counts and the exit status then concern them alone.",
+                                                         valueName: "rule-id"))
+    var rules: [Rule] = []
+
+    @Option(help: "Report only errors, or only warnings; the counts and the exit status then concern them alone.")
+    var severity: Finding.Severity?
+
     @Option(help: ArgumentHelp("The largest JSON file read whole, and the longest NDJSON line, in bytes; larger ones are reported, not read (default: 64 MiB).",
                                valueName: "bytes"))
     var maxJSONBytes: Int = DataFile.defaultMaxBytes
@@ -52,7 +59,7 @@ struct Validate: ParsableCommand {
         }
         let report: ValidationReport
         do {
-            report = try ArtifactValidator(folder: folder, options: options).run()
+            report = try ArtifactValidator(folder: folder, options: options).run().selecting(rules: Set(rules), severity: severity)
         } catch {
             Stderr.print("error: \(error)")
             throw ExitCode(2)
@@ -63,4 +70,9 @@ struct Validate: ParsableCommand {
         }
         if report.errors > 0 { throw ExitCode.failure }
     }
+}
+
+extension Rule: ExpressibleByArgument {}
+extension Finding.Severity: ExpressibleByArgument, CaseIterable {
+    public static var allCases: [Finding.Severity] { [.error, .warning] }
 }
