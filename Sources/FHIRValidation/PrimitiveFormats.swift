@@ -127,8 +127,21 @@ enum PrimitiveFormats {
         return (h <= 13 && m <= 59) || (h == 14 && m == 0)
     }
 
-    /// [^\s]+(\s[^\s]+)*: no leading, trailing or doubled whitespace.
+    /// [^\s]+(\s[^\s]+)*: no leading, trailing or doubled whitespace. Unicode spaces (U+00A0, U+2000...) count as
+    /// whitespace, as in the ECMAScript reading of the pattern that the JSON Schema and other validators use: a code
+    /// `CHEST` followed by a no-break space does not match the code `CHEST`.
     private static func code(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
+        if p.contains(where: { $0 >= 0x80 }) {
+            let scalars = Array(String(decoding: p, as: UTF8.self).unicodeScalars)
+            guard let first = scalars.first, let last = scalars.last, !first.properties.isWhitespace, !last.properties.isWhitespace else { return false }
+            var previousSpace = false
+            for scalar in scalars {
+                let space = scalar.properties.isWhitespace
+                if space && previousSpace { return false }
+                previousSpace = space
+            }
+            return true
+        }
         guard let first = p.first, let last = p.last, !isSpace(first), !isSpace(last) else { return false }
         var previousSpace = false
         for b in p {

@@ -1,0 +1,67 @@
+import Crypto
+import FHIRArtifacts
+import FHIRModel
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The NDJSON pass: data files of their own, or the mirror of the bundles.
+extension ArtifactValidator {
+    /// An NDJSON file: the mirror of the bundles in a folder with a manifest (`mirror`: counted against the bundles,
+    /// its resources and references checked, not indexed again), or data of its own (checked, indexed and its
+    /// references resolved; in upload step `step` of a folder without a manifest).
+    func scanNDJSON(_ file: String, mirror: Bool, step: Int32?) {
+        var counts = TypeCounts()
+        var hashes: [UInt128] = []
+        var references: [FoundReference] = []
+        let verify = unverified[file] != nil
+        let tooLong = { (line: Int) in
+            self.findings.append(Finding(rule: .fileTooLarge, file: file, line: line,
+                                         message: "the line is longer than the \(self.options.maxJSONBytes) bytes a resource may have; it is not checked. Raise --max-json-bytes if it is one resource"))
+        }
+        let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify, maxLine: options.maxJSONBytes, tooLong: tooLong) { line, bytes in
+            if line & 0xFFF == 0 && !cancelled { cancelled = options.isCancelled() }
+            if cancelled || NDJSONLine.isBlank(bytes) { return }
+            guard tape.parse(copying: bytes), tape.kind(0) == .object else {
+                do throws(JSONSyntaxError) {
+                    _ = try JSONParser.parse(bytes)
+                    findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource"))
+                } catch {
+                    findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "not one JSON resource (column \(error.column): \(error.message))"))
+                }
+                return
+            }
+            guard let typeToken = tape.member(0, "resourceType"), tape.kind(typeToken) == .string else {
+                findings.append(Finding(rule: .ndjsonLine, file: file, line: line, message: "the line is not a resource (no resourceType)"))
+                return
+            }
+            counts.add(tape, typeToken: typeToken)
+            hashes.removeAll(keepingCapacity: true)
+            identifierHashes(0, typeToken: typeToken, into: &hashes)
+            for hash in hashes {
+                var e = index[hash] ?? IndexEntry()
+                e.ndjsonCount += 1
+                if !mirror {
+                    e.count += 1
+                    if e.step < 0, let step { e.step = step }
+                    if e.count >= 2 { sightDuplicate(hash, resource: 0, typeToken: typeToken, file: file, line: line) }
+                }
+                index[hash] = e
+            }
+            if !mirror {
+                resources += 1
+                if let id = tape.member(0, "id"), let idText = tape.string(id), let type = tape.string(typeToken) { literalIDs.insert(type + "/" + idText) }
+            }
+            references.removeAll(keepingCapacity: true)
+            checker.check(tape, root: 0, pointerRoot: 0, file: file, line: line, findings: &findings, references: &references)
+            if !mirror { checkIdentifiersHaveSystems(0, file: file, line: line) }
+            // Data need only resolve, in any order: NDJSON is loaded as a whole (or mirrors bundles checked in order).
+            let place = EntryPlace(step: step ?? 0, transaction: -1, bundle: -1, position: Int32(line), data: true)
+            for reference in references { checkReference(reference, file: file, line: line, place: place, isTransaction: false, fullUrls: [:]) }
+        }
+        for (type, n) in counts.byName { ndjsonTypeCounts[type, default: 0] += n }
+        if verify, let digest { checkDigest(file, sha256: digest.sha256, size: digest.size) }
+    }
+}

@@ -1,0 +1,175 @@
+import Crypto
+import FHIRArtifacts
+import FHIRModel
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The reference pass: urn:uuid, conditional and literal references, their order and target types.
+extension ArtifactValidator {
+    func checkReference(_ reference: FoundReference, file: String, line: Int?, place: EntryPlace, isTransaction: Bool, fullUrls: [UInt128: String]) {
+        let token = reference.token
+        var targetType: String?
+        if tape.hasPrefix(token, "urn:uuid:") || tape.hasPrefix(token, "urn:oid:") {
+            guard isTransaction || (place.data && !fullUrls.isEmpty) else {
+                findings.append(Finding(rule: .urnInBatch, file: file, line: line, pointer: pointer(token),
+                                        message: "\(tape.string(token)!) is a urn reference \(place.data ? "outside a bundle" : "in a batch")"))
+                return
+            }
+            guard let type = fullUrls[tape.withString(token) { FastHash.hash128($0) }!] else {
+                findings.append(Finding(rule: .urnUnresolved, file: file, line: line, pointer: pointer(token), message: "no entry of this transaction has fullUrl \(tape.string(token)!)"))
+                return
+            }
+            targetType = type
+        } else if let search = tape.withString(token, { v -> (type: String, hash: UInt128?)? in
+            guard let q = v.firstIndex(of: UInt8(ascii: "?")), !v[..<q].contains(UInt8(ascii: "/")) else { return nil }
+            let type = UnsafeBufferPointer(rebasing: v[..<q])
+            let hash = Self.identifierQuery(v).flatMap { query in withParsedToken(query) { system, value in identifierHash(type: type, system: system, value: value) } }
+            return (String(decoding: type, as: UTF8.self), hash)
+        }) ?? nil {
+            targetType = search.type
+            guard let hash = search.hash else { return }
+            // `system|value`, for messages (worked out again from the token: rarely needed).
+            let description = {
+                self.tape.withString(token) { v in
+                    Self.identifierQuery(v).flatMap { query in
+                        self.withParsedToken(query) { system, value in String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self) }
+                    }
+                }.flatMap { $0 } ?? ""
+            }
+            if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(search.type + "|" + description()) {
+                return checkTarget(reference, targetType, file, line)
+            }
+            guard var e = index[hash], e.count > 0 else {
+                // Perhaps written by a later bundle: decided once every bundle is indexed.
+                pending.append(PendingReference(hash: hash, description: description(), type: search.type, place: place,
+                                                file: file, line: line, pointer: pointer(token)))
+                return checkTarget(reference, targetType, file, line)
+            }
+            if !e.used {
+                e.used = true
+                index[hash] = e
+            }
+            checkConditional(e, description: description, type: search.type, place: place, file: file, line: line, pointer: { self.pointer(token) })
+        } else {
+            let value = tape.string(token)!
+            if value.hasPrefix("#") || value.utf8.firstRange(of: "://".utf8) != nil {
+                return  // contained, or an absolute URL outside these artifacts
+            }
+            var parts = value.split(separator: "/", omittingEmptySubsequences: false)
+            if parts.count >= 4 && parts[parts.count - 2] == "_history" { parts.removeLast(2) }  // Type/id/_history/version
+            if parts.count >= 2 {
+                let literal = parts[parts.count - 2] + "/" + parts[parts.count - 1]
+                targetType = String(parts[parts.count - 2])
+                if !literalIDs.contains(String(literal)) && !options.knownIdentifiers.contains(String(literal)) {
+                    pendingLiterals.append((String(literal), file, line, pointer(token)))  // perhaps in a later bundle
+                }
+            }
+        }
+        checkTarget(reference, targetType, file, line)
+    }
+
+    struct PendingReference {
+        let hash: UInt128
+        let description: String
+        let type: String
+        let place: EntryPlace
+        let file: String
+        let line: Int?
+        let pointer: String
+    }
+
+    func checkConditional(_ e: IndexEntry, description: () -> String, type: String, place: EntryPlace, file: String, line: Int?,
+                                  pointer: () -> String) {
+        let allConditionalCreates = e.conditionalCreates == e.count
+        if e.count > 1 && !allConditionalCreates {
+            findings.append(Finding(rule: .conditionalAmbiguous, file: file, line: line, pointer: pointer(),
+                                    message: "\(e.count) resources have identifier \(description())"))
+        } else if place.data {
+            return  // data is not uploaded as it is: the target need only exist
+        } else if e.step < place.step || (place.transaction >= 0 && e.transaction == place.transaction) {
+            return
+        } else if e.step == place.step && e.bundle == place.bundle && e.position < place.position {
+            findings.append(Finding(rule: .conditionalSameBatch, file: file, line: line, pointer: pointer(),
+                                    message: "the \(type) with identifier \(description()) is an earlier entry of the same batch"))
+        } else {
+            findings.append(Finding(rule: .conditionalLaterStep, file: file, line: line, pointer: pointer(),
+                                    message: "the \(type) with identifier \(description()) is written in \(e.step == place.step ? "the same step, outside this transaction" : "a later step")"))
+        }
+    }
+
+    func resolvePending() {
+        for p in pendingLiterals where !literalIDs.contains(p.literal) {
+            findings.append(Finding(rule: .literalUnresolved, file: p.file, line: p.line, pointer: p.pointer, message: "\(p.literal) is not among the artifacts nor declared known"))
+        }
+        pendingLiterals = []
+        for p in pending {
+            guard var e = index[p.hash], e.count > 0 else {
+                findings.append(Finding(rule: .conditionalUnresolved, file: p.file, line: p.line, pointer: p.pointer,
+                                        message: "no \(p.type) in the artifacts has identifier \(p.description)"))
+                continue
+            }
+            if !e.used {
+                e.used = true
+                index[p.hash] = e
+            }
+            checkConditional(e, description: { p.description }, type: p.type, place: p.place, file: p.file, line: p.line, pointer: { p.pointer })
+        }
+        pending = []
+    }
+
+    func checkTarget(_ reference: FoundReference, _ targetType: String?, _ file: String, _ line: Int?) {
+        let targets = tables.targetLists[Int(reference.targets)]
+        guard let targetType, !targets.isEmpty, !targets.contains("Resource") else { return }
+        if !targets.contains(targetType) {
+            findings.append(Finding(rule: .referenceTarget, file: file, line: line, pointer: pointer(reference.token),
+                                    message: "a \(targetType) cannot be referenced here; allowed: \(targets.joined(separator: ", "))"))
+        }
+    }
+
+    /// Calls `body` with `system` and `value` of a token search (`system|value`), undoing percent-encoding and
+    /// FHIR's backslash escapes; nil when the token has no `|`.
+    func withParsedToken<R>(_ token: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> R) -> R? {
+        if !token.contains(UInt8(ascii: "%")) && !token.contains(UInt8(ascii: "\\")) {
+            // The usual case: split in place.
+            guard let bar = token.firstIndex(of: UInt8(ascii: "|")) else { return nil }
+            return body(UnsafeBufferPointer(rebasing: token[..<bar]), UnsafeBufferPointer(rebasing: token[(bar + 1)...]))
+        }
+        var bytes = Array(token)
+        if bytes.contains(UInt8(ascii: "%")) {
+            guard let decoded = String(decoding: token, as: UTF8.self).removingPercentEncoding else { return nil }
+            bytes = Array(decoded.utf8)
+        }
+        var system: [UInt8] = []
+        var value: [UInt8] = []
+        var inValue = false
+        var escaped = false
+        for b in bytes {
+            if escaped {
+                if inValue { value.append(b) } else { system.append(b) }
+                escaped = false
+            } else if b == UInt8(ascii: "\\") {
+                escaped = true
+            } else if b == UInt8(ascii: "|") && !inValue {
+                inValue = true
+            } else if inValue {
+                value.append(b)
+            } else {
+                system.append(b)
+            }
+        }
+        guard inValue else { return nil }
+        return system.withUnsafeBufferPointer { s in value.withUnsafeBufferPointer { v in body(s, v) } }
+    }
+
+    /// The query of a search URL that starts with `identifier=`, after it (`Type?identifier=…`).
+    static func identifierQuery(_ url: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
+        guard let q = url.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+        let query = UnsafeBufferPointer(rebasing: url[(q + 1)...])
+        let prefix: StaticString = "identifier="
+        guard query.count >= prefix.utf8CodeUnitCount, memcmp(query.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0 else { return nil }
+        return UnsafeBufferPointer(rebasing: query[prefix.utf8CodeUnitCount...])
+    }
+}
