@@ -158,6 +158,7 @@ extension ArtifactValidator {
             if Int(step) < stepTypeCounts.count { stepTypeCounts[Int(step)].add(tape, typeToken: resourceTypeToken) }
             references.removeAll(keepingCapacity: true)
             checker.check(tape, root: resource, pointerRoot: 0, file: file, line: nil, findings: &findings, references: &references)
+            if !foreign { checkedResources.insert(tape.hashOfBytes(resource)) }
             checkIdentifiersHaveSystems(resource, file: file, line: nil)
             for hash in hashes[hashRanges[i]] where (index[hash]?.count ?? 0) > 1 {
                 if let resourceTypeToken { sightDuplicate(hash, resource: resource, typeToken: resourceTypeToken, file: file, line: nil) }
@@ -209,7 +210,7 @@ extension ArtifactValidator {
                 if resource == nil && tape.member(entry, "request") == nil && response == nil {
                     invariant("bdl-5", entry, "the entry has neither a resource nor a request or response")
                 }
-                if let fullUrl = tape.member(entry, "fullUrl"), tape.withString(fullUrl, { $0.firstRange(of: "/_history/".utf8) != nil }) == true {
+                if let fullUrl = tape.member(entry, "fullUrl"), tape.contains(fullUrl, "/_history/") {
                     invariant("bdl-8", fullUrl, "fullUrl cannot be a version-specific reference")
                 }
             }

@@ -55,7 +55,7 @@ extension ArtifactValidator {
             checkConditional(e, description: description, type: search.type, place: place, file: file, line: line, pointer: { self.pointer(token) })
         } else {
             let value = tape.string(token)!
-            if value.hasPrefix("#") || value.utf8.firstRange(of: "://".utf8) != nil {
+            if value.hasPrefix("#") || tape.contains(token, "://") {
                 return  // contained, or an absolute URL outside these artifacts
             }
             var parts = value.split(separator: "/", omittingEmptySubsequences: false)

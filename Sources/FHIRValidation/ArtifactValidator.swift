@@ -113,6 +113,9 @@ public final class ArtifactValidator {
     /// The same, step by step (for a folder with a manifest), to check `steps[].resources`.
     @exclusivity(unchecked) var stepTypeCounts: [TypeCounts] = []
     @exclusivity(unchecked) var pending: [PendingReference] = []
+    /// Hashes of the bytes of the bundle resources checked (folders with a manifest): an NDJSON line with the same
+    /// bytes was checked with them.
+    @exclusivity(unchecked) var checkedResources: Set<UInt128> = []
     @exclusivity(unchecked) var pendingLiterals: [(literal: String, file: String, line: Int?, pointer: String)] = []
 
     public init(folder: String, options: ValidationOptions = ValidationOptions()) {

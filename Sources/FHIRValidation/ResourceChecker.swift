@@ -126,7 +126,7 @@ struct ResourceChecker {
                 checkValue(tape, value, key, place, &findings, &references)
             }
         }
-        let missing = tables.types[Int(type)].requiredMask & ~present
+        let missing = tables.requiredMasks[Int(type)] & ~present
         if missing != 0 {
             for (bit, name) in tables.types[Int(type)].required where missing & (1 << UInt64(bit)) != 0 {
                 add(.cardinality, at: object, "\(path(object, place, tape)) requires '\(name)'", place, tape, &findings)
@@ -202,7 +202,7 @@ struct ResourceChecker {
             return
         }
         if key.primitive >= 0 {
-            checkPrimitive(tape, value, tables.primitives[Int(key.primitive)], binding: key.binding, place, &findings)
+            checkPrimitive(tape, value, Int(key.primitive), binding: key.binding, place, &findings)
             return
         }
         guard kind == .object else {
@@ -227,8 +227,10 @@ struct ResourceChecker {
         }
     }
 
-    private func checkPrimitive(_ tape: JSONTape, _ value: Int, _ primitive: StructureTables.PrimitiveInfo, binding: Int32,
+    private func checkPrimitive(_ tape: JSONTape, _ value: Int, _ primitiveIndex: Int, binding: Int32,
                                 _ place: Place, _ findings: inout [Finding]) {
+        let primitive = tables.primitives[primitiveIndex]
+        var name: String { tables.primitiveNames[primitiveIndex] }
         let kind = tape.kind(value)
         switch primitive.json {
         case .boolean:
@@ -238,22 +240,22 @@ struct ResourceChecker {
             }
         case .number:
             guard kind == .number else {
-                add(.primitiveType, at: value, "\(path(value, place, tape)) is a \(primitive.name): write a JSON number without quotes", place, tape, &findings)
+                add(.primitiveType, at: value, "\(path(value, place, tape)) is a \(name): write a JSON number without quotes", place, tape, &findings)
                 return
             }
             if !primitive.isDecimal {
                 guard let i = wholeNumber(tape, value) else {
-                    add(.primitiveFormat, at: value, "\(path(value, place, tape)) is a \(primitive.name): a whole number is expected", place, tape, &findings)
+                    add(.primitiveFormat, at: value, "\(path(value, place, tape)) is a \(name): a whole number is expected", place, tape, &findings)
                     return
                 }
-                if primitive.name == "positiveInt" && i < 1 || primitive.name == "unsignedInt" && i < 0 {
-                    add(.primitiveFormat, at: value, "\(path(value, place, tape)) is a \(primitive.name), so \(primitive.name == "positiveInt" ? "at least 1" : "at least 0")",
+                if name == "positiveInt" && i < 1 || name == "unsignedInt" && i < 0 {
+                    add(.primitiveFormat, at: value, "\(path(value, place, tape)) is a \(name), so \(name == "positiveInt" ? "at least 1" : "at least 0")",
                         place, tape, &findings)
                 }
             }
         case .string:
             guard kind == .string else {
-                add(.primitiveType, at: value, "\(path(value, place, tape)) is a \(primitive.name): write it as a JSON string", place, tape, &findings)
+                add(.primitiveType, at: value, "\(path(value, place, tape)) is a \(name): write it as a JSON string", place, tape, &findings)
                 return
             }
             if tape.isEmptyString(value) {
@@ -270,7 +272,7 @@ struct ResourceChecker {
                     add(.primitiveFormat, at: value, "\(path(value, place, tape)) is not a valid FHIR narrative: it \(problem)", place, tape, &findings)
                 }
             } else if tape.withString(value, { PrimitiveFormats.check($0, primitive.format) }) == false {
-                add(.primitiveFormat, at: value, "\(path(value, place, tape)) is not a valid FHIR \(primitive.name)", place, tape, &findings)
+                add(.primitiveFormat, at: value, "\(path(value, place, tape)) is not a valid FHIR \(name)", place, tape, &findings)
             }
             if binding >= 0, let codes = tables.bindings[Int(binding)].codes, let s = tape.string(value), !codes.contains(s) {
                 add(.requiredBinding, at: value, "\(path(value, place, tape)) must be a code of \(tables.bindings[Int(binding)].valueSet)", place, tape, &findings)

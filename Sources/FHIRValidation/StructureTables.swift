@@ -54,8 +54,9 @@ final class StructureTables: @unchecked Sendable {
         let required: [(bit: Int, name: String)]
     }
 
+    /// What the hot path reads of a primitive type: plain values, so that reading one retains nothing (its name is
+    /// in `primitiveNames`, read only for messages).
     struct PrimitiveInfo {
-        let name: String
         let json: PrimitiveDefinition.JSONKind
         let format: PrimitiveFormats.Format
         let isDecimal: Bool
@@ -64,6 +65,9 @@ final class StructureTables: @unchecked Sendable {
     @exclusivity(unchecked) private(set) var types: [TypeInfo] = []
     @exclusivity(unchecked) private(set) var names: [String] = []
     @exclusivity(unchecked) private(set) var primitives: [PrimitiveInfo] = []
+    @exclusivity(unchecked) private(set) var primitiveNames: [String] = []
+    /// `types[i].requiredMask`, apart: copying a `TypeInfo` (its name, its list) costs a retain per object checked.
+    @exclusivity(unchecked) private(set) var requiredMasks: [UInt64] = []
     @exclusivity(unchecked) private(set) var bindings: [Binding] = []
     @exclusivity(unchecked) private(set) var targetLists: [[String]] = [[]]
     @exclusivity(unchecked) private var keys: [Key] = []
@@ -134,7 +138,8 @@ final class StructureTables: @unchecked Sendable {
                     if let p = definitions.primitive(named: typeName) {
                         if primitiveIndex[typeName] == nil {
                             primitiveIndex[typeName] = Int32(primitives.count)
-                            primitives.append(PrimitiveInfo(name: p.name, json: p.json, format: PrimitiveFormats.Format(type: p.name), isDecimal: p.name == "decimal"))
+                            primitives.append(PrimitiveInfo(json: p.json, format: PrimitiveFormats.Format(type: p.name), isDecimal: p.name == "decimal"))
+                            primitiveNames.append(p.name)
                         }
                         info.primitive = primitiveIndex[typeName]!
                     } else if let n = number(typeName) {
@@ -168,6 +173,7 @@ final class StructureTables: @unchecked Sendable {
                 }
             }
             types.append(TypeInfo(name: type.name, requiredMask: mask, required: required))
+            requiredMasks.append(mask)
             t += 1
         }
         var capacity = 16
