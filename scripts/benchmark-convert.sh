@@ -4,7 +4,8 @@
 # usage: scripts/benchmark-convert.sh [ROWS]        (default 1000000)
 #
 # For CSV and for XML it generates ROWS rows per table (patients, patient conditions, encounters, notes), converts
-# them on one core (taskset), and prints resources/s, records/s and peak memory (max RSS). The full example holds
+# them on one core (taskset), and prints resources/s, records/s and peak memory (max RSS); then validates the CSV
+# artifacts, and their NDJSON files alone (as a folder of foreign data). The full example holds
 # the notes and conditions tables as lookups (tables the mapping asks for), so its memory includes them; the
 # patients-only run has no lookup and shows the streaming part alone.
 #
@@ -76,4 +77,15 @@ rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
 resources=$(python3 -c "import json;m=json.load(open('$WORK/out-csv/manifest.json'));print(sum(m['resourceCounts'].values()))")
 printf '%-28s %9d resources %7.2f s %9.0f resources/s %6d MiB peak (%s)\n' validate-full-example "$resources" "$secs" \
     "$(python3 -c "print($resources/$secs)")" "$rss" "$(tail -1 "$WORK/validate.out")"
+
+# The same resources as NDJSON alone (no manifest, no bundles): foreign data, every line checked and indexed.
+mkdir -p "$WORK/ndjson-only"
+ln -f "$WORK"/out-csv/ndjson/*.ndjson "$WORK/ndjson-only/" 2>/dev/null || cp "$WORK"/out-csv/ndjson/*.ndjson "$WORK/ndjson-only/"
+log="$WORK/validate-ndjson.time"
+settle
+/usr/bin/time -v $PIN "$BIN" validate "$WORK/ndjson-only" >"$WORK/validate-ndjson.out" 2>"$log" || { tail -5 "$WORK/validate-ndjson.out"; }
+secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
+rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
+printf '%-28s %9d resources %7.2f s %9.0f resources/s %6d MiB peak (%s)\n' validate-ndjson-only "$resources" "$secs" \
+    "$(python3 -c "print($resources/$secs)")" "$rss" "$(tail -1 "$WORK/validate-ndjson.out")"
 if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$WORK"; fi
