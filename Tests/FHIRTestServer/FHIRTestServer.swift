@@ -92,6 +92,8 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         public var requests = 0
         /// Requests answered with a redirect.
         public var redirected = 0
+        /// Trickled answers the client hung up on before their last byte.
+        public var tricklesAbandoned = 0
     }
 
     /// Starts a server on a free port of 127.0.0.1.
@@ -365,6 +367,10 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
     }
 
     /// Closes everything, stays down for `downFor` seconds, then listens again on the same port.
+    fileprivate func trickleAbandoned() {
+        lock.withLock { stats.tricklesAbandoned += 1 }
+    }
+
     fileprivate func crash(downFor: Double) {
         let (listener, open) = lock.withLock { () -> ((any Channel)?, [any Channel]) in
             defer { channel = nil; connections = [:] }
@@ -466,7 +472,10 @@ private final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
 extension HTTPHandler {
     /// Writes `rest` one byte per `interval`, then ends the response; stops when the client has gone.
     fileprivate func trickle(_ rest: ArraySlice<UInt8>, interval: Double, context: ChannelHandlerContext) {
-        guard context.channel.isActive else { return }
+        guard context.channel.isActive else {
+            server.trickleAbandoned()
+            return
+        }
         guard let byte = rest.first else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             return
