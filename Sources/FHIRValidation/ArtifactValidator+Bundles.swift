@@ -13,6 +13,7 @@ extension ArtifactValidator {
     func pointer(_ token: Int) -> String { tape.pointer(to: token, from: 0) }
 
     func checkBundle(file: String, size: Int, step: Int32, transactionCounter: inout Int32) {
+        let tape = self.tape
         guard tape.kind(0) == .object, let type = tape.member(0, "resourceType"), tape.equals(type, "Bundle") else {
             if foreign, tape.kind(0) == .object, let type = tape.member(0, "resourceType"), tape.kind(type) == .string {
                 return checkDataResource(0, typeToken: type, file: file, step: step)
@@ -28,12 +29,14 @@ extension ArtifactValidator {
 
     /// `request.method` and `request.url` string tokens of an entry.
     func request(_ entry: Int) -> (method: Int, url: Int)? {
+        let tape = self.tape
         guard let request = tape.member(entry, "request"), let method = tape.member(request, "method"), tape.kind(method) == .string,
               let url = tape.member(request, "url"), tape.kind(url) == .string else { return nil }
         return (method, url)
     }
 
     func checkEntries(_ bundle: Int, file: String, step: Int32, transactionCounter: inout Int32) {
+        let tape = self.tape
         checkEnvelope(bundle, file: file)
         let typeToken = tape.member(bundle, "type")
         let isBatch = typeToken.map { tape.equals($0, "batch") } ?? false
@@ -158,7 +161,9 @@ extension ArtifactValidator {
             if Int(step) < stepTypeCounts.count { stepTypeCounts[Int(step)].add(tape, typeToken: resourceTypeToken) }
             references.removeAll(keepingCapacity: true)
             checker.check(tape, root: resource, pointerRoot: 0, file: file, line: nil, findings: &findings, references: &references)
-            if !foreign { checkedResources.insert(tape.hashOfBytes(resource)) }
+            if !foreign, let resourceTypeToken, let type = tables.resourceType(tape, resourceTypeToken) {
+                recordTwin(resource, type: type, references: references)
+            }
             checkIdentifiersHaveSystems(resource, file: file, line: nil)
             for hash in hashes[hashRanges[i]] where (index[hash]?.count ?? 0) > 1 {
                 if let resourceTypeToken { sightDuplicate(hash, resource: resource, typeToken: resourceTypeToken, file: file, line: nil) }
@@ -176,6 +181,7 @@ extension ArtifactValidator {
     /// The Bundle itself, without its entries' resources: its elements (type, timestamp, entry.request.method, unknown
     /// keys, ...) as for any resource, and the Bundle invariants of FHIR R4 that concern its shape.
     func checkEnvelope(_ bundle: Int, file: String) {
+        let tape = self.tape
         var references: [FoundReference] = []
         checker.check(tape, root: bundle, pointerRoot: 0, file: file, line: nil, envelope: true, findings: &findings, references: &references)
         let type = tape.member(bundle, "type").flatMap { tape.string($0) } ?? ""
@@ -236,11 +242,11 @@ extension ArtifactValidator {
     /// A conditional update (`PUT Type?identifier=system|value`) has no id in its body and carries the identifier it
     /// searches for.
     func checkConditionalUpdate(entry: Int, resource: Int, url: Int, file: String) {
+        let tape = self.tape
         guard tape.withString(url, { $0.contains(UInt8(ascii: "?")) }) == true else { return }
         if tape.member(resource, "id") != nil {
             findings.append(Finding(rule: .idInConditionalUpdate, file: file, pointer: pointer(entry) + "/resource/id", message: "a conditional update body must not contain id"))
         }
-        let tape = self.tape
         let identifiers = tape.member(resource, "identifier").flatMap { tape.kind($0) == .array ? $0 : nil }
         // nil: not an identifier search; else the description of the identifier when the resource lacks it.
         let missing: String?? = tape.withString(url) { u -> String?? in
@@ -265,8 +271,8 @@ extension ArtifactValidator {
     /// The identifier a conditional update (`url`) or create (`ifNoneExist`) searches for is a key: it must be unique,
     /// and a conditional create must carry it.
     func checkConditionalKey(entry: Int, resource: Int, search: Int, typeToken: Int?, file: String, create: Bool) {
-        guard let typeToken else { return }
         let tape = self.tape
+        guard let typeToken else { return }
         let hash: UInt128?? = tape.withString(search) { u -> UInt128? in
             let query: UnsafeBufferPointer<UInt8>?
             if create {
@@ -296,6 +302,7 @@ extension ArtifactValidator {
 
     /// A resource in a data bundle or file of its own: checked, indexed, its references resolved.
     func checkDataResource(_ resource: Int, typeToken: Int, file: String, step: Int32, fullUrls: [UInt128: String] = [:]) {
+        let tape = self.tape
         let place = EntryPlace(step: step, transaction: -1, bundle: -1, position: 0, data: true)
         var hashes: [UInt128] = []
         if !tape.equals(typeToken, "Bundle") { index(resource, typeToken: typeToken, place: place, hashes: &hashes) }
@@ -304,6 +311,7 @@ extension ArtifactValidator {
 
     func checkIndexedDataResource(_ resource: Int, typeToken: Int, hashes: ArraySlice<UInt128>, file: String, place: EntryPlace,
                                           fullUrls: [UInt128: String]) {
+        let tape = self.tape
         resources += 1
         bundleTypeCounts.add(tape, typeToken: typeToken)
         var references: [FoundReference] = []
@@ -315,6 +323,7 @@ extension ArtifactValidator {
 
     /// The entries of a collection, searchset, document, message or history bundle: resources to check, not writes.
     func checkDataEntries(_ bundle: Int, file: String, step: Int32) {
+        let tape = self.tape
         var entries: [(resource: Int, type: Int)] = []
         var fullUrls: [UInt128: String] = [:]
         if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {

@@ -113,9 +113,9 @@ extension ArtifactValidator {
     /// Appends the hashes of `Type|system|value` for the identifiers of the resource at token `resource` (each once)
     /// to `out`.
     func identifierHashes(_ resource: Int, typeToken: Int, into out: inout [UInt128]) {
+        let tape = self.tape
         guard let identifiers = tape.member(resource, "identifier") else { return }
         let first = out.count
-        let tape = self.tape
         func add(_ identifier: Int) {
             guard let system = tape.member(identifier, "system"), let value = tape.member(identifier, "value") else { return }
             let hash: UInt128? = tape.withString(typeToken) { t in
@@ -133,6 +133,7 @@ extension ArtifactValidator {
 
     /// Records the identifiers of a resource written at `place`, appending their hashes.
     func index(_ resource: Int, typeToken: Int, place: EntryPlace, hashes: inout [UInt128]) {
+        let tape = self.tape
         let step = place.step, transaction = place.transaction
         if let id = tape.member(resource, "id"), let idText = tape.string(id), let type = tape.string(typeToken) {
             literalIDs.insert(type + "/" + idText)
@@ -153,6 +154,7 @@ extension ArtifactValidator {
     }
 
     func checkIdentifiersHaveSystems(_ resource: Int, file: String, line: Int?) {
+        let tape = self.tape
         guard let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array else { return }
         tape.forEachItem(identifiers) { _, identifier in
             if tape.member(identifier, "system") == nil {
@@ -163,6 +165,7 @@ extension ArtifactValidator {
 
     /// Notes a resource that carries an identifier an earlier one has.
     func sightDuplicate(_ hash: UInt128, resource: Int, typeToken: Int, file: String, line: Int?) {
+        let tape = self.tape
         var description = ""
         if let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array {
             tape.forEachItem(identifiers) { _, identifier in

@@ -54,9 +54,7 @@ extension ArtifactValidator {
                 resources += 1
                 if let id = tape.member(0, "id"), let idText = tape.string(id), let type = tape.string(typeToken) { literalIDs.insert(type + "/" + idText) }
             }
-            // A mirror line with the very bytes of a bundle resource already checked has nothing new to check
-            // (resources without urn:uuid references are written identically in both); the others are checked.
-            if mirror && checkedResources.contains(tape.hashOfBytes(0)) { return }
+            if mirror, let type = tables.resourceType(tape, typeToken), checkAgainstTwin(type: type, file: file, line: line) { return }
             references.removeAll(keepingCapacity: true)
             checker.check(tape, root: 0, pointerRoot: 0, file: file, line: line, findings: &findings, references: &references)
             if !mirror { checkIdentifiersHaveSystems(0, file: file, line: line) }

@@ -10,6 +10,7 @@ import Glibc
 // The reference pass: urn:uuid, conditional and literal references, their order and target types.
 extension ArtifactValidator {
     func checkReference(_ reference: FoundReference, file: String, line: Int?, place: EntryPlace, isTransaction: Bool, fullUrls: [UInt128: String]) {
+        let tape = self.tape
         let token = reference.token
         var targetType: String?
         if tape.hasPrefix(token, "urn:uuid:") || tape.hasPrefix(token, "urn:oid:") {

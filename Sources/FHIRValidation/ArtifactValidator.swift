@@ -88,7 +88,9 @@ public final class ArtifactValidator {
     let checker = ResourceChecker()
     let tables = StructureTables.r4
     // A run is single-threaded: the per-access exclusivity checks of these hot properties cost about 7% of it.
-    /// Storage for the file or NDJSON line being checked, reused.
+    /// Storage for the file or NDJSON line being checked, reused. Passes that read it begin with
+    /// `let tape = self.tape`: one retain for the pass, where each read of the class's property retained its buffers
+    /// (a quarter of a validation's time). Only `run` and `scanNDJSON` parse, with no such copy alive.
     @exclusivity(unchecked) var tape = JSONTape()
     @exclusivity(unchecked) var findings: [Finding] = []
     @exclusivity(unchecked) var resources = 0
@@ -113,9 +115,10 @@ public final class ArtifactValidator {
     /// The same, step by step (for a folder with a manifest), to check `steps[].resources`.
     @exclusivity(unchecked) var stepTypeCounts: [TypeCounts] = []
     @exclusivity(unchecked) var pending: [PendingReference] = []
-    /// Hashes of the bytes of the bundle resources checked (folders with a manifest): an NDJSON line with the same
-    /// bytes was checked with them.
-    @exclusivity(unchecked) var checkedResources: Set<UInt128> = []
+    /// The bundle resources checked (folders with a manifest), by resource type (index of `StructureTables.types`),
+    /// for their NDJSON mirror lines; and the urn references of the twins that have some.
+    @exclusivity(unchecked) var mirrorTwins = [MirrorTwins](repeating: MirrorTwins(), count: StructureTables.r4.types.count)
+    @exclusivity(unchecked) var twinReferences: [TwinReference] = []
     @exclusivity(unchecked) var pendingLiterals: [(literal: String, file: String, line: Int?, pointer: String)] = []
 
     public init(folder: String, options: ValidationOptions = ValidationOptions()) {

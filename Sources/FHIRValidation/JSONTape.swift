@@ -140,8 +140,18 @@ struct JSONTape {
 
     /// A hash of the bytes of value `i` as written (a container from its opening to its closing bracket).
     func hashOfBytes(_ i: Int) -> UInt128 {
-        bytes.withUnsafeBufferPointer { p in FastHash.hash128(UnsafeBufferPointer(rebasing: p[Int(tokens[i].start)..<Int(tokens[i].end)])) }
+        hashOfBytes(Int(tokens[i].start)..<Int(tokens[i].end))
     }
+
+    /// The hash of the bytes in `range` (of the text parsed).
+    func hashOfBytes(_ range: Range<Int>) -> UInt128 {
+        bytes.withUnsafeBufferPointer { p in FastHash.hash128(UnsafeBufferPointer(rebasing: p[range])) }
+    }
+
+    /// Where token `i`'s bytes start and end (a string's without its quotes).
+    func start(_ i: Int) -> Int { Int(tokens[i].start) }
+    func end(_ i: Int) -> Int { Int(tokens[i].end) }
+    var tokenCount: Int { tokens.count }
 
     /// Whether string tokens `a` and `b` hold the same value (escapes undone).
     func sameString(_ a: Int, _ b: Int) -> Bool {
@@ -197,8 +207,31 @@ struct JSONTape {
     /// The first control character of string token `i` that FHIR strings forbid (below U+0020 except tab, line feed
     /// and carriage return), or nil. Only an escaped string can hold one: the parser refuses raw control bytes.
     func forbiddenControlCharacter(_ i: Int) -> UInt8? {
-        guard tokens[i].kind == .string, tokens[i].escaped else { return nil }
-        return withString(i) { $0.first(where: { $0 < 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }) } ?? nil
+        let t = tokens[i]
+        guard t.kind == .string, t.escaped else { return nil }
+        // A raw control character is not valid JSON, so only an escape can give one: \b, \f or \u0000-\u001F.
+        // The escapes are read in place (a note full of \n is not decoded for this).
+        return bytes.withUnsafeBufferPointer { p -> UInt8? in
+            func hex(_ b: UInt8) -> UInt8 { b <= UInt8(ascii: "9") ? b &- UInt8(ascii: "0") : (b | 0x20) &- UInt8(ascii: "a") &+ 10 }
+            var k = Int(t.start)
+            let end = Int(t.end)
+            while k + 1 < end {
+                guard p[k] == UInt8(ascii: "\\") else {
+                    k += 1
+                    continue
+                }
+                switch p[k + 1] {
+                case UInt8(ascii: "b"): return 0x08
+                case UInt8(ascii: "f"): return 0x0C
+                case UInt8(ascii: "u") where k + 5 < end && p[k + 2] == UInt8(ascii: "0") && p[k + 3] == UInt8(ascii: "0") && p[k + 4] <= UInt8(ascii: "1"):
+                    let c = hex(p[k + 4]) << 4 | hex(p[k + 5])
+                    if c != 0x09 && c != 0x0A && c != 0x0D { return c }
+                default: break
+                }
+                k += 2  // past the escape's first two bytes (a \\ is not the start of another)
+            }
+            return nil
+        }
     }
 
     /// Whether string token `i` is `""` (an escape is never empty, so its raw bytes tell).
@@ -222,6 +255,7 @@ struct JSONTape {
     }
 
     /// Calls `body` with the UTF-8 bytes of string token `i`'s value (unescaped); nil when it is not a string.
+    @inline(__always)
     func withString<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R? {
         let t = tokens[i]
         guard t.kind == .string else { return nil }

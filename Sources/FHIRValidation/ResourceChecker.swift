@@ -274,7 +274,7 @@ struct ResourceChecker {
             } else if tape.withString(value, { PrimitiveFormats.check($0, primitive.format) }) == false {
                 add(.primitiveFormat, at: value, "\(path(value, place, tape)) is not a valid FHIR \(name)", place, tape, &findings)
             }
-            if binding >= 0, let codes = tables.bindings[Int(binding)].codes, let s = tape.string(value), !codes.contains(s) {
+            if binding >= 0, let codes = tables.bindingCodes[Int(binding)], tape.withString(value, { codes[FastHash.hash128($0)] == nil }) == true {
                 add(.requiredBinding, at: value, "\(path(value, place, tape)) must be a code of \(tables.bindings[Int(binding)].valueSet)", place, tape, &findings)
             }
         }

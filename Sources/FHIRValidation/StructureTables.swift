@@ -1,4 +1,5 @@
 import FHIRDefinitions
+import FHIRModel
 
 #if canImport(Glibc)
 import Glibc
@@ -69,6 +70,9 @@ final class StructureTables: @unchecked Sendable {
     /// `types[i].requiredMask`, apart: copying a `TypeInfo` (its name, its list) costs a retain per object checked.
     @exclusivity(unchecked) private(set) var requiredMasks: [UInt64] = []
     @exclusivity(unchecked) private(set) var bindings: [Binding] = []
+    /// `bindings[i].codes` as hashes of their bytes: a code of every resource (status, request.method) is looked up
+    /// without making a String of it.
+    @exclusivity(unchecked) private(set) var bindingCodes: [HashedKeyMap<Void>?] = []
     @exclusivity(unchecked) private(set) var targetLists: [[String]] = [[]]
     @exclusivity(unchecked) private var keys: [Key] = []
 
@@ -150,6 +154,11 @@ final class StructureTables: @unchecked Sendable {
                         if bindingIndex[id] == nil {
                             bindingIndex[id] = Int32(bindings.count)
                             bindings.append(b)
+                            bindingCodes.append(b.codes.map { codes in
+                                var hashes = HashedKeyMap<Void>(empty: (), capacity: codes.count * 2)
+                                for code in codes { hashes[FastHash.hash128(code)] = () }
+                                return hashes
+                            })
                         }
                         info.binding = bindingIndex[id]!
                         info.coded = typeName == "Coding" ? .coding : typeName == "CodeableConcept" ? .codeableConcept : .none

@@ -98,4 +98,18 @@ struct StructureCheckTests {
         let found = try findings([#"{"resourceType":"Patient","identifier":[{"system":"s","value":"1"}],"gender":"m\u0061l"}"#])
         #expect(found.map(\.rule) == ["required-binding"])
     }
+
+    @Test func aControlCharacterIsFoundOnlyWhereAnEscapeWritesOne() {
+        let cases: [(json: String, control: UInt8?)] = [
+            (#""plain text""#, nil), (#""line\nbreak\ttab\rreturn""#, nil), (#""\u0009\u000A\u000d""#, nil),
+            (#""bell\u0007""#, 0x07), (#""\b""#, 0x08), (#""a\fb""#, 0x0C), (#""\u001F""#, 0x1F), (#""\u001f""#, 0x1F),
+            (#""\u0020 and \u00e9""#, nil), (#""a backslash, then u0001: \\u0001""#, nil), (#""\\\u0001""#, 0x01),
+        ]
+        for (json, control) in cases {
+            var tape = JSONTape()
+            let parsed = tape.parse(Array(json.utf8))
+            #expect(parsed)
+            #expect(tape.forbiddenControlCharacter(0) == control, "\(json)")
+        }
+    }
 }
