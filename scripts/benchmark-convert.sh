@@ -68,24 +68,23 @@ measure csv-full-example "$WORK/csv/mapping.yaml" "$WORK/out-csv"
 measure xml-patients-streaming "$WORK/xml/mapping-patients.yaml" "$WORK/out-xml-patients"
 measure xml-full-example "$WORK/xml/mapping-xml.yaml" "$WORK/out-xml"
 
-# The offline validator on the full CSV example's artifacts (all rules).
-log="$WORK/validate.time"
-settle
-/usr/bin/time -v $PIN "$BIN" validate "$WORK/out-csv" >"$WORK/validate.out" 2>"$log" || { tail -5 "$WORK/validate.out"; }
-secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
-rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
-resources=$(python3 -c "import json;m=json.load(open('$WORK/out-csv/manifest.json'));print(sum(m['resourceCounts'].values()))")
-printf '%-28s %9d resources %7.2f s %9.0f resources/s %6d MiB peak (%s)\n' validate-full-example "$resources" "$secs" \
-    "$(python3 -c "print($resources/$secs)")" "$rss" "$(tail -1 "$WORK/validate.out")"
+validate() {  # label folder resources: the offline validator, all rules
+    local label=$1 folder=$2 resources=$3
+    local log="$WORK/$label.time" out="$WORK/$label.out"
+    settle
+    /usr/bin/time -v $PIN "$BIN" validate "$folder" >"$out" 2>"$log" || { tail -5 "$out"; }
+    local secs rss
+    secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
+    rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
+    printf '%-28s %9d resources %7.2f s %9.0f resources/s %6d MiB peak (%s)\n' "$label" "$resources" "$secs" \
+        "$(python3 -c "print($resources/$secs)")" "$rss" "$(tail -1 "$out")"
+}
 
-# The same resources as NDJSON alone (no manifest, no bundles): foreign data, every line checked and indexed.
+# The full CSV example's artifacts (bundles, their NDJSON mirror, checksums); then the same resources as NDJSON
+# alone (no manifest, no bundles): foreign data, every line checked and indexed.
+resources=$(python3 -c "import json;m=json.load(open('$WORK/out-csv/manifest.json'));print(sum(m['resourceCounts'].values()))")
+validate validate-full-example "$WORK/out-csv" "$resources"
 mkdir -p "$WORK/ndjson-only"
 ln -f "$WORK"/out-csv/ndjson/*.ndjson "$WORK/ndjson-only/" 2>/dev/null || cp "$WORK"/out-csv/ndjson/*.ndjson "$WORK/ndjson-only/"
-log="$WORK/validate-ndjson.time"
-settle
-/usr/bin/time -v $PIN "$BIN" validate "$WORK/ndjson-only" >"$WORK/validate-ndjson.out" 2>"$log" || { tail -5 "$WORK/validate-ndjson.out"; }
-secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
-rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
-printf '%-28s %9d resources %7.2f s %9.0f resources/s %6d MiB peak (%s)\n' validate-ndjson-only "$resources" "$secs" \
-    "$(python3 -c "print($resources/$secs)")" "$rss" "$(tail -1 "$WORK/validate-ndjson.out")"
+validate validate-ndjson-only "$WORK/ndjson-only" "$resources"
 if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$WORK"; fi

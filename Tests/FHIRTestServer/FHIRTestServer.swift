@@ -366,11 +366,11 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         return .respond(status: response.status, headers: headers, body: body, delay: 0)
     }
 
-    /// Closes everything, stays down for `downFor` seconds, then listens again on the same port.
     fileprivate func trickleAbandoned() {
         lock.withLock { stats.tricklesAbandoned += 1 }
     }
 
+    /// Closes everything, stays down for `downFor` seconds, then listens again on the same port.
     fileprivate func crash(downFor: Double) {
         let (listener, open) = lock.withLock { () -> ((any Channel)?, [any Channel]) in
             defer { channel = nil; connections = [:] }
