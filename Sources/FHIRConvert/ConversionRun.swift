@@ -16,6 +16,8 @@ struct ConversionRun {
 
     private var rejects: HashingFileWriter
     private var rejectCount = 0
+    /// The rejects grouped by reason, for the summary.
+    private(set) var rejectDigest = RejectDigest()
     private var ndjson: [String: HashingFileWriter] = [:]
     /// The NDJSON writer of each resource template of the current step, to skip the dictionary on the hot path.
     private var stepWriters: [HashingFileWriter?] = []
@@ -149,7 +151,7 @@ struct ConversionRun {
             rows += 1
             if let failure = evaluator.evaluate(record.values, into: produced) {
                 try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
-                               reason: failure.message, value: failure.value)
+                               reason: failure.message, value: failure.value, identities: evaluator.identities(ofRejected: record.values))
                 return
             }
             let count = produced.resources.count
@@ -172,7 +174,8 @@ struct ConversionRun {
                 try assembler.add(group: group)
             } catch let tooLarge as GroupTooLarge {
                 try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: produced.resources[0].identifierValue,
-                               reason: tooLarge.message + "; raise the limit or split the group")
+                               reason: tooLarge.message + "; raise the limit or split the group",
+                               identities: evaluator.identities(ofRejected: record.values))
                 return
             }
             for h in run.rowHashes { run.seenIdentifiers.insert(h, line: record.line) }
@@ -261,7 +264,9 @@ struct ConversionRun {
 
     // MARK: Output
 
-    mutating func reject(sourceIndex: Int, line: Int, task: String, key: String?, reason: String, value: String? = nil) throws {
+    /// Files a reject; `identities` are those of the resources the row would have written (see `RejectDigest`).
+    mutating func reject(sourceIndex: Int, line: Int, task: String, key: String?, reason: String, value: String? = nil,
+                         identities: [String] = []) throws {
         var members = [
             JSONMember("file", .string(mapping.sources[sourceIndex].declaration.file)),
             JSONMember("line", .number(String(line))),
@@ -275,6 +280,7 @@ struct ConversionRun {
         bytes.append(UInt8(ascii: "\n"))
         try rejects.write(bytes)
         rejectCount += 1
+        rejectDigest.add(file: mapping.sources[sourceIndex].declaration.file, line: line, reason: reason, identities: identities)
     }
 
     /// Appends a resource to its type's NDJSON file (one file per type, shared by every step that writes the type).

@@ -63,6 +63,10 @@ public struct ConvertSummary: Sendable {
     public var manifest: Manifest
     /// Repeated keys of lookups on sources that steps convert too.
     public var lookupDuplicates: [LookupDuplicates] = []
+    /// The rejects grouped by reason, with the identities rejected rows would have written.
+    public var rejects = RejectDigest()
+    /// Per source, the columns the mapping never reads.
+    public var unusedColumns: [UnusedColumns] = []
     /// The validation of the new artifacts, unless it was turned off.
     public var validation: ValidationReport?
     public var outputPath: String
@@ -80,8 +84,9 @@ public enum ConvertError: Error, CustomStringConvertible {
     case cancelled
     /// A signal came after the new artifacts had replaced the output: they are complete, but the run was interrupted.
     case cancelledAfterCommit(outputPath: String)
-    /// The artifacts have validation errors; they were kept for review at `keptAt`, the previous output is unchanged.
-    case invalid(ValidationReport, keptAt: String)
+    /// The artifacts have validation errors (`summary.validation`); they were kept for review at `keptAt`, the
+    /// previous output is unchanged. The summary says what the run did, rejects included, which often explain why.
+    case invalid(ConvertSummary, keptAt: String)
 
     /// True when a signal stopped the run (exit status 130).
     public var isInterruption: Bool {
@@ -99,8 +104,8 @@ public enum ConvertError: Error, CustomStringConvertible {
         case .cancelled: return "interrupted; the previous output folder is unchanged"
         case .cancelledAfterCommit(let path):
             return "interrupted just after the new artifacts replaced \(path); they are complete and validated as the run intended, but check them before relying on them"
-        case .invalid(let report, let keptAt):
-            return "the artifacts have \(report.errors) validation errors; the previous output folder is unchanged and the new artifacts are in \(keptAt) for review"
+        case .invalid(let summary, let keptAt):
+            return "the artifacts have \(summary.validation?.errors ?? 0) validation errors; the previous output folder is unchanged and the new artifacts are in \(keptAt) for review"
         }
     }
 }
@@ -145,14 +150,15 @@ public final class Converter {
 
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
-        let manifest: Manifest
-        var validation: ValidationReport?
-        var lookupDuplicates: [LookupDuplicates] = []
+        var summary: ConvertSummary
         do {
             var run = try ConversionRun(mapping: mapping, profile: options.profile, limits: limits, layout: options.bundleLayout, folder: folder,
                                         progress: progress, isCancelled: isCancelled)
-            manifest = try run.execute(toolVersion: options.toolVersion)
-            lookupDuplicates = run.lookupDuplicates
+            let manifest = try run.execute(toolVersion: options.toolVersion)
+            summary = ConvertSummary(manifest: manifest, outputPath: options.outputPath, seconds: 0)
+            summary.lookupDuplicates = run.lookupDuplicates
+            summary.rejects = run.rejectDigest
+            summary.unusedColumns = mapping.unusedColumns
             try checkpoint()
             if options.validate {
                 progress?.started(task: "validate", source: options.outputPath, totalBytes: 0)
@@ -160,8 +166,9 @@ public final class Converter {
                 validationOptions.isCancelled = isCancelled
                 let (report, keptAt) = try folder.validateBeforeCommit(validationOptions)
                 progress?.finished(task: "validate", rows: report.resources, rejects: report.errors)
-                if let keptAt { throw ConvertError.invalid(report, keptAt: keptAt) }
-                validation = report
+                summary.validation = report
+                summary.seconds = Date().timeIntervalSince(started)
+                if let keptAt { throw ConvertError.invalid(summary, keptAt: keptAt) }
             }
             try checkpoint()
             try folder.flushToDisk()
@@ -182,8 +189,7 @@ public final class Converter {
         }
         // A signal during the swap itself is seen here: the run must not then report a plain success.
         if isCancelled() { throw .cancelledAfterCommit(outputPath: options.outputPath) }
-        var summary = ConvertSummary(manifest: manifest, validation: validation, outputPath: options.outputPath, seconds: Date().timeIntervalSince(started))
-        summary.lookupDuplicates = lookupDuplicates
+        summary.seconds = Date().timeIntervalSince(started)
         return summary
     }
 

@@ -11,7 +11,22 @@ public struct CompiledMapping: Sendable {
     public let steps: [CompiledStep]
     /// Limits declared in the mapping, applied over the defaults.
     public let limits: BundleLimits
+    /// Per source, the columns no expression reads (their data goes nowhere), in the file's order.
+    public let unusedColumns: [UnusedColumns]
     let maps: [ValueMap]
+}
+
+/// Columns of a source that the mapping never reads: a middle name left out is lost silently otherwise.
+public struct UnusedColumns: Sendable, Equatable {
+    public let source: String
+    public let file: String
+    public let columns: [String]
+
+    public init(source: String, file: String, columns: [String]) {
+        self.source = source
+        self.file = file
+        self.columns = columns
+    }
 }
 
 /// One source file and how to read it.

@@ -87,6 +87,8 @@ public struct MappingCompiler {
 
         var steps: [CompiledStep] = []
         var columnsRead: [Int: Set<Int>] = [:]
+        var columnsUsed: [Int: Set<Int>] = [:]
+        for l in lookups { columnsUsed[l.sourceIndex, default: []].insert(l.keyColumn) }
         for (stepIndex, step) in document.steps.enumerated() {
             let si = try sourceIndex(step.source.name, at: step.source.location, sources)
             guard let kind = BundleKind(rawValue: step.bundle.name) else {
@@ -101,12 +103,19 @@ public struct MappingCompiler {
                 resources.append(try compileResource(r.template, name: r.name, identity: identities[stepIndex][ri], scope: &scope))
             }
             columnsRead.merge(scope.columnsRead) { $0.union($1) }
+            columnsUsed.merge(scope.columnsUsed) { $0.union($1) }
             steps.append(CompiledStep(
                 name: step.name, sourceIndex: si, bundle: kind, resources: resources,
                 usesLocalReferences: scope.usesLocalReferences, dependsOn: Array(Set(scope.dependsOn)).sorted(), location: step.location))
         }
         for i in lookups.indices { lookups[i].columnsRead = columnsRead[lookups[i].sourceIndex] ?? [] }
-        return CompiledMapping(document: document, sources: sources, lookups: lookups, steps: try uploadOrder(steps), limits: limits, maps: maps)
+        let unused = sources.indices.compactMap { si -> UnusedColumns? in
+            let used = columnsUsed[si] ?? []
+            let names = sources[si].fieldNames.enumerated().filter { !used.contains($0.offset) }.map(\.element)
+            return names.isEmpty ? nil : UnusedColumns(source: sources[si].name, file: sources[si].declaration.file, columns: names)
+        }
+        return CompiledMapping(document: document, sources: sources, lookups: lookups, steps: try uploadOrder(steps), limits: limits,
+                               unusedColumns: unused, maps: maps)
     }
 
     /// Orders steps so that each follows the steps it refers to; declaration order breaks ties. A cycle is an error.

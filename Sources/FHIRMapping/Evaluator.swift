@@ -231,6 +231,17 @@ public struct StepEvaluator: Sendable {
         }
     }
 
+    /// The identities (`Type?identifier=system|value`, unescaped) of the resources a rejected row would have
+    /// written, where they can be computed: a reference to one of them is dangling because of this reject.
+    public func identities(ofRejected row: [FieldValue]) -> [String] {
+        var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: false)
+        return step.resources.compactMap { resource in
+            if let condition = resource.condition, let holds = try? context.evaluate(condition).isTruthy, !holds { return nil }
+            guard let value = try? context.identity(resource), !value.isEmpty else { return nil }
+            return "\(resource.resourceType)?identifier=\(resource.identifierSystem)|\(value)"
+        }
+    }
+
     /// The key a reject is filed under: the first resource's identifier value, when it can be computed.
     public func rejectKey(_ row: [FieldValue]) -> String? {
         guard let first = step.resources.first(where: { $0.condition == nil }) ?? step.resources.first else { return nil }

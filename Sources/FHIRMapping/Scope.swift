@@ -30,8 +30,10 @@ struct Scope {
     let stepNames: [String]
     var dependsOn: [Int]
     var usesLocalReferences: Bool
-    /// Columns read from rows of other sources (lookup results), by source index.
+    /// Columns read from rows of other sources (lookup results), by source index: what a lookup table keeps.
     var columnsRead: [Int: Set<Int>] = [:]
+    /// Every column an expression reads, the step's own included, by source index: the summary lists the others.
+    var columnsUsed: [Int: Set<Int>] = [:]
 
     mutating func pushAlias(_ name: String, type: StaticType) -> Int {
         let slot = nextSlot
@@ -66,7 +68,10 @@ struct Scope {
             if lookups.contains(where: { $0.name == n }) {
                 throw fail(at, "'\(n)' is a lookup; index it with a key, e.g. \(n)[some_column]")
             }
-            if let column { return (.column(column, name: n), .scalar) }
+            if let column {
+                columnsUsed[sourceIndex, default: []].insert(column)
+                return (.column(column, name: n), .scalar)
+            }
             let known = columns + Array(constants.keys) + aliases.map(\.name)
             throw fail(at, "unknown name '\(n)': not a column of source '\(sources[sourceIndex].name)', a constant or a $each alias\(mapping.suggest(n, known))")
         case .member(let base, let field, let at):
@@ -77,6 +82,7 @@ struct Scope {
                     throw fail(at, "source '\(sources[s].name)' has no column '\(field)'\(mapping.suggest(field, sources[s].fieldNames))")
                 }
                 columnsRead[s, default: []].insert(col)
+                columnsUsed[s, default: []].insert(col)
                 let isList = if case .records = b.type { true } else { false }
                 return (.field(b.expression, column: col, name: field), isList ? .list : .scalar)
             default:

@@ -109,7 +109,8 @@ extension ArtifactValidator {
         for p in pending {
             guard var e = index[p.hash], e.count > 0 else {
                 findings.append(Finding(rule: .conditionalUnresolved, file: p.file, line: p.line, pointer: p.pointer,
-                                        message: "no \(p.type) in the artifacts has identifier \(p.description)"))
+                                        message: "no \(p.type) in the artifacts has identifier \(p.description)",
+                                        missingIdentity: "\(p.type)?identifier=\(p.description)"))
                 continue
             }
             if !e.used {

@@ -16,14 +16,18 @@ public struct Finding: Sendable, Equatable {
     /// JSON pointer inside the file's JSON (a bundle, or the NDJSON line's resource).
     public let pointer: String?
     public let message: String
+    /// For a reference that resolves to nothing: the identity it looks for, `Type?identifier=system|value`
+    /// (unescaped), so that `convert` can name the reject that explains it.
+    public let missingIdentity: String?
 
-    public init(rule: Rule, file: String, line: Int? = nil, pointer: String? = nil, message: String) {
+    public init(rule: Rule, file: String, line: Int? = nil, pointer: String? = nil, message: String, missingIdentity: String? = nil) {
         self.rule = rule.id
         severity = rule.severity
         self.file = file
         self.line = line
         self.pointer = pointer
         self.message = message
+        self.missingIdentity = missingIdentity
     }
 
     /// What to do about it (the rule's hint).

@@ -1,8 +1,9 @@
 import FHIRModel
 
 extension ValidationReport {
-    /// Findings grouped by rule, errors first, with counts, the first examples and the rule's hint.
-    public func text(examplesPerRule: Int = 5) -> String {
+    /// Findings grouped by rule, errors first, with counts, the first examples and the rule's hint; `annotate` may
+    /// add a line under an example (the converter names the reject that explains a dangling reference).
+    public func text(examplesPerRule: Int = 5, annotate: (Finding) -> String? = { _ in nil }) -> String {
         var lines: [String] = []
         let byRule = Dictionary(grouping: findings, by: \.rule)
         let order = byRule.keys.sorted { a, b in
@@ -12,7 +13,10 @@ extension ValidationReport {
         for rule in order {
             let group = byRule[rule]!
             lines.append("\(group[0].severity.rawValue): \(rule) (\(group.count))")
-            for f in group.prefix(examplesPerRule) { lines.append("  \(f.location): \(f.message)") }
+            for f in group.prefix(examplesPerRule) {
+                lines.append("  \(f.location): \(f.message)")
+                if let note = annotate(f) { lines.append("    \(note)") }
+            }
             if group.count > examplesPerRule { lines.append("  ... and \(group.count - examplesPerRule) more (--format json lists all)") }
             lines.append("  hint: \(group[0].hint)")
         }

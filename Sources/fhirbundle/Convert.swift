@@ -64,10 +64,10 @@ struct Convert: ParsableCommand {
         let summary: ConvertSummary
         do {
             summary = try converter.run()
-        } catch let ConvertError.invalid(report, keptAt) {
+        } catch let ConvertError.invalid(summary, keptAt) {
             progress?.clearLine()
-            Stderr.print(report.text())
-            Stderr.print("error: \(ConvertError.invalid(report, keptAt: keptAt))")
+            Stderr.print(summary.invalidText(keptAt: keptAt))
+            Stderr.print("error: \(ConvertError.invalid(summary, keptAt: keptAt))")
             throw ExitCode.failure
         } catch let ConvertError.mapping(e) {
             // Compiler-style, so terminals and editors link the mapping file's line and column.
@@ -84,7 +84,7 @@ struct Convert: ParsableCommand {
             throw ExitCode.failure
         }
         progress?.clearLine()
-        if !quiet { Stderr.print(SummaryText.render(summary)) }
+        if !quiet { Stderr.print(summary.text()) }
         if failOnRejects && summary.manifest.rejects > 0 { throw ExitCode.failure }
     }
 }

@@ -48,25 +48,3 @@ final class TerminalProgress: ConvertProgress {
         FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
     }
 }
-
-/// The end-of-run summary: counts only, never resource contents.
-enum SummaryText {
-    static func render(_ s: ConvertSummary) -> String {
-        var lines: [String] = []
-        let m = s.manifest
-        lines.append("Wrote \(s.outputPath)/ in \(String(format: "%.2f", s.seconds)) s: \(s.resourcesWritten) resources in \(s.bundleCount) bundles from \(s.rowsRead) rows, \(m.rejects) rejected.")
-        for step in m.steps {
-            let resources = step.resources.keys.sorted().map { "\(step.resources[$0]!) \($0)" }.joined(separator: ", ")
-            lines.append("  \(step.folder): \(step.rows) rows → \(resources.isEmpty ? "nothing" : resources), \(step.bundles.count) bundles, \(step.rejects) rejected")
-        }
-        if m.rejects > 0 { lines.append("Rejected rows are listed with file, line and reason in \(s.outputPath)/rejects.ndjson.") }
-        for d in s.lookupDuplicates {
-            let shown = d.firstLines.map(String.init).joined(separator: ", ") + (d.count > d.firstLines.count ? ", …" : "")
-            lines.append("warning: lookup '\(d.lookup)': \(d.count) rows of \(d.file) repeat a key in column '\(d.column)' (lines \(shown)); the lookup uses the first row with each key. Those rows are converted by their step all the same.")
-        }
-        if let v = s.validation {
-            lines.append("Validated: \(v.errors) errors, \(v.warnings) warnings in \(v.resources) resources (fhirbundle validate \(s.outputPath) for details).")
-        }
-        return lines.joined(separator: "\n")
-    }
-}

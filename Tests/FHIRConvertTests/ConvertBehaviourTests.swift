@@ -229,7 +229,7 @@ struct ConvertBehaviourTests {
         let dir = temporaryFolder()
         defer { cleanup(dir) }
         try convert(fixture("medplum-example/mapping.yaml"), out: dir + "/lines")
-        try Converter(options: ConvertOptions(mappingPath: fixture("medplum-example/mapping.yaml"), outputPath: dir + "/pretty",
+        _ = try Converter(options: ConvertOptions(mappingPath: fixture("medplum-example/mapping.yaml"), outputPath: dir + "/pretty",
                                               toolVersion: "test", bundleLayout: .pretty)).run()
         for path in ["bundles/01-patients/0001.json", "bundles/03-encounters/0001.json"] {
             let lines = read(dir + "/lines/" + path)
@@ -252,8 +252,8 @@ struct ConvertBehaviourTests {
         do {
             try convert(dir + "/mapping.yaml", out: dir + "/out")
             Issue.record("expected validation errors")
-        } catch let ConvertError.invalid(report, keptAt) {
-            #expect(report.findings.contains { $0.rule == "conditional-reference-unresolved" })
+        } catch let ConvertError.invalid(summary, keptAt) {
+            #expect(summary.validation?.findings.contains { $0.rule == "conditional-reference-unresolved" } == true)
             #expect(keptAt == dir + "/out.invalid")
         }
         #expect(folderContents(dir + "/out") == before)
