@@ -1,3 +1,4 @@
+import FHIRDefinitions
 import FHIRModel
 import Foundation
 import Yams
@@ -11,6 +12,18 @@ struct ElementInfo {
     let isArray: Bool
     /// Set for primitive types: how their JSON is written.
     let primitiveKind: LeafKind?
+    /// For a Reference: the resource types it may point at (empty: any).
+    var referenceTargets: [String] = []
+    /// A required value set binding: a fixed code must be one of its codes. Set on `code` elements, and passed
+    /// down from a bound Coding or CodeableConcept to the `code` of its codings.
+    var binding: Binding?
+}
+
+/// An element a type requires (min 1 or more), with every JSON key that fills it (`value[x]` has one a type).
+struct RequiredElement {
+    let name: String
+    let jsonKeys: [String]
+    let min: Int
 }
 
 /// The FHIR definitions the compiler checks templates against.
@@ -21,6 +34,8 @@ protocol FHIRTypeCatalog: Sendable {
     func element(of typeName: String, jsonKey: String) -> ElementInfo?
     /// Element names of a type, for "did you mean" hints.
     func elementNames(of typeName: String) -> [String]
+    /// The elements of a type with a minimum cardinality of 1 or more.
+    func requiredElements(of typeName: String) -> [RequiredElement]
 }
 
 /// Resolves a `MappingDocument` against the sources' columns and the FHIR definitions.
@@ -236,8 +251,11 @@ public struct MappingCompiler {
     }
 
     /// Compiles a mapping node into an object of FHIR type `typeName`, keys sorted into FHIR element order.
-    private func compileObject(_ node: Node, typeName: String?, path: String, scope: inout Scope, allowIf: Bool = true) throws(MappingError) -> TemplateNode {
+    /// `element` describes the element the object fills, whose binding or reference targets its children inherit.
+    private func compileObject(_ node: Node, typeName: String?, path: String, scope: inout Scope, allowIf: Bool = true,
+                               element: ElementInfo? = nil) throws(MappingError) -> TemplateNode {
         guard let m = node.mapping else { throw fail(location(node), "\(path) must be a mapping of elements") }
+        if let typeName, catalog.hasType(typeName) { try checkRequiredElements(of: m, typeName: typeName, path: path, at: location(node)) }
         var condition: CompiledExpression?
         var members: [(order: Int, seq: Int, key: String, node: TemplateNode)] = []
         for (seq, pair) in m.enumerated() {
@@ -263,6 +281,11 @@ public struct MappingCompiler {
                 if info == nil {
                     throw fail(location(pair.key), "'\(key)' is not an element of \(typeName)\(suggest(key, catalog.elementNames(of: typeName)))")
                 }
+                // A bound CodeableConcept binds the codes of its codings; a Reference's targets are its reference's.
+                if (typeName == "CodeableConcept" && key == "coding") || (typeName == "Coding" && key == "code") {
+                    info?.binding = element?.binding
+                }
+                if typeName == "Reference" && key == "reference" { info?.referenceTargets = element?.referenceTargets ?? [] }
             }
             let child = try compileValue(pair.value, info: info, path: "\(path).\(key)", scope: &scope)
             members.append((info?.order ?? Int.max, seq, key, child))
@@ -346,7 +369,7 @@ public struct MappingCompiler {
             }
             var typeName = info?.typeName
             if typeName == "Resource" { typeName = node.mapping?["resourceType"]?.scalar?.string }
-            return try compileObject(node, typeName: typeName, path: path, scope: &scope)
+            return try compileObject(node, typeName: typeName, path: path, scope: &scope, element: info)
         }
         guard let scalar = node.scalar else { throw fail(location(node), "\(path): unsupported YAML value (aliases are not supported)") }
         if let info, info.primitiveKind == nil {
@@ -361,6 +384,7 @@ public struct MappingCompiler {
             case .expression(let e):
                 let c = try scope.compile(e)
                 if case .record = c.type { throw fail(e.location, "\(path): this gives a whole row; pick a field, e.g. row.column") }
+                if let info { try checkReferenceTargets(c.expression, at: e.location, info: info, path: path, scope: scope) }
                 // Constants are text: "{{ base }}/patientId" is fixed and folds like plain text.
                 if case .literal(.string(let text)) = c.expression {
                     compiled.append(.text(text))
@@ -372,6 +396,9 @@ public struct MappingCompiler {
         if compiled.allSatisfy({ if case .text = $0 { return true } else { return false } }) {
             let text = compiled.map { if case .text(let t) = $0 { return t } else { return "" } }.joined()
             if text.isBlank { return .constant(.null) }
+            if let binding = info?.binding, let codes = binding.codes, !codes.contains(text) {
+                throw fail(location(node), "\(path) is bound to the required value set \(binding.valueSet), which has no code '\(text)'\(suggest(text, Array(codes))); its codes are \(Self.listed(codes))")
+            }
             do {
                 return .constant(try LeafCoercion.coerce(text, kind: kind, path: path))
             } catch let failure as RowFailure {
@@ -380,7 +407,52 @@ public struct MappingCompiler {
                 throw fail(location(node), "\(error)")
             }
         }
+        if let binding = info?.binding, let codes = binding.codes, compiled.count == 1, case .expression(.call(.map(let mi), _)) = compiled[0] {
+            // A value map gives only its listed codes (and its default): each must be in the value set.
+            let map = scope.maps[mi]
+            for code in (Array(map.table.values) + (map.defaultValue.map { [$0] } ?? [])).sorted() where !code.isEmpty && !codes.contains(code) {
+                throw fail(location(node), "\(path) is bound to the required value set \(binding.valueSet), but map '\(map.name)' gives '\(code)', which it does not have\(suggest(code, Array(codes))); its codes are \(Self.listed(codes))")
+            }
+        }
         return .leaf(Leaf(parts: compiled, kind: kind, path: path))
+    }
+
+    /// Every required element of `typeName` must have a key in the template: one it never fills would make every
+    /// row's resource invalid, found only after the run.
+    private func checkRequiredElements(of m: Node.Mapping, typeName: String, path: String, at: MappingLocation) throws(MappingError) {
+        let keys = Set(m.compactMap { $0.key.scalar?.string })
+        for required in catalog.requiredElements(of: typeName) where !required.jsonKeys.contains(where: keys.contains) {
+            let form = required.name.hasSuffix("[x]") ? "one of \(required.jsonKeys.filter { !$0.hasPrefix("_") }.prefix(4).joined(separator: ", "))…" : "'\(required.name)'"
+            throw fail(at, "\(path) requires \(form) (at least \(required.min)), which the template never fills; add it, or every resource would be invalid")
+        }
+    }
+
+    /// `ref()` and `uuid()` in a Reference must name a resource type the element allows.
+    private func checkReferenceTargets(_ e: CompiledExpression, at: MappingLocation, info: ElementInfo, path: String, scope: Scope) throws(MappingError) {
+        let targets = info.referenceTargets
+        guard !targets.isEmpty, !targets.contains("Resource") else { return }
+        func referencedTypes(_ e: CompiledExpression) -> [String] {
+            switch e {
+            case .call(.ref(let prefix), let args):
+                return [String(prefix.prefix { $0 != "?" })] + args.flatMap(referencedTypes)
+            case .call(.uuid(let member), _):
+                return [scope.identities[scope.stepIndex][member].type]
+            case .call(_, let args): return args.flatMap(referencedTypes)
+            case .field(let base, _, _): return referencedTypes(base)
+            case .lookup(_, let key): return referencedTypes(key)
+            default: return []
+            }
+        }
+        for type in referencedTypes(e) where !targets.contains(type) {
+            let element = path.hasSuffix(".reference") ? String(path.dropLast(10)) : path
+            throw fail(at, "\(element) may refer to \(targets.joined(separator: ", ")), but this gives a reference to \(type); check the step that ref() names")
+        }
+    }
+
+    /// A value set's codes for a message: sorted, the first dozen.
+    static func listed(_ codes: Set<String>) -> String {
+        let sorted = codes.sorted()
+        return sorted.prefix(12).joined(separator: ", ") + (sorted.count > 12 ? ", … (\(sorted.count) codes)" : "")
     }
 
     /// Outside known FHIR types, plain YAML booleans and numbers keep their JSON type.

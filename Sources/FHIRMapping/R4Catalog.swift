@@ -33,7 +33,18 @@ struct R4Catalog: FHIRTypeCatalog {
         } else {
             kind = nil
         }
-        return ElementInfo(order: order, typeName: concrete, isArray: element.isArray, primitiveKind: kind)
+        var info = ElementInfo(order: order, typeName: concrete, isArray: element.isArray, primitiveKind: kind)
+        if concrete == "Reference" { info.referenceTargets = element.referenceTargets }
+        info.binding = element.requiredBinding
+        return info
+    }
+
+    func requiredElements(of typeName: String) -> [RequiredElement] {
+        guard let type = definitions.type(named: typeName) else { return [] }
+        return type.elements.filter { $0.min > 0 }.map { e in
+            let keys = e.isChoice ? e.types.map { String(e.name.dropLast(3)) + $0.prefix(1).uppercased() + $0.dropFirst() } : [e.name]
+            return RequiredElement(name: e.name, jsonKeys: keys + keys.map { "_" + $0 }, min: e.min)
+        }
     }
 
     func elementNames(of typeName: String) -> [String] {
