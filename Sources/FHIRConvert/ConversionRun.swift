@@ -95,8 +95,8 @@ struct ConversionRun {
                 guard case .bytes(let record) = record else { return }
                 for li in indexes {
                     let lookup = run.mapping.lookups[li]
-                    if case .duplicate(let key) = tables.add(index: li, record: record, keyColumn: lookup.keyColumn, multiple: lookup.multiple) {
-                        let column = run.mapping.sources[sourceIndex].fieldNames[lookup.keyColumn]
+                    if case .duplicate(let key) = tables.add(index: li, record: record, keyColumns: lookup.keyColumns, multiple: lookup.multiple) {
+                        let column = lookup.keyColumns.map { run.mapping.sources[sourceIndex].fieldNames[$0] }.joined(separator: "', '")
                         if stepSources.contains(sourceIndex) {
                             // A self-join: a step converts this row all the same, so it is no reject.
                             run.noteDuplicate(lookup: lookup.name, column: column, file: run.mapping.sources[sourceIndex].declaration.file, line: record.line)

@@ -41,7 +41,8 @@ public struct CompiledSource: Sendable {
 public struct CompiledLookup: Sendable {
     public let name: String
     public let sourceIndex: Int
-    public let keyColumn: Int
+    /// The key columns: one, or several whose values together are the key.
+    public let keyColumns: [Int]
     public let multiple: Bool
     public let rejectWhenMissing: Bool
     /// The columns of the source that templates read through this lookup (the others need not be kept in memory).
@@ -182,7 +183,8 @@ indirect enum CompiledExpression: Sendable {
     case column(Int, name: String)
     case alias(slot: Int)
     case field(CompiledExpression, column: Int, name: String)
-    case lookup(Int, key: CompiledExpression)
+    /// One expression per key column of the lookup.
+    case lookup(Int, keys: [CompiledExpression])
     case call(Function, [CompiledExpression])
 }
 
@@ -197,8 +199,9 @@ enum Value: Sendable {
 
 /// Built-in functions; arguments that must be known when the mapping is checked are resolved into the case.
 enum Function: Sendable {
-    case date(DateFormat, String)
-    case dateTime(DateFormat, String, offset: String?)
+    /// Formats tried in order, and how the value is named in a reject.
+    case date([DateFormat], String)
+    case dateTime([DateFormat], String, offset: String?)
     case map(Int)
     /// A conditional reference: `Type?identifier=system|` and the key.
     case ref(prefix: String)
@@ -206,4 +209,8 @@ enum Function: Sendable {
     case hashID, occurrence
     case concat, upper, lower, trim, replace, split, join
     case coalesce, ifThen, eq, ne, not, and, or, empty, present
+    /// Exact decimal arithmetic and comparisons (`ExactDecimal`).
+    case greater, greaterOrEqual, less, lessOrEqual
+    case add, subtract, multiply
+    case divide(places: Int), round(places: Int)
 }

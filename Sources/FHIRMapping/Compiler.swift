@@ -73,10 +73,14 @@ public struct MappingCompiler {
         var lookups: [CompiledLookup] = []
         for l in document.lookups {
             let si = try sourceIndex(l.source.name, at: l.source.location, sources)
-            guard let col = sources[si].fieldNames.firstIndex(of: l.key.name) else {
-                throw fail(l.key.location, "source '\(l.source.name)' has no column '\(l.key.name)'\(suggest(l.key.name, sources[si].fieldNames))")
+            var columns: [Int] = []
+            for key in l.keys {
+                guard let col = sources[si].fieldNames.firstIndex(of: key.name) else {
+                    throw fail(key.location, "source '\(l.source.name)' has no column '\(key.name)'\(suggest(key.name, sources[si].fieldNames))")
+                }
+                columns.append(col)
             }
-            lookups.append(CompiledLookup(name: l.name, sourceIndex: si, keyColumn: col, multiple: l.multiple, rejectWhenMissing: l.rejectWhenMissing))
+            lookups.append(CompiledLookup(name: l.name, sourceIndex: si, keyColumns: columns, multiple: l.multiple, rejectWhenMissing: l.rejectWhenMissing))
         }
         var maps: [ValueMap] = []
         for m in document.maps {
@@ -103,7 +107,7 @@ public struct MappingCompiler {
         var steps: [CompiledStep] = []
         var columnsRead: [Int: Set<Int>] = [:]
         var columnsUsed: [Int: Set<Int>] = [:]
-        for l in lookups { columnsUsed[l.sourceIndex, default: []].insert(l.keyColumn) }
+        for l in lookups { columnsUsed[l.sourceIndex, default: []].formUnion(l.keyColumns) }
         for (stepIndex, step) in document.steps.enumerated() {
             let si = try sourceIndex(step.source.name, at: step.source.location, sources)
             guard let kind = BundleKind(rawValue: step.bundle.name) else {
@@ -439,7 +443,7 @@ public struct MappingCompiler {
                 return [scope.identities[scope.stepIndex][member].type]
             case .call(_, let args): return args.flatMap(referencedTypes)
             case .field(let base, _, _): return referencedTypes(base)
-            case .lookup(_, let key): return referencedTypes(key)
+            case .lookup(_, let keys): return keys.flatMap(referencedTypes)
             default: return []
             }
         }

@@ -279,7 +279,7 @@ enum LocalReferences {
         case .call(.uuid, _): return true
         case .call(_, let args): return args.contains(where: usesUUID)
         case .field(let base, _, _): return usesUUID(base)
-        case .lookup(_, let key): return usesUUID(key)
+        case .lookup(_, let keys): return keys.contains(where: usesUUID)
         case .literal, .column, .alias: return false
         }
     }
@@ -516,11 +516,18 @@ private struct Context {
             case .list(let rows): return .list(rows.map { if case .record(let r) = $0 { return r.value(column) } else { return .null } })
             default: return .null
             }
-        case .lookup(let index, let keyExpr):
-            let key = try evaluate(keyExpr).text("lookup key")
+        case .lookup(let index, let keyExprs):
+            let key: String
+            if keyExprs.count == 1 {
+                key = try evaluate(keyExprs[0]).text("lookup key")
+            } else {
+                var parts: [String] = []
+                for k in keyExprs { parts.append(try evaluate(k).text("lookup key")) }
+                key = parts.allSatisfy(\.isEmpty) ? "" : LookupKey.composite(parts)
+            }
             // Templates read several fields of one lookup row (code, display, text): look it up once per row.
             for m in lookupMemo where m.index == index && m.key == key { return m.value }
-            let value = try Self.lookup(tables, index, key: key, keyExpr)
+            let value = try Self.lookup(tables, index, key: key, keyExprs)
             lookupMemo.append((index, key, value))
             return value
         case .call(let f, let args): return try call(f, args)
@@ -528,27 +535,29 @@ private struct Context {
     }
 
     /// Static for the same reason as `writeLeaf`: no copy of the context.
-    private static func lookup(_ tables: EvaluationTables, _ index: Int, key: String, _ keyExpr: CompiledExpression) throws -> Value {
+    private static func lookup(_ tables: EvaluationTables, _ index: Int, key: String, _ keyExprs: [CompiledExpression]) throws -> Value {
         let spec = tables.lookupSpecs[index]
         if spec.multiple { return .list(tables.lookups.rows(index, key).map { .record($0) }) }
         if let row = tables.lookups.row(index, key) { return .record(row) }
         if spec.rejectWhenMissing && !key.isEmpty {
-            throw RowFailure("lookup '\(spec.name)' has no row for \(keyExpr.describe) of this row (set 'missing: empty' on the lookup to allow it)", value: key)
+            throw RowFailure("lookup '\(spec.name)' has no row for \(keyExprs.map(\.describe).joined(separator: " and ")) of this row (set 'missing: empty' on the lookup to allow it)",
+                             value: keyExprs.count == 1 ? key : nil)
         }
         return .null
     }
 
     mutating func call(_ f: Function, _ args: [CompiledExpression]) throws -> Value {
         switch f {
-        case .date(let format, let what), .dateTime(let format, let what, _):
+        case .date(let formats, let what), .dateTime(let formats, let what, _):
             let text = try evaluate(args[0]).text(what)
             if text.isBlank { return .null }
-            guard let parts = format.parse(text) else {
-                throw RowFailure("\(args[0].describe) is not a date in the declared format '\(format.pattern)'", value: text)
+            guard let parts = formats.lazy.compactMap({ $0.parse(text) }).first else {
+                let declared = formats.map { "'\($0.pattern)'" }.joined(separator: ", ")
+                throw RowFailure("\(args[0].describe) is not a date in the declared format\(formats.count > 1 ? "s" : "") \(declared)", value: text)
             }
             if case .dateTime(_, _, let offset) = f {
                 guard let s = parts.fhirDateTime(defaultOffset: offset) else {
-                    throw RowFailure("\(args[0].describe) has a time but no UTC offset; give dateTime a third argument such as 'Z' or '+01:00'", value: text)
+                    throw RowFailure("\(args[0].describe) has a time but no UTC offset; give dateTime a last argument such as 'Z' or '+01:00'", value: text)
                 }
                 return .string(s)
             }
@@ -626,7 +635,48 @@ private struct Context {
             return .bool(false)
         case .empty: return .bool(try evaluate(args[0]).isEmpty)
         case .present: return .bool(!(try evaluate(args[0]).isEmpty))
+        case .greater, .greaterOrEqual, .less, .lessOrEqual:
+            // An empty operand makes the comparison false: `$if: gt(dose, 0)` leaves out rows without a dose.
+            guard let a = try number(args[0], f), let b = try number(args[1], f) else { return .bool(false) }
+            guard let order = a.compare(b) else { throw RowFailure("\(f.name)() compares numbers too large to align (more than 38 digits)") }
+            switch f {
+            case .greater: return .bool(order > 0)
+            case .greaterOrEqual: return .bool(order >= 0)
+            case .less: return .bool(order < 0)
+            default: return .bool(order <= 0)
+            }
+        case .add, .subtract, .multiply:
+            // An empty operand gives an empty result, as a missing value stays missing.
+            guard var result = try number(args[0], f) else { return .null }
+            for arg in args.dropFirst() {
+                guard let operand = try number(arg, f) else { return .null }
+                let next: ExactDecimal? = switch f {
+                case .add: result.adding(operand)
+                case .subtract: result.subtracting(operand)
+                default: result.multiplied(by: operand)
+                }
+                guard let next else { throw RowFailure("the result of \(f.name)() needs more than 38 digits or 30 decimals") }
+                result = next
+            }
+            return .string(result.text)
+        case .divide(let places):
+            guard let a = try number(args[0], f), let b = try number(args[1], f) else { return .null }
+            if b.significand == 0 { throw RowFailure("div() divides \(args[0].describe) by zero (\(args[1].describe))") }
+            guard let q = a.divided(by: b, places: places) else { throw RowFailure("the result of div() needs more than 38 digits") }
+            return .string(q.text)
+        case .round(let places):
+            guard let a = try number(args[0], f) else { return .null }
+            guard let r = a.rounded(places: places) else { throw RowFailure("the result of round() needs more than 38 digits") }
+            return .string(r.text)
         }
+    }
+
+    /// An operand of arithmetic: nil when empty, a reject naming it when it is not a number.
+    mutating func number(_ e: CompiledExpression, _ f: Function) throws -> ExactDecimal? {
+        let text = try evaluate(e).text(f.name)
+        if text.isBlank { return nil }
+        guard let d = ExactDecimal(text) else { throw RowFailure("\(e.describe) is not a number, which \(f.name)() needs", value: text) }
+        return d
     }
 
     mutating func mapText(_ arg: CompiledExpression, _ transform: (String) -> String) throws -> Value {
@@ -680,6 +730,15 @@ extension Function {
         case .or: "or"
         case .empty: "empty"
         case .present: "present"
+        case .greater: "gt"
+        case .greaterOrEqual: "ge"
+        case .less: "lt"
+        case .lessOrEqual: "le"
+        case .add: "add"
+        case .subtract: "sub"
+        case .multiply: "mul"
+        case .divide: "div"
+        case .round: "round"
         }
     }
 }

@@ -9,7 +9,8 @@ indirect enum Expression: Sendable {
     case number(String, MappingLocation)
     case call(String, [Expression], MappingLocation)
     case member(Expression, String, MappingLocation)
-    case index(Expression, Expression, MappingLocation)
+    /// `lookup[key]`, or `lookup[a, b]` for a lookup keyed by several columns.
+    case index(Expression, [Expression], MappingLocation)
 
     var location: MappingLocation {
         switch self {
@@ -212,9 +213,13 @@ private struct TokenStream {
             } else if isPunct("[") {
                 let at = peek.offset
                 i += 1
-                let key = try parsePipeline()
+                var keys = [try parsePipeline()]
+                while isPunct(",") {
+                    i += 1
+                    keys.append(try parsePipeline())
+                }
                 try expectPunct("]")
-                value = .index(value, key, parser.location(at))
+                value = .index(value, keys, parser.location(at))
             } else {
                 return value
             }

@@ -40,8 +40,20 @@ public final class LookupTables: @unchecked Sendable {
         case duplicate(key: String)
     }
 
-    /// Adds `record` to lookup `index` under the value of its `keyColumn` (the first item when that is a list).
-    public func add(index: Int, record: RecordBytes, keyColumn: Int, multiple isMultiple: Bool) -> Added {
+    /// Adds `record` to lookup `index` under the values of its `keyColumns` (of a list, its first item). A key of
+    /// several columns is stored as `LookupKey.composite` of their values; a row whose key columns are all empty
+    /// cannot be found and is not kept.
+    public func add(index: Int, record: RecordBytes, keyColumns: [Int], multiple isMultiple: Bool) -> Added {
+        guard keyColumns.count == 1 else {
+            let parts = keyColumns.map { column in
+                record.lists.first(where: { $0.field == column }).map { $0.items.first ?? "" }
+                    ?? record.withField(column) { String(decoding: $0, as: UTF8.self) }
+            }
+            if parts.allSatisfy(\.isEmpty) { return .emptyKey }
+            var key = LookupKey.composite(parts)
+            return key.withUTF8 { tables[index].add(key: $0, record: record, multiple: isMultiple) } ? .added : .duplicate(key: parts.joined(separator: ", "))
+        }
+        let keyColumn = keyColumns[0]
         if let list = record.lists.first(where: { $0.field == keyColumn }) {
             guard var key = list.items.first, !key.isEmpty else { return .emptyKey }
             return key.withUTF8 { tables[index].add(key: $0, record: record, multiple: isMultiple) } ? .added : .duplicate(key: key)
@@ -67,6 +79,16 @@ public final class LookupTables: @unchecked Sendable {
             row = next
         }
         return out
+    }
+}
+
+/// How a key of several columns is stored and looked up: each part's byte count, a colon, its bytes. Unlike a
+/// separator, no value can make two different keys look alike.
+public enum LookupKey {
+    public static func composite(_ parts: [String]) -> String {
+        var key = ""
+        for part in parts { key += "\(part.utf8.count):\(part)" }
+        return key
     }
 }
 

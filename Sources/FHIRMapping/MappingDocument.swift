@@ -263,12 +263,14 @@ public struct SourceDeclaration: Sendable {
     }
 }
 
-/// `lookups.<name>`: an in-memory index of another source by one of its columns.
+/// `lookups.<name>`: an in-memory index of another source by one of its columns, or by several together
+/// (`key: [PATIENT, CODE]`).
 public struct LookupDeclaration: Sendable {
     public let name: String
     public let location: MappingLocation
     public let source: Named<String>
-    public let key: Named<String>
+    /// The key columns, in the order expressions give the key's parts.
+    public let keys: [Named<String>]
     /// Several rows per key (an array of rows) instead of exactly one.
     public let multiple: Bool
     /// What a single lookup does when the key is absent: reject the row (default) or give nothing.
@@ -281,7 +283,18 @@ public struct LookupDeclaration: Sendable {
         guard let s = m["source"] else { throw reader.error(node, "lookup '\(name)' needs 'source': the source to index") }
         guard let k = m["key"] else { throw reader.error(node, "lookup '\(name)' needs 'key': the column to index by") }
         source = Named(name: try reader.string(s, what: "source"), value: "", location: reader.location(s))
-        key = Named(name: try reader.string(k, what: "key"), value: "", location: reader.location(k))
+        if let list = k.sequence {
+            var keys: [Named<String>] = []
+            for item in list {
+                let name = try reader.string(item, what: "key")
+                if keys.contains(where: { $0.name == name }) { throw reader.error(item, "column '\(name)' appears twice in the key of lookup '\(self.name)'") }
+                keys.append(Named(name: name, value: "", location: reader.location(item)))
+            }
+            guard !keys.isEmpty else { throw reader.error(k, "lookup '\(name)' needs at least one key column") }
+            self.keys = keys
+        } else {
+            keys = [Named(name: try reader.string(k, what: "key"), value: "", location: reader.location(k))]
+        }
         multiple = try m["multiple"].map { (n) throws(MappingError) in try reader.bool(n, what: "multiple") } ?? false
         if let miss = m["missing"] {
             switch try reader.string(miss, what: "missing") {

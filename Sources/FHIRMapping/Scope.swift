@@ -88,17 +88,44 @@ struct Scope {
             default:
                 throw fail(at, "'.\(field)' needs a row (a lookup result or a $each alias over rows)")
             }
-        case .index(let base, let key, let at):
+        case .index(let base, let keys, let at):
             guard case .name(let n, _) = base, let li = lookups.firstIndex(where: { $0.name == n }) else {
                 throw fail(at, "only lookups can be indexed with [key]; declare one under 'lookups:'\(base.nameHint.map { mapping.suggest($0, lookups.map(\.name)) } ?? "")")
             }
-            let k = try compile(key)
-            guard k.type == .scalar || k.type == .list else { throw fail(key.location, "a lookup key must be a value, not a row") }
             let l = lookups[li]
-            return (.lookup(li, key: k.expression), l.multiple ? .records(l.sourceIndex) : .record(l.sourceIndex))
+            guard keys.count == l.keyColumns.count else {
+                let names = l.keyColumns.map { sources[l.sourceIndex].fieldNames[$0] }
+                throw fail(at, "lookup '\(n)' is keyed by \(names.count == 1 ? "one column" : "\(names.count) columns") (\(names.joined(separator: ", "))), so it takes \(names.count == 1 ? "one key" : "\(names.count) keys in that order"), e.g. \(n)[\(names.joined(separator: ", "))]")
+            }
+            var compiled: [CompiledExpression] = []
+            for key in keys {
+                let k = try compile(key)
+                guard k.type == .scalar || k.type == .list else { throw fail(key.location, "a lookup key must be a value, not a row") }
+                compiled.append(k.expression)
+            }
+            return (.lookup(li, keys: compiled), l.multiple ? .records(l.sourceIndex) : .record(l.sourceIndex))
         case .call(let name, let args, let at):
             return try compileCall(name, args, at)
         }
+    }
+
+    /// 'Z', '+01:00', '-0500', '+01': what a UTC offset argument looks like (no date format does).
+    static func looksLikeOffset(_ s: String) -> Bool {
+        s == "Z" || s.range(of: #"^[+-]\d\d(:?\d\d)?$"#, options: .regularExpression) != nil
+    }
+
+    /// The decimals argument of div() and round(): a whole number written in the mapping.
+    private func decimalPlaces(_ e: Expression) throws(MappingError) -> Int {
+        let text: String
+        switch e {
+        case .number(let n, _): text = n
+        case .string(let s, _): text = s
+        default: throw fail(e.location, "the number of decimals must be written in the mapping, e.g. 2")
+        }
+        guard let places = Int(text), (0...ExactDecimal.maxScale).contains(places) else {
+            throw fail(e.location, "the number of decimals must be a whole number from 0 to \(ExactDecimal.maxScale)")
+        }
+        return places
     }
 
     private func literalString(_ e: Expression, _ what: String) throws(MappingError) -> String {
@@ -118,29 +145,51 @@ struct Scope {
             for a in args { out.append(try compile(a).expression) }
             return out
         }
+        /// Operands of arithmetic: a literal must be a number (found now, not once per row).
+        func numbers() throws(MappingError) -> [CompiledExpression] {
+            for a in args {
+                if case .string(let text, let at) = a, ExactDecimal(text) == nil {
+                    throw fail(at, "\(name)() takes numbers; '\(text)' is not one")
+                }
+                if case .number(let text, let at) = a, ExactDecimal(text) == nil {
+                    throw fail(at, "\(name)() takes numbers; '\(text)' is not one")
+                }
+            }
+            return try values()
+        }
         switch name {
         case "date", "dateTime":
-            try arity(name == "date" ? 2...2 : 2...3, name == "date" ? "a value and its source format: date(birth_date, 'MM/dd/yyyy')" : "a value, its source format and optionally a UTC offset: dateTime(start, 'yyyy-MM-dd HH:mm', 'Z')")
-            let pattern = try literalString(args[1], "the date format")
-            let format: DateFormat
-            do { format = try DateFormat(pattern) } catch { throw fail(args[1].location, "bad date format '\(pattern)': \(error.message)") }
-            let value = try compile(args[0]).expression
-            if name == "date" {
-                if format.hasTime { } // a date may be cut from a dateTime source
-                return (.call(.date(format, value.describe), [value]), .scalar)
-            }
+            // date(x, 'format', ...) and dateTime(x, 'format', ..., 'offset'): formats are tried in order; the
+            // last argument of dateTime is the offset when it reads as one ('Z', '+01:00'), never a format.
+            try arity(name == "date" ? 2...9 : 2...10, name == "date"
+                ? "a value and its source format, or several tried in order: date(birth_date, 'yyyy-MM-dd', 'MM/dd/yyyy')"
+                : "a value, its source format (or several, tried in order) and optionally a UTC offset: dateTime(start, 'yyyy-MM-dd HH:mm', 'Z')")
+            var formatArgs = Array(args.dropFirst())
             var offset: String?
-            if args.count == 3 {
-                let o = try literalString(args[2], "the UTC offset")
-                guard o == "Z" || o.range(of: #"^[+-](0\d|1[0-4]):[0-5]\d$"#, options: .regularExpression) != nil else {
-                    throw fail(args[2].location, "the UTC offset must be 'Z' or like '+01:00' / '-05:00'")
-                }
+            if name == "dateTime", formatArgs.count >= 2, let last = formatArgs.last, case .string(let o, _) = last, Self.looksLikeOffset(o) {
                 offset = o
+                formatArgs.removeLast()
             }
-            if format.hasTime && !format.hasOffset && offset == nil {
-                throw fail(args[1].location, "the format '\(pattern)' has a time but no UTC offset (XXX); FHIR needs one: add it to the format or give dateTime a third argument such as 'Z'")
+            var formats: [DateFormat] = []
+            for arg in formatArgs {
+                let pattern = try literalString(arg, "the date format")
+                if name == "dateTime" && Self.looksLikeOffset(pattern) {
+                    throw fail(arg.location, "'\(pattern)' is a UTC offset; it goes last, after the formats")
+                }
+                let format: DateFormat
+                do { format = try DateFormat(pattern) } catch { throw fail(arg.location, "bad date format '\(pattern)': \(error.message)") }
+                if formats.contains(format) { throw fail(arg.location, "the format '\(pattern)' is given twice") }
+                if name == "dateTime" && format.hasTime && !format.hasOffset && offset == nil {
+                    throw fail(arg.location, "the format '\(pattern)' has a time but no UTC offset (XXX); FHIR needs one: add it to the format or give dateTime a last argument such as 'Z'")
+                }
+                formats.append(format)
             }
-            return (.call(.dateTime(format, value.describe, offset: offset), [value]), .scalar)
+            if let offset, !(offset == "Z" || offset.range(of: #"^[+-](0\d|1[0-4]):[0-5]\d$"#, options: .regularExpression) != nil) {
+                throw fail(args[args.count - 1].location, "the UTC offset must be 'Z' or like '+01:00' / '-05:00'")
+            }
+            let value = try compile(args[0]).expression
+            if name == "date" { return (.call(.date(formats, value.describe), [value]), .scalar) }
+            return (.call(.dateTime(formats, value.describe, offset: offset), [value]), .scalar)
         case "map":
             try arity(2...2, "a value and the name of a map: map(gender, 'gender')")
             let mapName = try literalString(args[1], "the map name")
@@ -234,9 +283,28 @@ struct Scope {
         case "and", "or":
             try arity(2...16, "two or more conditions")
             return (.call(name == "and" ? .and : .or, try values()), .scalar)
+        case "gt", "ge", "lt", "le":
+            try arity(2...2, "two numbers: \(name)(systolic, '140')")
+            let comparison: Function = name == "gt" ? .greater : name == "ge" ? .greaterOrEqual : name == "lt" ? .less : .lessOrEqual
+            return (.call(comparison, try numbers()), .scalar)
+        case "add", "mul":
+            try arity(2...16, "two or more numbers: \(name)(a, b)")
+            return (.call(name == "add" ? .add : .multiply, try numbers()), .scalar)
+        case "sub":
+            try arity(2...2, "two numbers: sub(a, b) is a − b")
+            return (.call(.subtract, try numbers()), .scalar)
+        case "div":
+            try arity(3...3, "two numbers and the decimals to round to: div(weight_g, 1000, 2)")
+            let places = try decimalPlaces(args[2])
+            return (.call(.divide(places: places), [try compile(args[0]).expression, try compile(args[1]).expression]), .scalar)
+        case "round":
+            try arity(2...2, "a number and the decimals to keep: round(temperature, 1)")
+            let places = try decimalPlaces(args[1])
+            return (.call(.round(places: places), [try compile(args[0]).expression]), .scalar)
         default:
             let known = ["date", "dateTime", "map", "ref", "uuid", "hashId", "occurrence", "concat", "upper", "lower", "trim", "replace", "split", "join",
-                         "coalesce", "default", "if", "eq", "ne", "not", "and", "or", "empty", "present"]
+                         "coalesce", "default", "if", "eq", "ne", "not", "and", "or", "empty", "present",
+                         "gt", "ge", "lt", "le", "add", "sub", "mul", "div", "round"]
             throw fail(at, "unknown function '\(name)'\(mapping.suggest(name, known)); see docs/mapping.md for the list")
         }
     }

@@ -49,12 +49,12 @@ struct LookupTablesTests {
         let tables = LookupTables(count: 1)
         var record = RecordBytes()
         record.set(SourceRecord(line: 2, values: [.single(""), .single("x")]))
-        #expect(tables.add(index: 0, record: record, keyColumn: 0, multiple: false) == .emptyKey)
+        #expect(tables.add(index: 0, record: record, keyColumns: [0], multiple: false) == .emptyKey)
         record.set(SourceRecord(line: 3, values: [.single("K"), .single("x")]))
-        #expect(tables.add(index: 0, record: record, keyColumn: 0, multiple: false) == .added)
-        #expect(tables.add(index: 0, record: record, keyColumn: 0, multiple: false) == .duplicate(key: "K"))
+        #expect(tables.add(index: 0, record: record, keyColumns: [0], multiple: false) == .added)
+        #expect(tables.add(index: 0, record: record, keyColumns: [0], multiple: false) == .duplicate(key: "K"))
         record.set(SourceRecord(line: 4, values: [.list(["L1", "L2"]), .single("y")]))
-        #expect(tables.add(index: 0, record: record, keyColumn: 0, multiple: false) == .added)
+        #expect(tables.add(index: 0, record: record, keyColumns: [0], multiple: false) == .added)
         #expect(tables.row(0, "L1") != nil && tables.row(0, "L2") == nil)  // a list key files the row under its first item
     }
 

@@ -27,7 +27,7 @@ func evaluate(_ mapping: CompiledMapping, step: String, row: [String], lookups: 
         }
         let spec = mapping.lookups[index]
         for r in rows {
-            guard case .single(let key) = FieldValue.single(r[spec.keyColumn]) else { continue }
+            let key = spec.keyColumns.count == 1 ? r[spec.keyColumns[0]] : LookupKey.composite(spec.keyColumns.map { r[$0] })
             _ = tables.add(index: index, key: key, row: r.map { .single($0) }, multiple: spec.multiple)
         }
     }
