@@ -86,10 +86,10 @@ let package = Package(
         ),
 
         // MARK: Executables (thin shells)
-        // What both command lines share: --profile and --limit, standard error.
+        // What both command lines share: --profile, --limit, --known-identifiers, standard error.
         .target(
             name: "CommandLineSupport",
-            dependencies: ["FHIRModel", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FHIRModel", "FHIRArtifacts", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -1,5 +1,7 @@
 import ArgumentParser
+import FHIRArtifacts
 import FHIRModel
+import Foundation
 
 extension ServerProfile: ExpressibleByArgument {}
 
@@ -33,5 +35,24 @@ public struct LimitOptions: ParsableArguments {
             }
         }
         return out
+    }
+}
+
+/// `--known-identifiers FILE`, shared by the commands that validate: resources already on the server that
+/// references may point at.
+public struct KnownIdentifierOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("A file of resources already on the server that references may point at, one per line: Type|system|value or Type/id.",
+                               valueName: "file"))
+    public var knownIdentifiers: String?
+
+    public init() {}
+
+    /// The identifiers of the file (empty without the option); a file that cannot be read is an error naming it.
+    public func load() throws -> Set<String> {
+        guard let knownIdentifiers else { return [] }
+        guard let text = try? String(contentsOfFile: knownIdentifiers, encoding: .utf8) else {
+            throw ValidationError("cannot read --known-identifiers \(knownIdentifiers)")
+        }
+        return KnownIdentifiers.parse(text)
     }
 }

@@ -107,6 +107,14 @@ public final class ArtifactFolder {
         try HashingFileWriter(path: staging + "/" + relative, writeBehind: writeBehind)
     }
 
+    /// Writes a small file whole and returns its manifest entry.
+    public func write(_ bytes: [UInt8], to relative: String) throws(ArtifactError) -> Manifest.Artifact {
+        let writer = try writer(relative)
+        try writer.write(bytes)
+        let f = try writer.finish()
+        return Manifest.Artifact(path: relative, sha256: f.sha256, bytes: f.size)
+    }
+
     private var flushed = false
 
     /// Writes everything to disk, so that the swap that follows makes only durable files visible. `commit()` does

@@ -12,6 +12,7 @@ struct ConversionRun {
     let limits: BundleLimits
     let layout: BundleLayout
     let folder: ArtifactFolder
+    let knownIdentifiers: Set<String>
     weak var progress: (any ConvertProgress)?
 
     private var rejects: HashingFileWriter
@@ -37,7 +38,8 @@ struct ConversionRun {
     let isCancelled: @Sendable () -> Bool
 
     init(mapping: CompiledMapping, profile: ServerProfile, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder,
-         progress: (any ConvertProgress)?, isCancelled: @escaping @Sendable () -> Bool) throws {
+         knownIdentifiers: Set<String> = [], progress: (any ConvertProgress)?, isCancelled: @escaping @Sendable () -> Bool) throws {
+        self.knownIdentifiers = knownIdentifiers
         self.isCancelled = isCancelled
         self.mapping = mapping
         self.profile = profile
@@ -63,6 +65,9 @@ struct ConversionRun {
         for (type, writer) in ndjson {
             let f = try writer.finish()
             artifacts.append(Manifest.Artifact(path: "ndjson/\(type).ndjson", sha256: f.sha256, bytes: f.size))
+        }
+        if !knownIdentifiers.isEmpty {
+            artifacts.append(try folder.write(KnownIdentifiers.fileBytes(knownIdentifiers), to: KnownIdentifiers.fileName))
         }
         artifacts.sort { $0.path < $1.path }
         let manifest = Manifest(

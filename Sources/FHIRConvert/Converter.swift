@@ -18,6 +18,9 @@ public struct ConvertOptions: Sendable {
     public var bundleLayout: BundleLayout
     /// Validate the artifacts before swapping them in (default); errors fail the run.
     public var validate = true
+    /// Resources already on the server that references may point at (`Type|system|value` or `Type/id`); the folder
+    /// carries them as `known-identifiers.txt`, so its later validations accept the same references.
+    public var knownIdentifiers: Set<String> = []
 
     public init(mappingPath: String, outputPath: String = "out", limitOverrides: [BundleLimit: Int?] = [:],
                 toolVersion: String = FHIRBundleVersion.current, bundleLayout: BundleLayout = .entryPerLine) {
@@ -153,7 +156,7 @@ public final class Converter {
         var summary: ConvertSummary
         do {
             var run = try ConversionRun(mapping: mapping, profile: options.profile, limits: limits, layout: options.bundleLayout, folder: folder,
-                                        progress: progress, isCancelled: isCancelled)
+                                        knownIdentifiers: options.knownIdentifiers, progress: progress, isCancelled: isCancelled)
             let manifest = try run.execute(toolVersion: options.toolVersion)
             summary = ConvertSummary(manifest: manifest, outputPath: options.outputPath, seconds: 0)
             summary.lookupDuplicates = run.lookupDuplicates
@@ -162,7 +165,7 @@ public final class Converter {
             try checkpoint()
             if options.validate {
                 progress?.started(task: "validate", source: options.outputPath, totalBytes: 0)
-                var validationOptions = ValidationOptions(limits: limits)
+                var validationOptions = ValidationOptions(limits: limits, knownIdentifiers: options.knownIdentifiers)
                 validationOptions.isCancelled = isCancelled
                 let (report, keptAt) = try folder.validateBeforeCommit(validationOptions)
                 progress?.finished(task: "validate", rows: report.resources, rejects: report.errors)

@@ -26,6 +26,9 @@ final class RebundleWriter {
     private var stepCounts: [[String: Int]]
     var sources: [Manifest.Source] = []
 
+    /// Carried as `known-identifiers.txt` (see `KnownIdentifiers`).
+    var knownIdentifiers: Set<String> = []
+
     init(folder: ArtifactFolder, plan: RebundlePlan, facts: [ResourceFacts], limits: BundleLimits, layout: BundleLayout) throws {
         self.folder = folder
         self.plan = plan
@@ -180,6 +183,9 @@ final class RebundleWriter {
         for (type, writer) in ndjson {
             let f = try writer.finish()
             artifacts.append(Manifest.Artifact(path: "ndjson/\(type).ndjson", sha256: f.sha256, bytes: f.size))
+        }
+        if !knownIdentifiers.isEmpty {
+            artifacts.append(try folder.write(KnownIdentifiers.fileBytes(knownIdentifiers), to: KnownIdentifiers.fileName))
         }
         artifacts.sort { $0.path < $1.path }
         let manifest = Manifest(tool: .init(name: "fhirbundle", version: toolVersion), profile: profile, mapping: nil, limits: limits,

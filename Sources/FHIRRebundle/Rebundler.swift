@@ -106,6 +106,7 @@ public final class Rebundler {
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
         do {
             let writer = try RebundleWriter(folder: folder, plan: plan, facts: facts, limits: limits, layout: options.layout)
+            writer.knownIdentifiers = options.knownIdentifiers
             // Pass 2: rewrite and write, in the same order.
             var k = 0
             var transactions = 0

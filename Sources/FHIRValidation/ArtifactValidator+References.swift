@@ -40,7 +40,7 @@ extension ArtifactValidator {
                     }
                 }.flatMap { $0 } ?? ""
             }
-            if !options.knownIdentifiers.isEmpty && options.knownIdentifiers.contains(search.type + "|" + description()) {
+            if !knownIdentifiers.isEmpty && knownIdentifiers.contains(search.type + "|" + description()) {
                 return checkTarget(reference, targetType, file, line)
             }
             guard var e = index[hash], e.count > 0 else {
@@ -64,7 +64,7 @@ extension ArtifactValidator {
             if parts.count >= 2 {
                 let literal = parts[parts.count - 2] + "/" + parts[parts.count - 1]
                 targetType = String(parts[parts.count - 2])
-                if !literalIDs.contains(String(literal)) && !options.knownIdentifiers.contains(String(literal)) {
+                if !literalIDs.contains(String(literal)) && !knownIdentifiers.contains(String(literal)) {
                     pendingLiterals.append((String(literal), file, line, pointer(token)))  // perhaps in a later bundle
                 }
             }

@@ -86,6 +86,8 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) var limits = BundleLimits.medplum
     var limitsOrigin = ""
     let checker = ResourceChecker()
+    /// Resources on the server that references may point at: the options' and the folder's `known-identifiers.txt`.
+    var knownIdentifiers: Set<String> = []
     let tables = StructureTables.r4
     // A run is single-threaded: the per-access exclusivity checks of these hot properties cost about 7% of it.
     /// Storage for the file or NDJSON line being checked, reused. Passes that read it begin with
@@ -146,6 +148,12 @@ public final class ArtifactValidator {
             steps = manifest?.steps.map(\.bundles) ?? []
         }
         (limits, limitsOrigin) = options.effectiveLimits(manifest: manifest)
+        knownIdentifiers = options.knownIdentifiers
+        if let manifest, manifest.artifacts.contains(where: { $0.path == KnownIdentifiers.fileName }),
+           let text = try? String(contentsOfFile: folder + "/" + KnownIdentifiers.fileName, encoding: .utf8) {
+            // The folder's own list (its checksum is checked with the other listed files).
+            knownIdentifiers.formUnion(KnownIdentifiers.parse(text))
+        }
         var inferred: UploadOrder?
         if !all.contains("manifest.json") {
             // Not written by fhirbundle: any FHIR data, in the order its references ask for.

@@ -36,6 +36,8 @@ struct Convert: ParsableCommand {
 
     @OptionGroup var sizing: LimitOptions
 
+    @OptionGroup var known: KnownIdentifierOptions
+
     @Flag(help: "Indent bundle files for reading (about three times larger). By default each entry is one compact line, so a diff of two runs shows one line per changed resource.")
     var pretty = false
 
@@ -60,6 +62,7 @@ struct Convert: ParsableCommand {
         var options = ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides, bundleLayout: pretty ? .pretty : .entryPerLine)
         options.validate = !noValidate
         options.profile = sizing.profile ?? .medplum
+        options.knownIdentifiers = try known.load()
         let converter = Converter(options: options, progress: progress, isCancelled: { interrupted.load(ordering: .relaxed) })
         let summary: ConvertSummary
         do {

@@ -35,8 +35,7 @@ struct Rebundle: ParsableCommand {
 
     @OptionGroup var sizing: LimitOptions
 
-    @Option(help: ArgumentHelp("A file of identifiers of resources already on the server, which references outside the input may point at, one per line: Type|system|value or Type/id.", valueName: "file"))
-    var knownIdentifiers: String?
+    @OptionGroup var known: KnownIdentifierOptions
 
     @Flag(help: "Indent bundle files for reading (about three times larger).")
     var pretty = false
@@ -53,13 +52,7 @@ struct Rebundle: ParsableCommand {
         options.limitOverrides = try sizing.overrides()
         options.layout = pretty ? .pretty : .entryPerLine
         options.validate = !noValidate
-        if let knownIdentifiers {
-            guard let text = try? String(contentsOfFile: knownIdentifiers, encoding: .utf8) else {
-                Stderr.print("error: cannot read \(knownIdentifiers)")
-                throw ExitCode.failure
-            }
-            options.knownIdentifiers = Set(text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
-        }
+        options.knownIdentifiers = try known.load()
         let summary: RebundleSummary
         do {
             summary = try Rebundler(options: options).run()

@@ -28,8 +28,7 @@ struct Validate: ParsableCommand {
     @Option(help: "Output: text (grouped by rule, first examples) or json (every finding).")
     var format: Format = .text
 
-    @Option(help: ArgumentHelp("A file of identifiers that already exist on the server, one per line: Type|system|value or Type/id.", valueName: "file"))
-    var knownIdentifiers: String?
+    @OptionGroup var known: KnownIdentifierOptions
 
     @Option(name: .customLong("rule"), help: ArgumentHelp("Report only the findings of this rule (repeatable); the counts and the exit status then concern them alone.",
                                                          valueName: "rule-id"))
@@ -50,12 +49,11 @@ struct Validate: ParsableCommand {
         options.limitOverrides = try sizing.overrides()
         guard maxJSONBytes > 0 else { throw ValidationError("--max-json-bytes must be a positive number of bytes") }
         options.maxJSONBytes = maxJSONBytes
-        if let knownIdentifiers {
-            guard let text = try? String(contentsOfFile: knownIdentifiers, encoding: .utf8) else {
-                Stderr.print("error: cannot read \(knownIdentifiers)")
-                throw ExitCode(2)
-            }
-            options.knownIdentifiers = Set(text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        do {
+            options.knownIdentifiers = try known.load()
+        } catch {
+            Stderr.print("error: \(error)")
+            throw ExitCode(2)
         }
         let report: ValidationReport
         do {

@@ -1,5 +1,7 @@
+import FHIRArtifacts
 import FHIRConvert
 import FHIRMapping
+import FHIRValidation
 import Foundation
 import Testing
 
@@ -102,5 +104,24 @@ struct ConvertFeedbackTests {
         #expect(RejectDigest.withoutNumbers("expected 4 fields, found 3") == "expected N fields, found N")
         #expect(RejectDigest.withoutNumbers("column 'address2' is empty") == "column 'address2' is empty")
         #expect(RejectDigest.withoutNumbers("duplicate identifier: line 12 already produced Patient") == "duplicate identifier: line N already produced Patient")
+    }
+
+    @Test func referencesToResourcesAlreadyOnTheServerPassAndTheFolderCarriesTheirList() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        writeExportWithARejectedPatient(in: dir)
+        var options = ConvertOptions(mappingPath: dir + "/mapping.yaml", outputPath: dir + "/out", toolVersion: "test")
+        options.knownIdentifiers = ["Patient|http://example.org/patient|P002", "Patient/123"]
+        let summary = try Converter(options: options).run()
+        #expect(summary.validation?.errors == 0)
+        #expect(summary.manifest.artifacts.contains { $0.path == KnownIdentifiers.fileName })
+        #expect(read(dir + "/out/known-identifiers.txt") == "Patient/123\nPatient|http://example.org/patient|P002\n")
+        // A later validation (the uploader's included) reads the folder's list without being told.
+        let report = try ArtifactValidator(folder: dir + "/out", options: ValidationOptions()).run()
+        #expect(report.errors == 0, "\(report.findings)")
+        // The list is checked like every listed file.
+        write("Patient/123\nPatient|http://example.org/patient|P002\nPatient|http://example.org/patient|P009\n", to: dir + "/out/known-identifiers.txt")
+        let altered = try ArtifactValidator(folder: dir + "/out", options: ValidationOptions()).run()
+        #expect(altered.findings.contains { $0.rule == Rule.manifestChecksum.id && $0.file == KnownIdentifiers.fileName })
     }
 }
