@@ -142,7 +142,7 @@ public struct UploadPlan: Sendable {
             case .innerTransaction(let k):
                 guard k < entries.count, let inner = entries[k]["resource"] else { continue }
                 body = JSONWriter().bytes(inner)
-            case .transactionChunk(let k, let range):
+            case .transactionChunk(_, let range):
                 guard range.upperBound <= entries.count else {
                     throw UploadError.plan(file: file, message: "the bundle has fewer entries than planned")
                 }

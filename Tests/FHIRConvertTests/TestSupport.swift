@@ -3,6 +3,7 @@ import FHIRConvert
 import FHIRModel
 import FHIRTestSupport
 import Foundation
+import Testing
 
 func fixture(_ path: String) -> String { TestRepository.fixture(path) }
 
@@ -34,7 +35,7 @@ func read(_ path: String) -> String { (try? String(contentsOfFile: path, encodin
 
 func write(_ text: String, to path: String) {
     try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-    FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+    if !FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) { Issue.record("cannot write \(path)") }
 }
 
 /// Converts `mapping` into `out`.

@@ -13,7 +13,7 @@ private let scratch: String = {
 /// Writes `bytes` to a temporary file and returns its path.
 func temporaryFile(_ bytes: [UInt8], suffix: String = ".csv") -> String {
     let path = scratch + "/\(UUID().uuidString)\(suffix)"
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    if !FileManager.default.createFile(atPath: path, contents: Data(bytes)) { Issue.record("cannot write \(path)") }
     return path
 }
 

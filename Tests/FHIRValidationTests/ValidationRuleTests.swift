@@ -141,7 +141,7 @@ struct ManifestValidationTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try convertSeed(into: dir)
         try FileManager.default.removeItem(atPath: dir + "/ndjson/Condition.ndjson")
-        FileManager.default.createFile(atPath: dir + "/stray.json", contents: Data("{}".utf8))
+        #expect(FileManager.default.createFile(atPath: dir + "/stray.json", contents: Data("{}".utf8)))
         let rules = Set(try ArtifactValidator(folder: dir).run().findings.map(\.rule))
         #expect(rules.contains("manifest-missing-file"))
         #expect(rules.contains("manifest-counts"))
@@ -195,13 +195,13 @@ struct ManifestValidationTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try convertSeed(into: dir)
         let fm = FileManager.default
-        fm.createFile(atPath: dir + "/bundles/01-patients/.0002.json", contents: Data("{}".utf8))
+        #expect(fm.createFile(atPath: dir + "/bundles/01-patients/.0002.json", contents: Data("{}".utf8)))
         try fm.createDirectory(atPath: dir + "/.git/objects", withIntermediateDirectories: true)
-        fm.createFile(atPath: dir + "/.git/objects/ab", contents: Data())
+        #expect(fm.createFile(atPath: dir + "/.git/objects/ab", contents: Data()))
         try fm.createDirectory(atPath: dir + "/upload/127.0.0.1-8103-0123456789ab", withIntermediateDirectories: true)
-        fm.createFile(atPath: dir + "/upload/127.0.0.1-8103-0123456789ab/journal.ndjson", contents: Data())
-        fm.createFile(atPath: dir + "/upload/127.0.0.1-8103-0123456789ab/extra.json", contents: Data("{}".utf8))
-        fm.createFile(atPath: dir + "/.gitkeep", contents: Data())
+        #expect(fm.createFile(atPath: dir + "/upload/127.0.0.1-8103-0123456789ab/journal.ndjson", contents: Data()))
+        #expect(fm.createFile(atPath: dir + "/upload/127.0.0.1-8103-0123456789ab/extra.json", contents: Data("{}".utf8)))
+        #expect(fm.createFile(atPath: dir + "/.gitkeep", contents: Data()))
         let report = try ArtifactValidator(folder: dir).run()
         let reported = report.findings.filter { $0.rule == "unlisted-hidden-file" }.map(\.file)
         #expect(reported == [".git/", "bundles/01-patients/.0002.json", "upload/127.0.0.1-8103-0123456789ab/extra.json"])
@@ -252,7 +252,7 @@ struct LimitValidationTests {
     private func folder(_ bundle: String) -> String {
         let dir = scratch + "/\(UUID().uuidString)"
         try? FileManager.default.createDirectory(atPath: dir + "/01", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/01/0001.json", contents: Data(bundle.utf8))
+        #expect(FileManager.default.createFile(atPath: dir + "/01/0001.json", contents: Data(bundle.utf8)))
         return dir
     }
 
