@@ -57,6 +57,9 @@ public struct Manifest: Sendable, Equatable {
         public var folder: String
         public var rows: Int
         public var rejects: Int
+        /// For a step that groups rows (`group:` in the mapping): the groups converted. Rows read are then the
+        /// rows of those groups plus the rejects, and each group gives its resources.
+        public var groups: Int?
         /// Resource type → count, sorted by type.
         public var resources: [String: Int]
         public var bundles: [String]
@@ -139,6 +142,7 @@ public struct Manifest: Sendable, Equatable {
                 .object([
                     JSONMember("name", .string(s.name)), JSONMember("source", .string(s.source)), JSONMember("bundle", .string(s.bundle)),
                     JSONMember("folder", .string(s.folder)), JSONMember("rows", n(s.rows)), JSONMember("rejects", n(s.rejects)),
+                ] + (s.groups.map { [JSONMember("groups", n($0))] } ?? []) + [
                     JSONMember("resources", counts(s.resources)), JSONMember("bundles", .array(s.bundles.map { .string($0) })),
                 ])
             })),
@@ -209,10 +213,12 @@ public struct Manifest: Sendable, Equatable {
             }
             var bundles: [String] = []
             for (j, b) in try need(s["bundles"], "\(p)/bundles", arr).enumerated() { bundles.append(try need(b, "\(p)/bundles/\(j)", str)) }
-            steps.append(Step(name: try need(s["name"], "\(p)/name", str), source: try need(s["source"], "\(p)/source", str),
-                              bundle: try need(s["bundle"], "\(p)/bundle", str), folder: try need(s["folder"], "\(p)/folder", str),
-                              rows: try need(s["rows"], "\(p)/rows", int), rejects: try need(s["rejects"], "\(p)/rejects", int),
-                              resources: resources, bundles: bundles))
+            var step = Step(name: try need(s["name"], "\(p)/name", str), source: try need(s["source"], "\(p)/source", str),
+                            bundle: try need(s["bundle"], "\(p)/bundle", str), folder: try need(s["folder"], "\(p)/folder", str),
+                            rows: try need(s["rows"], "\(p)/rows", int), rejects: try need(s["rejects"], "\(p)/rejects", int),
+                            resources: resources, bundles: bundles)
+            if let groups = s["groups"] { step.groups = try need(groups, "\(p)/groups", int) }
+            steps.append(step)
         }
         self.steps = steps
         var artifacts: [Artifact] = []

@@ -146,58 +146,105 @@ struct ConversionRun {
         var perMember = [Int](repeating: 0, count: step.resources.count)
         var rows = 0
         var rejected = 0
+        var groups = 0
         let task = "step \(step.name)"
         let before = rejectCount
         stepWriters = Array(repeating: nil, count: step.resources.count)
         let produced = RowResources()
         let group = RowGroup(row: produced)
-        try read(sourceIndex: step.sourceIndex, task: task, reportReaderRejects: true, as: .strings) { record, run in
-            guard case .strings(let record) = record else { return }
-            rows += 1
-            if let failure = evaluator.evaluate(record.values, into: produced) {
-                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
-                               reason: failure.message, value: failure.value, identities: evaluator.identities(ofRejected: record.values))
+
+        /// Converts one group: a row, or in a grouping step the rows that share the group columns. A
+        /// reject of a group files each of its rows, so that rows read = rows converted + rejects.
+        /// `records` holds a group's rows (the first is `first`), and is empty in steps that do not group: no array
+        /// per row on that path.
+        func convert(_ first: SourceRecord, group records: [SourceRecord], _ run: inout ConversionRun) throws {
+            let rowsOfGroup = records.map(\.values)
+            func reject(_ reason: String, key: String?, value: String? = nil, identities: [String] = []) throws {
+                for (i, r) in (records.isEmpty ? [first] : records).enumerated() {
+                    try run.reject(sourceIndex: step.sourceIndex, line: r.line, task: task, key: key, reason: reason, value: value,
+                                   identities: i == 0 ? identities : [])
+                }
+            }
+            if let failure = evaluator.evaluate(first.values, group: rowsOfGroup, into: produced) {
+                try reject(failure.message, key: evaluator.rejectKey(first.values, group: rowsOfGroup), value: failure.value,
+                           identities: evaluator.identities(ofRejected: first.values, group: rowsOfGroup))
                 return
             }
             let count = produced.resources.count
             if count == 0 {
-                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: evaluator.rejectKey(record.values),
-                               reason: "filtered: the $if of every resource of this step is false")
+                try reject("filtered: the $if of every resource of this step is false", key: evaluator.rejectKey(first.values, group: rowsOfGroup))
                 return
             }
             // Fields are read in place: a copy of a `Resource` retains its three strings.
             run.rowHashes.removeAll(keepingCapacity: true)
             for i in 0..<count { run.rowHashes.append(FastHash.hash128(produced.resources[i].conditionalURL)) }
             for (i, h) in run.rowHashes.enumerated() {
-                if let first = run.seenIdentifiers.line(of: h) {
-                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: produced.resources[i].identifierValue,
-                                   reason: "duplicate identifier: line \(first) already produced \(step.resources[produced.resources[i].member].resourceType) with this identifier; a conditional update would overwrite it")
+                if let firstLine = run.seenIdentifiers.line(of: h) {
+                    try reject("duplicate identifier: line \(firstLine) already produced \(step.resources[produced.resources[i].member].resourceType) with this identifier; a conditional update would overwrite it",
+                               key: produced.resources[i].identifierValue)
                     return
                 }
             }
             do {
                 try assembler.add(group: group)
             } catch let tooLarge as GroupTooLarge {
-                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: produced.resources[0].identifierValue,
-                               reason: tooLarge.message + "; raise the limit or split the group",
-                               identities: evaluator.identities(ofRejected: record.values))
+                try reject(tooLarge.message + "; raise the limit or split the group", key: produced.resources[0].identifierValue,
+                           identities: evaluator.identities(ofRejected: first.values, group: rowsOfGroup))
                 return
             }
-            for h in run.rowHashes { run.seenIdentifiers.insert(h, line: record.line) }
+            for h in run.rowHashes { run.seenIdentifiers.insert(h, line: first.line) }
             for i in 0..<count {
                 let member = produced.resources[i].member
                 try produced.withNDJSONForm(i) { try run.writeNDJSON(member: member, of: step, line: $0) }
                 perMember[member] += 1
             }
+            groups += 1
         }
+
+        var grouper = step.group.map { RowGrouper(columns: $0.columns, window: $0.window) }
+        func handle(_ outcomes: [RowGrouper.Outcome], _ run: inout ConversionRun) throws {
+            for outcome in outcomes {
+                switch outcome {
+                case .group(let records):
+                    try convert(records[0], group: records, &run)
+                case .late(let record, let firstLine):
+                    let columns = step.group!.columnNames.joined(separator: ", ")
+                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: nil,
+                                   reason: "rows with these values of \(columns) already formed a group at line \(firstLine), written when \(step.group!.window) rows had passed without another; sort the file by \(columns), or raise group.within")
+                case .tooLarge(let record):
+                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: nil,
+                                   reason: "its group already has \(RowGrouper.maxRowsPerGroup) rows, the most one group may hold; check group.by")
+                }
+            }
+        }
+
+        try read(sourceIndex: step.sourceIndex, task: task, reportReaderRejects: true, as: .strings) { record, run in
+            guard case .strings(let record) = record else { return }
+            rows += 1
+            guard step.group != nil else { return try convert(record, group: [], &run) }
+            switch evaluator.joinsGroup(record.values) {
+            case .failure(let failure):
+                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: nil, reason: failure.message, value: failure.value)
+                return
+            case .success(false):
+                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: nil, reason: "filtered: group.where is false for this row")
+                return
+            case .success(true):
+                break
+            }
+            try handle(grouper!.add(record), &run)
+        }
+        if var grouper { try handle(grouper.finish(), &self) }
         try assembler.finish()
         rejected = rejectCount - before
         var counts: [String: Int] = [:]
         for (member, n) in perMember.enumerated() where n > 0 { counts[step.resources[member].resourceType, default: 0] += n }
         for (type, n) in counts { resourceCounts[type, default: 0] += n }
         artifacts.append(contentsOf: newArtifacts)
-        return Manifest.Step(name: step.name, source: mapping.sources[step.sourceIndex].name, bundle: step.bundle.rawValue,
-                             folder: folderName, rows: rows + readerRejects(task), rejects: rejected, resources: counts, bundles: bundleFiles)
+        var manifestStep = Manifest.Step(name: step.name, source: mapping.sources[step.sourceIndex].name, bundle: step.bundle.rawValue,
+                                         folder: folderName, rows: rows + readerRejects(task), rejects: rejected, resources: counts, bundles: bundleFiles)
+        if step.group != nil { manifestStep.groups = groups }
+        return manifestStep
     }
 
     private var readerRejectCounts: [String: Int] = [:]

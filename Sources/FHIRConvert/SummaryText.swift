@@ -46,7 +46,7 @@ extension ConvertSummary {
     private static func stepLines(_ s: ConvertSummary) -> [String] {
         s.manifest.steps.map { step in
             let resources = step.resources.keys.sorted().map { "\(step.resources[$0]!) \($0)" }.joined(separator: ", ")
-            return "  \(step.folder): \(step.rows) rows → \(resources.isEmpty ? "nothing" : resources), \(step.bundles.count) bundles, \(step.rejects) rejected"
+            return "  \(step.folder): \(step.rows) rows\(step.groups.map { " (\($0) groups)" } ?? "") → \(resources.isEmpty ? "nothing" : resources), \(step.bundles.count) bundles, \(step.rejects) rejected"
         }
     }
 

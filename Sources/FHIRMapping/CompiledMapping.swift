@@ -69,7 +69,20 @@ public struct CompiledStep: Sendable {
     public let usesLocalReferences: Bool
     /// Indexes of the steps this one refers to with `ref(...)`.
     public let dependsOn: [Int]
+    /// Set when rows with equal values in the group columns become one group of resources.
+    public let group: CompiledGroup?
     let location: MappingLocation
+}
+
+/// How a step groups rows: by the values of `columns`, the rows seen by templates through alias `slot`.
+public struct CompiledGroup: Sendable {
+    public let columns: [Int]
+    public let columnNames: [String]
+    let slot: Int
+    /// Rows (of those joining groups) after which a group with no new row is complete (`within:`).
+    public let window: Int
+    /// `where:`: which rows join groups (nil: all).
+    let condition: CompiledExpression?
 }
 
 /// One resource template of a step. A class: rows read it many times, and a reference costs one retain where a
@@ -195,6 +208,8 @@ enum Value: Sendable {
     case bool(Bool)
     case list([Value])
     case record(LookupRow)
+    /// A row of the step's own source: one of a group's rows.
+    case row([FieldValue])
 }
 
 /// Built-in functions; arguments that must be known when the mapping is checked are resolved into the case.

@@ -117,6 +117,24 @@ public struct MappingCompiler {
                 mapping: self, sources: sources, lookups: lookups, maps: maps, constants: constants, sourceIndex: si,
                 aliases: [], nextSlot: 0, members: step.resources.map(\.name), bundle: kind, stepIndex: stepIndex,
                 identities: identities, stepNames: document.steps.map(\.name), dependsOn: [], usesLocalReferences: false)
+            var group: CompiledGroup?
+            if let g = step.group {
+                var columns: [Int] = []
+                for c in g.columns {
+                    guard let col = sources[si].fieldNames.firstIndex(of: c.name) else {
+                        throw fail(c.location, "source '\(step.source.name)' has no column '\(c.name)'\(suggest(c.name, sources[si].fieldNames))")
+                    }
+                    columns.append(col)
+                }
+                scope.columnsUsed[si, default: []].formUnion(columns)
+                // `where` reads one row, before it joins a group: it cannot see the group's rows.
+                let condition = try g.condition.map { (c) throws(MappingError) in try compileCondition(c, scope: &scope) }
+                if sources[si].fieldNames.contains(g.alias.name) || constants[g.alias.name] != nil {
+                    throw fail(g.alias.location, "group.as '\(g.alias.name)' is already a column or a constant; choose another name")
+                }
+                let slot = scope.pushAlias(g.alias.name, type: .records(si))
+                group = CompiledGroup(columns: columns, columnNames: g.columns.map(\.name), slot: slot, window: g.window, condition: condition)
+            }
             var resources: [CompiledResource] = []
             for (ri, r) in step.resources.enumerated() {
                 resources.append(try compileResource(r.template, name: r.name, identity: identities[stepIndex][ri], scope: &scope))
@@ -125,7 +143,7 @@ public struct MappingCompiler {
             columnsUsed.merge(scope.columnsUsed) { $0.union($1) }
             steps.append(CompiledStep(
                 name: step.name, sourceIndex: si, bundle: kind, resources: resources,
-                usesLocalReferences: scope.usesLocalReferences, dependsOn: Array(Set(scope.dependsOn)).sorted(), location: step.location))
+                usesLocalReferences: scope.usesLocalReferences, dependsOn: Array(Set(scope.dependsOn)).sorted(), group: group, location: step.location))
         }
         for i in lookups.indices { lookups[i].columnsRead = columnsRead[lookups[i].sourceIndex] ?? [] }
         let unused = sources.indices.compactMap { si -> UnusedColumns? in
@@ -157,7 +175,8 @@ public struct MappingCompiler {
         return placed.map { i in
             let s = steps[i]
             return CompiledStep(name: s.name, sourceIndex: s.sourceIndex, bundle: s.bundle, resources: s.resources,
-                                usesLocalReferences: s.usesLocalReferences, dependsOn: s.dependsOn.map { position[$0]! }.sorted(), location: s.location)
+                                usesLocalReferences: s.usesLocalReferences, dependsOn: s.dependsOn.map { position[$0]! }.sorted(),
+                                group: s.group, location: s.location)
         }
     }
 

@@ -154,9 +154,9 @@ public struct StepEvaluator: Sendable {
     }
 
     /// The resources that `row` becomes (members whose `$if` is false are left out), or the reason it cannot.
-    public func evaluate(_ row: [FieldValue]) -> Result<[ProducedResource], RowFailure> {
+    public func evaluate(_ row: [FieldValue], group: [[FieldValue]] = []) -> Result<[ProducedResource], RowFailure> {
         let out = RowResources()
-        if let failure = evaluate(row, into: out) { return .failure(failure) }
+        if let failure = evaluate(row, group: group, into: out) { return .failure(failure) }
         return .success(out.resources.indices.map { i in
             let r = out.resources[i]
             let resource = step.resources[r.member]
@@ -169,10 +169,11 @@ public struct StepEvaluator: Sendable {
     }
 
     /// Renders the resources of `row` into `out` (emptied first); returns why it cannot, or nil. The conversion calls
-    /// this for every row with the same `out`, so a row costs no object or array per resource.
-    public func evaluate(_ row: [FieldValue], into out: RowResources) -> RowFailure? {
+    /// this for every row with the same `out`, so a row costs no object or array per resource. In a step that
+    /// groups rows, `row` is the group's first row and `group` all its rows.
+    public func evaluate(_ row: [FieldValue], group: [[FieldValue]] = [], into out: RowResources) -> RowFailure? {
         out.reset()
-        var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: true)
+        var context = Context(row: row, aliases: groupAliases(group), memberURNs: [], tables: tables, counting: true)
         do {
             // Conditions and identities first: `uuid(member)` may point at a member rendered later.
             for (i, resource) in step.resources.enumerated() {
@@ -231,10 +232,31 @@ public struct StepEvaluator: Sendable {
         }
     }
 
+    /// The aliases a group's templates start with: its rows, in the group's slot.
+    private func groupAliases(_ group: [[FieldValue]]) -> [Value] {
+        guard let g = step.group else { return [] }
+        var aliases = [Value](repeating: .null, count: g.slot + 1)
+        aliases[g.slot] = .list(group.map { .row($0) })
+        return aliases
+    }
+
+    /// Whether a row joins a group (`group.where`); true in steps without a condition.
+    public func joinsGroup(_ row: [FieldValue]) -> Result<Bool, RowFailure> {
+        guard let condition = step.group?.condition else { return .success(true) }
+        var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: false)
+        do {
+            return .success(try context.evaluate(condition).isTruthy)
+        } catch let failure as RowFailure {
+            return .failure(failure)
+        } catch {
+            return .failure(RowFailure("\(error)"))
+        }
+    }
+
     /// The identities (`Type?identifier=system|value`, unescaped) of the resources a rejected row would have
     /// written, where they can be computed: a reference to one of them is dangling because of this reject.
-    public func identities(ofRejected row: [FieldValue]) -> [String] {
-        var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: false)
+    public func identities(ofRejected row: [FieldValue], group: [[FieldValue]] = []) -> [String] {
+        var context = Context(row: row, aliases: groupAliases(group), memberURNs: [], tables: tables, counting: false)
         return step.resources.compactMap { resource in
             if let condition = resource.condition, let holds = try? context.evaluate(condition).isTruthy, !holds { return nil }
             guard let value = try? context.identity(resource), !value.isEmpty else { return nil }
@@ -243,9 +265,9 @@ public struct StepEvaluator: Sendable {
     }
 
     /// The key a reject is filed under: the first resource's identifier value, when it can be computed.
-    public func rejectKey(_ row: [FieldValue]) -> String? {
+    public func rejectKey(_ row: [FieldValue], group: [[FieldValue]] = []) -> String? {
         guard let first = step.resources.first(where: { $0.condition == nil }) ?? step.resources.first else { return nil }
-        var context = Context(row: row, aliases: [], memberURNs: [], tables: tables, counting: false)
+        var context = Context(row: row, aliases: groupAliases(group), memberURNs: [], tables: tables, counting: false)
         return try? context.identity(first)
     }
 }
@@ -491,7 +513,7 @@ private struct Context {
             case .string: return .string(b ? "true" : "false")
             default: throw RowFailure("\(leaf.path) needs a number, but the expression gave true/false")
             }
-        case .record: throw RowFailure("\(leaf.path): a whole row cannot be a value; pick a field with '.column'")
+        case .record, .row: throw RowFailure("\(leaf.path): a whole row cannot be a value; pick a field with '.column'")
         case .list(let items):
             let nonEmpty = items.filter { !$0.isEmpty }
             if nonEmpty.isEmpty { return nil }
@@ -513,7 +535,15 @@ private struct Context {
         case .field(let base, let column, _):
             switch try evaluate(base) {
             case .record(let r): return r.value(column)
-            case .list(let rows): return .list(rows.map { if case .record(let r) = $0 { return r.value(column) } else { return .null } })
+            case .row(let fields): return column < fields.count ? Value(fields[column]) : .null
+            case .list(let rows):
+                return .list(rows.map { row in
+                    switch row {
+                    case .record(let r): return r.value(column)
+                    case .row(let fields): return column < fields.count ? Value(fields[column]) : .null
+                    default: return .null
+                    }
+                })
             default: return .null
             }
         case .lookup(let index, let keyExprs):
@@ -757,7 +787,7 @@ extension Value {
         case .string(let s): return s.isBlank
         case .bool: return false
         case .list(let l): return l.allSatisfy(\.isEmpty)
-        case .record: return false
+        case .record, .row: return false
         }
     }
 
@@ -777,7 +807,7 @@ extension Value {
             if nonEmpty.isEmpty { return "" }
             if nonEmpty.count == 1 { return try nonEmpty[0].text(what) }
             throw RowFailure("\(what) needs one value, but got a list of \(nonEmpty.count)")
-        case .record: throw RowFailure("\(what) needs a value, but got a whole row; pick a field with '.column'")
+        case .record, .row: throw RowFailure("\(what) needs a value, but got a whole row; pick a field with '.column'")
         }
     }
 }

@@ -343,9 +343,11 @@ public struct StepDeclaration: @unchecked Sendable {
     public let bundle: Named<String>
     /// Resource templates in declaration order: name → YAML template.
     public let resources: [(name: String, location: MappingLocation, template: Node)]
+    /// Rows that together become one group of resources (`group:`), or nil: each row is a group.
+    public let group: GroupDeclaration?
 
     init(node: Node, reader: NodeReader) throws(MappingError) {
-        let m = try reader.mapping(node, what: "a step", allowed: ["name", "source", "bundle", "resource", "resources", "description"])
+        let m = try reader.mapping(node, what: "a step", allowed: ["name", "source", "bundle", "resource", "resources", "group", "description"])
         guard let n = m["name"] else { throw reader.error(node, "every step needs a 'name' (it names the bundle folder)") }
         name = try reader.string(n, what: "name")
         guard name.range(of: "^[A-Za-z0-9][A-Za-z0-9_-]*$", options: .regularExpression) != nil else {
@@ -368,6 +370,45 @@ public struct StepDeclaration: @unchecked Sendable {
         if resources.isEmpty { throw reader.error(node, "step '\(name)' needs 'resource' (one template) or 'resources' (named templates)") }
         if m["resource"] != nil && m["resources"] != nil { throw reader.error(node, "step '\(name)': use either 'resource' or 'resources', not both") }
         self.resources = resources
+        let stepName = name
+        group = try m["group"].map { (g) throws(MappingError) in try GroupDeclaration(node: g, step: stepName, reader: reader) }
+    }
+}
+
+/// `group:` of a step: rows with the same values in `by`, near each other in the file (`within`), become one group,
+/// whose rows the templates see as the list `as` (for `$each`); plain column names give the first row's values.
+public struct GroupDeclaration: @unchecked Sendable {
+    public let location: MappingLocation
+    public let columns: [Named<String>]
+    public let alias: Named<String>
+    /// Optional `where:` condition: only rows for which it holds join groups; the others are filtered.
+    public let condition: Node?
+    /// `within:`: a group is complete once this many rows joined other groups since its last row (default 10,000).
+    public let window: Int
+
+    init(node: Node, step: String, reader: NodeReader) throws(MappingError) {
+        location = reader.location(node)
+        let m = try reader.mapping(node, what: "the group of step '\(step)'", allowed: ["by", "as", "where", "within"])
+        guard let by = m["by"] else { throw reader.error(node, "group needs 'by': the columns whose values make a group, e.g. by: [PATIENT, DATE]") }
+        var columns: [Named<String>] = []
+        for item in by.sequence.map(Array.init) ?? [by] {
+            let name = try reader.string(item, what: "a group column")
+            if columns.contains(where: { $0.name == name }) { throw reader.error(item, "column '\(name)' appears twice in group.by") }
+            columns.append(Named(name: name, value: "", location: reader.location(item)))
+        }
+        guard !columns.isEmpty else { throw reader.error(by, "group.by needs at least one column") }
+        self.columns = columns
+        guard let a = m["as"] else { throw reader.error(node, "group needs 'as': the name its rows go by, e.g. as: readings, used as $each: \"{{ readings }}\"") }
+        alias = Named(name: try reader.string(a, what: "group.as"), value: "", location: reader.location(a))
+        condition = m["where"]
+        if let w = m["within"] {
+            guard let n = Int(try reader.string(w, what: "group.within")), n >= 1 else {
+                throw reader.error(w, "group.within must be a whole number of rows from 1")
+            }
+            window = n
+        } else {
+            window = 10_000
+        }
     }
 }
 

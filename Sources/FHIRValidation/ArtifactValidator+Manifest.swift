@@ -104,7 +104,12 @@ extension ArtifactValidator {
             }
             let converted = step.rows - step.rejects
             let written = step.resources.values.reduce(0, +)
-            if step.rejects > step.rows || converted > written || (converted == 0 && written > 0) {
+            if let groups = step.groups {
+                // Several rows make one group, and each group gives at least one resource.
+                if step.rejects > step.rows || groups > converted || groups > written || (converted > 0) != (groups > 0) || (groups == 0 && written > 0) {
+                    figure("\(p)/groups", "step \(step.name) read \(step.rows) rows, rejected \(step.rejects) and made \(groups) groups, which cannot give its \(written) resources (every group has a row and gives at least one)")
+                }
+            } else if step.rejects > step.rows || converted > written || (converted == 0 && written > 0) {
                 figure("\(p)/rows", "step \(step.name) read \(step.rows) rows and rejected \(step.rejects), which cannot give its \(written) resources (every row converted gives at least one)")
             }
             // Every step reads the whole of its source.
