@@ -134,6 +134,8 @@ public enum UploadRefusal: Error, CustomStringConvertible {
     case manifest(String)
     /// The server's CapabilityStatement lacks what the folder needs: one line per type or interaction.
     case preflight([String])
+    /// Resources the folder's references expect on the server (`known-identifiers.txt`) that it does not hold.
+    case knownIdentifiersMissing([String], of: Int)
 
     public var description: String {
         switch self {
@@ -149,6 +151,10 @@ public enum UploadRefusal: Error, CustomStringConvertible {
             let shown = errors.prefix(5).map { "\($0.location): \($0.message)" }.joined(separator: "; ")
             return "the artifacts have \(r.errors) validation errors (\(shown)\(errors.count > 5 ? "; …" : "")); run `fhirbundle validate` for all of them. Nothing was sent (--force uploads anyway)."
         case .manifest(let m): return m
+        case .knownIdentifiersMissing(let missing, let total):
+            return "\(missing.count) of the \(total) resources that known-identifiers.txt says are on the server are not (or not once), so references to them would fail: "
+                + missing.prefix(5).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")
+                + ". Load them first, or convert without them in --known-identifiers. Nothing was sent (--skip-preflight uploads anyway)."
         }
     }
 }
@@ -234,6 +240,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                                                     batchesAsTransactions: known?.manifestSHA256 == manifestSHA256 && known?.resolvesBatchConditionalReferences == false)
             do {
                 try await preflight(preflightPlan.needs, client: client, events: events)
+                try await checkKnownIdentifiers(manifest, client: client)
             } catch {
                 await client.shutdown()
                 throw error
@@ -337,6 +344,16 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         case .gaveUp(let problem, let attempts):
             throw UploadRefusal.manifest("the server does not answer GET metadata (\(problem), \(attempts) attempts); nothing was sent")
         }
+    }
+
+    /// The resources the folder's references expect on the server must be there: otherwise every entry that refers
+    /// to one fails, halfway through the upload.
+    private func checkKnownIdentifiers(_ manifest: Manifest, client: FHIRClient) async throws {
+        guard manifest.artifacts.contains(where: { $0.path == KnownIdentifiers.fileName }),
+              let text = try? String(contentsOfFile: folder + "/" + KnownIdentifiers.fileName, encoding: .utf8) else { return }
+        let known = KnownIdentifiers.parse(text)
+        let (missing, _) = try await Verifier(folder: folder, options: options).missingKnownIdentifiers(known, client: client)
+        if !missing.isEmpty { throw UploadRefusal.knownIdentifiersMissing(missing, of: known.count) }
     }
 
     /// Findings that mean the folder is not what `convert` wrote.

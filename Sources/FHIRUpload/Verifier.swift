@@ -320,6 +320,39 @@ public final class Verifier: Sendable {
         return result
     }
 
+    /// Which of the folder's known identifiers (`known-identifiers.txt`: resources its references expect on the
+    /// server) the server does not hold: `Type|system|value` searched by identifier, `Type/id` by `_id`, many per
+    /// search. A duplicated identifier counts as missing too: a conditional reference to it cannot resolve.
+    func missingKnownIdentifiers(_ known: Set<String>, client: FHIRClient) async throws -> (missing: [String], searches: Int) {
+        var byType: [String: [ExpectedItem]] = [:]
+        var literals = Set<String>()
+        for line in known {
+            let parts = line.split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+            if parts.count == 3 {
+                byType[parts[0], default: []].append(ExpectedItem(identifier: ExpectedIdentifier(type: parts[0], system: parts[1], value: parts[2]), links: []))
+            } else if line.split(separator: "/").count == 2 {
+                literals.insert(line)
+            }
+        }
+        var missing: [String] = []
+        var searches = 0
+        for (_, items) in byType.sorted(by: { $0.key < $1.key }) {
+            let sorted = items.sorted { $0.identifier < $1.identifier }
+            for start in stride(from: 0, to: sorted.count, by: batchSize) {
+                let result = try await check(Array(sorted[start..<min(sorted.count, start + batchSize)]), client: client)
+                searches += result.searches
+                for m in result.missing { missing.append("\(m.type)|\(m.system)|\(m.value)") }
+                for d in result.duplicated { missing.append("\(d.identifier.type)|\(d.identifier.system)|\(d.identifier.value) (\(d.count) resources)") }
+            }
+        }
+        if !literals.isEmpty {
+            let (existing, n) = try await existingResources(literals, client: client)
+            searches += n
+            missing += literals.subtracting(existing).sorted()
+        }
+        return (missing.sorted(), searches)
+    }
+
     /// Compares the references the folder wrote with the server's copy of the resource.
     private func compare(_ folderLinks: [FolderLink], with resource: JSONValue, type: String, id: String, client: FHIRClient,
                          into result: inout BatchResult) {
