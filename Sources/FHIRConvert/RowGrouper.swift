@@ -5,7 +5,8 @@ import FHIRSources
 /// Gathers the rows of a grouping step (`group:` in the mapping) into groups: rows with equal values in the group
 /// columns, each within `window` rows of the group's previous row. Exports are mostly written group by group, but
 /// not always (Synthea interleaves a few blood-pressure pairs of two encounters), so a group stays open until
-/// `window` rows have passed since its last row; memory holds the open groups only, not the file.
+/// `window` rows have passed since its last row. Memory holds the open groups' rows and, to tell a late row, 16
+/// bytes per closed group (as the identifier index keeps per resource), never the file's rows.
 ///
 /// Groups come out in the order of their last row, which depends only on the input: artifacts stay deterministic.
 struct RowGrouper {

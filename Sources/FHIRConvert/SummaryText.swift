@@ -5,15 +5,14 @@ import Foundation
 extension ConvertSummary {
     /// What the run did, for the terminal.
     public func text() -> String {
-        let s = self
         var lines: [String] = []
-        let m = s.manifest
-        lines.append("Wrote \(s.outputPath)/ in \(String(format: "%.2f", s.seconds)) s: \(s.resourcesWritten) resources in \(s.bundleCount) bundles from \(s.rowsRead) rows, \(m.rejects) rejected.")
-        lines += Self.stepLines(s)
-        lines += Self.rejectLines(s, folder: s.outputPath)
-        lines += Self.unusedColumnLines(s)
-        if let v = s.validation {
-            lines.append("Validated: \(v.errors) errors, \(v.warnings) warnings in \(v.resources) resources (fhirbundle validate \(s.outputPath) for details).")
+        let m = manifest
+        lines.append("Wrote \(outputPath)/ in \(String(format: "%.2f", seconds)) s: \(resourcesWritten) resources in \(bundleCount) bundles from \(rowsRead) rows, \(m.rejects) rejected.")
+        lines += stepLines
+        lines += rejectLines(folder: outputPath)
+        lines += unusedColumnLines
+        if let v = validation {
+            lines.append("Validated: \(v.errors) errors, \(v.warnings) warnings in \(v.resources) resources (fhirbundle validate \(outputPath) for details).")
         }
         return lines.joined(separator: "\n")
     }
@@ -21,20 +20,19 @@ extension ConvertSummary {
     /// A run whose artifacts failed validation: what the run did (its rejects often explain the findings), then
     /// the findings, each dangling reference followed by the reject of the row that would have written its target.
     public func invalidText(keptAt: String) -> String {
-        let s = self
-        var lines = ["Converted \(s.rowsRead) rows into \(s.resourcesWritten) resources, \(s.manifest.rejects) rejected; kept in \(keptAt)/ for review."]
-        lines += Self.stepLines(s)
-        lines += Self.rejectLines(s, folder: keptAt)
-        lines += Self.unusedColumnLines(s)
-        guard let report = s.validation else { return lines.joined(separator: "\n") }
+        var lines = ["Converted \(rowsRead) rows into \(resourcesWritten) resources, \(manifest.rejects) rejected; kept in \(keptAt)/ for review."]
+        lines += stepLines
+        lines += rejectLines(folder: keptAt)
+        lines += unusedColumnLines
+        guard let report = validation else { return lines.joined(separator: "\n") }
         var explained = 0, dangling = 0
         for f in report.findings {
             guard let identity = f.missingIdentity else { continue }
             dangling += 1
-            if s.rejects.explanation(of: identity) != nil { explained += 1 }
+            if rejects.explanation(of: identity) != nil { explained += 1 }
         }
         lines.append(report.text { finding in
-            guard let identity = finding.missingIdentity, let e = s.rejects.explanation(of: identity) else { return nil }
+            guard let identity = finding.missingIdentity, let e = rejects.explanation(of: identity) else { return nil }
             return "← its target's row \(e.place) was rejected: \(e.reason)"
         })
         if explained > 0 {
@@ -43,17 +41,17 @@ extension ConvertSummary {
         return lines.joined(separator: "\n")
     }
 
-    private static func stepLines(_ s: ConvertSummary) -> [String] {
-        s.manifest.steps.map { step in
+    private var stepLines: [String] {
+        manifest.steps.map { step in
             let resources = step.resources.keys.sorted().map { "\(step.resources[$0]!) \($0)" }.joined(separator: ", ")
             return "  \(step.folder): \(step.rows) rows\(step.groups.map { " (\($0) groups)" } ?? "") → \(resources.isEmpty ? "nothing" : resources), \(step.bundles.count) bundles, \(step.rejects) rejected"
         }
     }
 
     /// Rejects grouped by reason, largest group first, with the first places of each.
-    private static func rejectLines(_ s: ConvertSummary, folder: String) -> [String] {
+    private func rejectLines(folder: String) -> [String] {
         var lines: [String] = []
-        let groups = s.rejects.largestFirst
+        let groups = rejects.largestFirst
         if !groups.isEmpty {
             lines.append("Rejected rows by reason:")
             for g in groups.prefix(10) {
@@ -63,7 +61,7 @@ extension ConvertSummary {
             if groups.count > 10 { lines.append("  … and \(groups.count - 10) other reasons") }
             lines.append("Every rejected row is listed with file, line and reason in \(folder)/rejects.ndjson.")
         }
-        for d in s.lookupDuplicates {
+        for d in lookupDuplicates {
             let shown = d.firstLines.map(String.init).joined(separator: ", ") + (d.count > d.firstLines.count ? ", …" : "")
             lines.append("warning: lookup '\(d.lookup)': \(d.count) rows of \(d.file) repeat a key in column '\(d.column)' (lines \(shown)); the lookup uses the first row with each key. Those rows are converted by their step all the same.")
         }
@@ -71,10 +69,10 @@ extension ConvertSummary {
     }
 
     /// Columns no template reads: their data does not reach the server.
-    private static func unusedColumnLines(_ s: ConvertSummary) -> [String] {
-        guard !s.unusedColumns.isEmpty else { return [] }
+    private var unusedColumnLines: [String] {
+        guard !unusedColumns.isEmpty else { return [] }
         var lines = ["Columns the mapping does not read (their values are not converted):"]
-        for u in s.unusedColumns {
+        for u in unusedColumns {
             let shown = u.columns.prefix(20).joined(separator: ", ") + (u.columns.count > 20 ? ", … (\(u.columns.count) in all)" : "")
             lines.append("  \(u.source) (\(u.file)): \(shown)")
         }

@@ -581,7 +581,13 @@ private struct Context {
         case .date(let formats, let what), .dateTime(let formats, let what, _):
             let text = try evaluate(args[0]).text(what)
             if text.isBlank { return .null }
-            guard let parts = formats.lazy.compactMap({ $0.parse(text) }).first else {
+            // A loop, not `lazy.compactMap(...).first`, which parses the matching format twice.
+            var parsed: DateFormat.Parts?
+            for format in formats {
+                parsed = format.parse(text)
+                if parsed != nil { break }
+            }
+            guard let parts = parsed else {
                 let declared = formats.map { "'\($0.pattern)'" }.joined(separator: ", ")
                 throw RowFailure("\(args[0].describe) is not a date in the declared format\(formats.count > 1 ? "s" : "") \(declared)", value: text)
             }
