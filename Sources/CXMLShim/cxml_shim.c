@@ -73,6 +73,13 @@ int cxml_reader_read(cxml_reader *r) {
     return result;
 }
 
+int cxml_reader_skip_subtree(cxml_reader *r) {
+    r->on_attribute = 0;
+    int result = xmlTextReaderNext(r->reader);
+    if (result < 0 || r->error != NULL) return -1;
+    return result;
+}
+
 int cxml_reader_node_type(cxml_reader *r) { return xmlTextReaderNodeType(r->reader); }
 int cxml_reader_depth(cxml_reader *r) { return xmlTextReaderDepth(r->reader); }
 int cxml_reader_is_empty_element(cxml_reader *r) { return xmlTextReaderIsEmptyElement(r->reader); }

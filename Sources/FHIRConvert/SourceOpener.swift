@@ -11,7 +11,7 @@ enum SourceOpener {
             return try FixedWidthRecordReader(path: path, columns: declaration.columns, headerLines: declaration.headerLines,
                                               encoding: declaration.encoding)
         case .xml, .mysqlXML:
-            var config = XMLSourceConfig(recordPath: declaration.record ?? "/resultset/row")
+            var config = XMLSourceConfig(recordPath: declaration.record)
             config.namespaces = declaration.namespaces
             config.fields = declaration.fields
             config.format = declaration.format == .mysqlXML ? .mysql : .elements

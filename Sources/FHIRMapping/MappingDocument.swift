@@ -260,6 +260,21 @@ public struct SourceDeclaration: Sendable {
         if format == .xml && record == nil {
             throw reader.error(node, "XML source '\(name)' needs 'record': the path of the repeating element, e.g. /export/patients/patient")
         }
+        if let record, let recordNode = m["record"] {
+            // The path is read again when the file is opened; its mistakes are found here, at their column.
+            let path: XMLRecordPath
+            do {
+                path = try XMLRecordPath(parsing: record)
+            } catch {
+                let l = reader.location(recordNode)
+                let quoted = recordNode.scalar.map { $0.style == .singleQuoted || $0.style == .doubleQuoted } ?? false
+                throw MappingError(file: reader.file, line: l.line, column: l.column + error.offset + (quoted ? 1 : 0),
+                                   message: "record path '\(record)': \(error.message)")
+            }
+            if let prefix = path.prefixes.first(where: { namespaces[$0] == nil }) {
+                throw reader.error(recordNode, "the record path uses prefix '\(prefix)', which 'namespaces' does not declare")
+            }
+        }
     }
 }
 

@@ -15,8 +15,10 @@ public struct XMLSourceConfig: Sendable {
     }
 
     /// Absolute path of the repeating record element, e.g. `/export/patients/patient`. Steps match local names; a
-    /// step with a prefix declared in `namespaces` (`/h:export/h:patient`) must also be in that namespace.
-    public var recordPath: String
+    /// step with a prefix declared in `namespaces` (`/h:export/h:patient`) must also be in that namespace; a step may
+    /// carry `[@attribute='value']` predicates. nil for `.mysql`: told by the root element (`<resultset>`:
+    /// `/resultset/row`, `<mysqldump>` of one table: `/mysqldump/database/table_data/row`).
+    public var recordPath: String?
     /// Prefix → namespace URI, for prefixed steps of `recordPath`.
     public var namespaces: [String: String] = [:]
     /// Field name → path relative to the record: `given` (child text), `name/given` (nested), `@id` (attribute of
@@ -27,7 +29,7 @@ public struct XMLSourceConfig: Sendable {
     /// An XSD the file is validated against while it is read.
     public var schemaPath: String?
 
-    public init(recordPath: String) {
+    public init(recordPath: String?) {
         self.recordPath = recordPath
     }
 }
@@ -43,8 +45,12 @@ public final class XMLRecordReader: RecordReader {
     private let config: XMLSourceConfig
     private let input: XMLInput
     private var reader: OpaquePointer?
-    private let recordSteps: [(uri: String?, local: String)]
-    private var stack: [(uri: String?, local: String)] = []
+    private let recordPath: String
+    private let recordSteps: [RecordStep]
+    /// The elements open above the reading position, outside any record.
+    private var stack: [OpenElement] = []
+    /// Until the first record: what the file holds, to explain a path that matches nothing.
+    private var census: XMLPathCensus? = XMLPathCensus()
     private var pending: ReadResult?
     private static let xsiNamespace = "http://www.w3.org/2001/XMLSchema-instance"
     private static let xmlnsNamespace = "http://www.w3.org/2000/xmlns/"
@@ -57,22 +63,34 @@ public final class XMLRecordReader: RecordReader {
         self.path = path
         self.config = config
         input = try XMLInput(path: path)
-        var steps: [(String?, String)] = []
-        let recordPath = config.recordPath.isEmpty && config.format == .mysql ? "/resultset/row" : config.recordPath
-        for step in recordPath.split(separator: "/") {
-            let parts = step.split(separator: ":", maxSplits: 1).map(String.init)
-            if parts.count == 2 {
-                guard let uri = config.namespaces[parts[0]] else {
-                    throw SourceError(file: path, line: 1, message: "the record path uses prefix '\(parts[0])', which 'namespaces' does not declare")
-                }
-                steps.append((uri, parts[1]))
-            } else {
-                steps.append((nil, parts[0]))
-            }
+        let root = try input.checkProlog()
+        let recordPath: String
+        if let declared = config.recordPath {
+            recordPath = declared
+        } else if config.format == .mysql && root == "mysqldump" {
+            try Self.checkOneTable(path: path)
+            recordPath = "/mysqldump/database/table_data/row"
+        } else if config.format == .mysql {
+            recordPath = "/resultset/row"
+        } else {
+            throw SourceError(file: path, line: 1, message: "no record path: give the path of the repeating element, e.g. record: /export/patient")
         }
-        guard !steps.isEmpty else { throw SourceError(file: path, line: 1, message: "the record path is empty; give the path of the repeating element, e.g. /export/patient") }
-        recordSteps = steps
-        try input.checkProlog()
+        self.recordPath = recordPath
+        let parsed: XMLRecordPath
+        do {
+            parsed = try XMLRecordPath(parsing: recordPath)
+        } catch {
+            throw SourceError(file: path, line: 1, message: "record path '\(recordPath)', at character \(error.offset + 1): \(error.message)")
+        }
+        recordSteps = try parsed.steps.map { step in
+            guard let prefix = step.prefix else { return RecordStep(uri: nil, local: step.local, predicates: step.predicates) }
+            guard let uri = config.namespaces[prefix] else {
+                throw SourceError(file: path, line: 1, message: "the record path uses prefix '\(prefix)', which 'namespaces' does not declare")
+            }
+            return RecordStep(uri: uri, local: step.local, predicates: step.predicates)
+        }
+        // A one-step path's records' parent is the document itself.
+        census?.recordParentSeen = recordSteps.count == 1
         let context = Unmanaged.passUnretained(input).toOpaque()
         guard let r = cxml_reader_open(xmlInputRead, context, path) else {
             throw SourceError(file: path, line: 1, message: "libxml2 could not create a reader")
@@ -103,6 +121,9 @@ public final class XMLRecordReader: RecordReader {
             }
             fieldSlots = FieldSlots(paths: fieldPaths)
         } else {
+            if config.format == .elements, let root, root == "mysqldump" || root == "resultset" {
+                throw SourceError(file: path, line: 1, message: "this is MySQL's XML (<\(root)>): read it with format: mysql-xml, where a field named x is <field name=\"x\">")
+            }
             // Learn the fields from the first record, and hand that record out first.
             var first = DiscoveredRecord()
             if let line = try readRecord(into: &first) {
@@ -111,8 +132,28 @@ public final class XMLRecordReader: RecordReader {
                 fieldSlots = FieldSlots(paths: fieldPaths)
                 for (key, value) in first.pairs { fieldSlots.add(key, value) }
                 pending = .record(SourceRecord(line: line, values: fieldSlots.take()))
+            } else {
+                fieldNames = try fieldsOfEmptyFile()
+                fieldPaths = fieldNames
+                fieldSlots = FieldSlots(paths: fieldPaths)
+                census = nil
             }
         }
+    }
+
+    /// One step of the record path, its prefix resolved to a namespace URI.
+    private struct RecordStep {
+        var uri: String?
+        var local: String
+        var predicates: [XMLRecordPath.Predicate]
+    }
+
+    private struct OpenElement {
+        var local: String
+        /// This element and all above it match the record path's first steps.
+        var onPath: Bool
+        /// Its path in the census; -1 when not counted.
+        var censusPath: Int32
     }
 
     deinit {
@@ -124,8 +165,84 @@ public final class XMLRecordReader: RecordReader {
             pending = nil
             return p
         }
-        guard let line = try readRecord(into: &fieldSlots) else { return nil }
+        guard let line = try readRecord(into: &fieldSlots) else {
+            if census != nil {
+                // The file ended before a record: an empty table, or a path that matches nothing.
+                _ = try fieldsOfEmptyFile()
+                census = nil
+            }
+            return nil
+        }
         return .record(SourceRecord(line: line, values: fieldSlots.take()))
+    }
+
+    /// At the end of a file without a record: the fields it is read with as a source of zero rows (the declared ones,
+    /// or an empty mysqldump table's columns from its `<table_structure>`), or the error that explains why not.
+    private func fieldsOfEmptyFile() throws -> [String] {
+        let census = census ?? XMLPathCensus()
+        let fileName = path.split(separator: "/").last.map(String.init) ?? path
+        guard census.recordParentSeen && !census.recordParentHasOtherChildren else {
+            throw SourceError(file: path, line: census.rootLine, message: census.noMatchMessage(recordPath: recordPath, fileName: fileName))
+        }
+        if let fields = config.fields { return fields.map(\.name) }
+        if config.format == .mysql && census.root == "mysqldump" {
+            let named = recordSteps.first { $0.local == "table_data" }?.predicates.first { $0.attribute == "name" }?.value
+            if let table = named ?? (census.tables.count == 1 ? census.tables[0] : nil),
+               let columns = census.columnsOfTable[table], !columns.isEmpty {
+                return columns
+            }
+        }
+        let parent = recordSteps.dropLast().last.map { "<\($0.local)>" } ?? "the document"
+        throw SourceError(file: path, line: census.rootLine, message: "\(fileName) holds no <\(recordSteps.last!.local)> in \(parent) (record path '\(recordPath)'): an empty table, whose fields nothing tells; declare its fields to read it as a source of zero rows")
+    }
+
+    /// A mysqldump read without a record path must hold one table: reads the file through once (skipping each
+    /// table's content) and refuses one of several tables, naming them.
+    private static func checkOneTable(path: String) throws {
+        let input = try XMLInput(path: path)
+        _ = try input.checkProlog()
+        let context = Unmanaged.passUnretained(input).toOpaque()
+        guard let r = cxml_reader_open(xmlInputRead, context, path) else {
+            throw SourceError(file: path, line: 1, message: "libxml2 could not create a reader")
+        }
+        defer { cxml_reader_free(r) }
+        var tables: [(database: String, table: String)] = []
+        var database = ""
+        func attribute(_ name: String) -> String {
+            var value = ""
+            while cxml_reader_next_attribute(r) == 1 {
+                if let local = cxml_reader_local_name(r), String(cString: local) == name, let v = cxml_reader_value(r) { value = String(cString: v) }
+            }
+            cxml_reader_to_element(r)
+            return value
+        }
+        var status = cxml_reader_read(r)
+        while status == 1 {
+            let depth = cxml_reader_depth(r)
+            if cxml_reader_node_type(r) == Int32(CXML_ELEMENT) && depth >= 1 {
+                let local = cxml_reader_local_name(r).map { String(cString: $0) } ?? ""
+                if depth == 1 && local == "database" {
+                    database = attribute("name")
+                } else if depth == 2 {
+                    if local == "table_data" && tables.count < XMLPathCensus.tableLimit { tables.append((database, attribute("name"))) }
+                    status = cxml_reader_skip_subtree(r)
+                    continue
+                }
+            }
+            status = cxml_reader_read(r)
+        }
+        if status < 0 {
+            if let refusal = input.refusal { throw refusal }
+            // The main reader reports the malformed XML with its line.
+            return
+        }
+        guard tables.count > 1 else { return }
+        let databases = Set(tables.map(\.database))
+        let names = tables.map { databases.count > 1 ? "\($0.database).\($0.table)" : $0.table }
+        let example = databases.count > 1
+            ? "/mysqldump/database[@name='\(tables[0].database)']/table_data[@name='\(tables[0].table)']/row"
+            : "/mysqldump/database/table_data[@name='\(tables[0].table)']/row"
+        throw SourceError(file: path, line: 1, message: "this mysqldump file holds \(tables.count) tables (\(names.joined(separator: ", "))) and a source reads one: name it in the record path, e.g. record: \"\(example)\"")
     }
 
     /// Where a record's values go while it is read.
@@ -211,12 +328,38 @@ public final class XMLRecordReader: RecordReader {
 
     private func string(_ p: UnsafePointer<CChar>?) -> String? { p.map { String(cString: $0) } }
 
-    private func matchesRecordPath() -> Bool {
-        guard stack.count == recordSteps.count else { return false }
-        for (s, step) in zip(stack, recordSteps) where s.local != step.local || (step.uri != nil && s.uri != step.uri) {
-            return false
+    /// Whether the current element, at `depth` under an element on the path, is the path's step at that depth.
+    private func matchesStep(_ depth: Int, uri: String?, local: String) -> Bool {
+        guard depth < recordSteps.count else { return false }
+        let step = recordSteps[depth]
+        guard step.local == local, step.uri == nil || step.uri == uri else { return false }
+        if step.predicates.isEmpty { return true }
+        let attrs = attributes().list
+        return step.predicates.allSatisfy { p in attrs.contains { $0.0 == p.attribute && $0.1 == p.value } }
+    }
+
+    /// The value of the current element's attribute `name` (local name), empty when absent.
+    private func attribute(_ name: String) -> String {
+        attributes().list.first { $0.0 == name }?.1 ?? ""
+    }
+
+    /// Counts the element just entered (before the first record), and notes a mysqldump's tables and columns.
+    private func noteInCensus(depth: Int, local: String, parentOnPath: Bool, onPath: Bool) -> Int32 {
+        guard census != nil else { return -1 }
+        let line = Int(cxml_reader_line(reader!))
+        let id = census!.enter(local, parent: depth == 0 ? nil : stack.count == depth ? stack[depth - 1].censusPath : -1, line: line)
+        if onPath && depth == recordSteps.count - 2 { census!.recordParentSeen = true }
+        if parentOnPath && !onPath && depth == recordSteps.count - 1 { census!.recordParentHasOtherChildren = true }
+        if config.format == .mysql && depth >= 2 && stack.count == depth && stack[0].local == "mysqldump" && stack[1].local == "database" {
+            if depth == 2 && local == "table_data" {
+                census!.noteTable(attribute("name"))
+            } else if depth == 2 && local == "table_structure" {
+                census!.enterStructure(attribute("name"))
+            } else if depth == 3 && local == "field" && stack[2].local == "table_structure" {
+                census!.noteColumn(attribute("Field"))
+            }
         }
-        return true
+        return id
     }
 
     /// Attributes of the current element as (local name, value), skipping namespace declarations and xsi:*; also
@@ -254,15 +397,18 @@ public final class XMLRecordReader: RecordReader {
             case Int(CXML_ELEMENT):
                 let depth = Int(cxml_reader_depth(r))
                 if stack.count > depth { stack.removeLast(stack.count - depth) }
-                stack.append((string(cxml_reader_namespace_uri(r)), string(cxml_reader_local_name(r)) ?? ""))
+                let local = string(cxml_reader_local_name(r)) ?? ""
+                let parentOnPath = depth == 0 || (stack.count == depth && stack[depth - 1].onPath)
+                let onPath = parentOnPath && matchesStep(depth, uri: string(cxml_reader_namespace_uri(r)), local: local)
+                let censusPath = noteInCensus(depth: depth, local: local, parentOnPath: parentOnPath, onPath: onPath)
                 let empty = cxml_reader_is_empty_element(r) == 1
-                if matchesRecordPath() {
+                if onPath && depth == recordSteps.count - 1 {
+                    census = nil
                     let line = Int(cxml_reader_line(r))
                     try collectRecord(depth: depth, empty: empty, into: &sink)
-                    stack.removeLast()
                     return line
                 }
-                if empty { stack.removeLast() }
+                if !empty { stack.append(OpenElement(local: local, onPath: onPath, censusPath: censusPath)) }
             case Int(CXML_END_ELEMENT):
                 if !stack.isEmpty { stack.removeLast() }
             case Int(CXML_DOCUMENT_TYPE):
@@ -352,7 +498,8 @@ final class XMLInput {
     /// Reads up to the root element's start tag and refuses a DOCTYPE before it, whatever the encoding: the encoding
     /// comes from the byte order mark or the first bytes (UTF-16 with or without a mark, as the XML specification's
     /// appendix F detects them) and the XML declaration. Only the prolog is scanned: a DTD can stand nowhere else.
-    func checkProlog() throws {
+    /// Returns the root element's local name (ASCII characters only; nil when the prolog is not followed by one).
+    func checkProlog() throws -> String? {
         var scan: [UInt8] = []  // the prolog as ASCII: one byte per character, 'x' for any other character
         var projected = 0  // raw bytes turned into `scan` so far
         var i = 0
@@ -445,8 +592,20 @@ final class XMLInput {
             if try starts("<?") { try skip(to: "?>"); continue }
             if try starts("<!--") { try skip(to: "-->"); continue }
             if try starts("<!") { throw refuse(DTDRefusal.message) }
-            return  // the root element (or text libxml2 will reject)
+            // The root element (or text libxml2 will reject).
+            guard b == UInt8(ascii: "<") else { return nil }
+            i += 1
+            var name: [UInt8] = []
+            while try has(1), name.count < 256 {
+                let c = scan[i]
+                if c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D || c == UInt8(ascii: ">") || c == UInt8(ascii: "/") { break }
+                name.append(c)
+                i += 1
+            }
+            let qualified = String(decoding: name, as: UTF8.self)
+            return qualified.split(separator: ":").last.map(String.init) ?? qualified
         }
+        return nil
     }
 
     /// The value of `encoding="…"` in an XML declaration, if any.

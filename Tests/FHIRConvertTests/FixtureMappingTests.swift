@@ -36,4 +36,16 @@ struct FixtureMappingTests {
             #expect(TestRepository.contains(path), "source '\(source.name)' of \(mapping) reads \(source.file), outside the repository")
         }
     }
+
+    /// The mysqldump example: a one-table dump read by its layout alone, a table of a larger dump picked by name, and
+    /// an empty table whose columns come from its structure.
+    @Test func mysqldumpExampleReadsTablesByLayoutAndByName() throws {
+        let out = temporaryFolder()
+        defer { cleanup(out) }
+        let summary = try convert(fixture("mysqldump/mapping.yaml"), out: out + "/out")
+        #expect(summary.manifest.sources.map(\.name) == ["patients", "conditions", "allergies"])
+        #expect(summary.manifest.sources.map(\.rows) == [3, 4, 0])
+        #expect(summary.manifest.resourceCounts == ["Patient": 3, "Condition": 4])
+        #expect(summary.manifest.rejects == 0)
+    }
 }

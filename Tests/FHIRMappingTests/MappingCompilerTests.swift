@@ -195,4 +195,33 @@ struct MappingCompilerTests {
         let e = try #require(mappingError(yaml, fields: ["a": ["id"]]))
         #expect(e.message.contains("cycle"))
     }
+
+    @Test(arguments: [
+        // (record line as written, column of the mistake, what the message says)
+        ("    record: \"/dump/table_data[@name=patients]/row\"", 37, "must be quoted"),
+        ("    record: /dump//row", 19, "'//'"),
+        ("    record: /d:dump/row", 13, "prefix 'd'"),
+    ])
+    func recordPathMistakesAreFoundWhenTheMappingIsReadAtTheirColumn(record: String, column: Int, message: String) throws {
+        let yaml = """
+            version: 1
+            sources:
+              patients:
+                file: dump.xml
+                format: mysql-xml
+            \(record)
+            steps:
+              - name: patients
+                source: patients
+                resource: { resourceType: Patient }
+            """
+        do {
+            _ = try MappingDocument.parse(yaml, path: "mapping.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.line == 6)
+            #expect(error.column == column, "\(error)")
+            #expect(error.message.contains(message), "\(error)")
+        }
+    }
 }

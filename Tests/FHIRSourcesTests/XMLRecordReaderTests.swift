@@ -2,8 +2,8 @@
 import Foundation
 import Testing
 
-private func xmlReader(_ text: String, record: String, fields: [(String, String)]? = nil, namespaces: [String: String] = [:],
-                       format: XMLSourceConfig.Format = .elements, schema: String? = nil, path: String? = nil) throws -> XMLRecordReader {
+func xmlReader(_ text: String, record: String?, fields: [(String, String)]? = nil, namespaces: [String: String] = [:],
+                format: XMLSourceConfig.Format = .elements, schema: String? = nil, path: String? = nil) throws -> XMLRecordReader {
     var config = XMLSourceConfig(recordPath: record)
     config.fields = fields.map { $0.map { (name: $0.0, path: $0.1) } }
     config.namespaces = namespaces
@@ -12,7 +12,7 @@ private func xmlReader(_ text: String, record: String, fields: [(String, String)
     return try XMLRecordReader(path: path ?? temporaryFile(text, suffix: ".xml"), config: config)
 }
 
-private func records(_ reader: XMLRecordReader) throws -> [SourceRecord] {
+func records(_ reader: XMLRecordReader) throws -> [SourceRecord] {
     try readAll(reader).compactMap { if case .record(let r) = $0 { return r } else { return nil } }
 }
 

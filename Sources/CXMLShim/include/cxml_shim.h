@@ -26,6 +26,8 @@ cxml_reader *cxml_reader_open(cxml_read_fn read, void *context, const char *name
 int cxml_reader_use_schema(cxml_reader *reader, const char *xsd, int length);
 /// Advances to the next node: 1 when there is one, 0 at the end, -1 on an error.
 int cxml_reader_read(cxml_reader *reader);
+/// Moves past the current node's subtree to the node after it (xmlTextReaderNext): 1, 0 at the end, -1 on error.
+int cxml_reader_skip_subtree(cxml_reader *reader);
 int cxml_reader_node_type(cxml_reader *reader);
 int cxml_reader_depth(cxml_reader *reader);
 int cxml_reader_is_empty_element(cxml_reader *reader);
