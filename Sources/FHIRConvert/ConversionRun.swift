@@ -101,13 +101,13 @@ struct ConversionRun {
                 for li in indexes {
                     let lookup = run.mapping.lookups[li]
                     if case .duplicate(let key) = tables.add(index: li, record: record, keyColumns: lookup.keyColumns, multiple: lookup.multiple) {
-                        let column = lookup.keyColumns.map { run.mapping.sources[sourceIndex].fieldNames[$0] }.joined(separator: "', '")
+                        let columns = lookup.keyColumns.map { run.mapping.sources[sourceIndex].fieldNames[$0] }
                         if stepSources.contains(sourceIndex) {
                             // A self-join: a step converts this row all the same, so it is no reject.
-                            run.noteDuplicate(lookup: lookup.name, column: column, file: run.mapping.sources[sourceIndex].declaration.file, line: record.line)
+                            run.noteDuplicate(lookup: lookup.name, keyColumns: columns, file: run.mapping.sources[sourceIndex].declaration.file, line: record.line)
                         } else {
                             try run.reject(sourceIndex: sourceIndex, line: record.line, task: task, key: key,
-                                           reason: "duplicate key in column '\(column)' for lookup '\(lookup.name)'; the first row with this key is used")
+                                           reason: "duplicate key in \(LookupDuplicates.keyText(columns)) for lookup '\(lookup.name)'; the first row with this key is used")
                         }
                     }
                 }
@@ -116,12 +116,12 @@ struct ConversionRun {
         return tables
     }
 
-    private mutating func noteDuplicate(lookup: String, column: String, file: String, line: Int) {
+    private mutating func noteDuplicate(lookup: String, keyColumns: [String], file: String, line: Int) {
         if let i = lookupDuplicates.firstIndex(where: { $0.lookup == lookup }) {
             lookupDuplicates[i].count += 1
             if lookupDuplicates[i].firstLines.count < 5 { lookupDuplicates[i].firstLines.append(line) }
         } else {
-            lookupDuplicates.append(LookupDuplicates(lookup: lookup, column: column, file: file, count: 1, firstLines: [line]))
+            lookupDuplicates.append(LookupDuplicates(lookup: lookup, keyColumns: keyColumns, file: file, count: 1, firstLines: [line]))
         }
     }
 

@@ -46,18 +46,26 @@ public protocol ConvertProgress: AnyObject {
 /// first; the rows themselves are converted by the step (so they are no rejects), and the summary says so.
 public struct LookupDuplicates: Sendable, Equatable {
     public var lookup: String
-    public var column: String
+    /// The lookup's key: one column, or several together.
+    public var keyColumns: [String]
     public var file: String
     public var count: Int
     /// The first few lines with a repeated key.
     public var firstLines: [Int]
 
-    public init(lookup: String, column: String, file: String, count: Int, firstLines: [Int]) {
+    public init(lookup: String, keyColumns: [String], file: String, count: Int, firstLines: [Int]) {
         self.lookup = lookup
-        self.column = column
+        self.keyColumns = keyColumns
         self.file = file
         self.count = count
         self.firstLines = firstLines
+    }
+
+    /// `column 'ID'`, or `columns 'PATIENT', 'CODE'` for a key of several.
+    public var keyText: String { LookupDuplicates.keyText(keyColumns) }
+
+    static func keyText(_ columns: [String]) -> String {
+        (columns.count == 1 ? "column '" : "columns '") + columns.joined(separator: "', '") + "'"
     }
 }
 

@@ -63,7 +63,7 @@ extension ConvertSummary {
         }
         for d in lookupDuplicates {
             let shown = d.firstLines.map(String.init).joined(separator: ", ") + (d.count > d.firstLines.count ? ", …" : "")
-            lines.append("warning: lookup '\(d.lookup)': \(d.count) rows of \(d.file) repeat a key in column '\(d.column)' (lines \(shown)); the lookup uses the first row with each key. Those rows are converted by their step all the same.")
+            lines.append("warning: lookup '\(d.lookup)': \(d.count) rows of \(d.file) repeat a key in \(d.keyText) (lines \(shown)); the lookup uses the first row with each key. Those rows are converted by their step all the same.")
         }
         return lines
     }

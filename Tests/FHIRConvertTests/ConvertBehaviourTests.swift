@@ -95,7 +95,12 @@ struct ConvertBehaviourTests {
         #expect(step.rows == 3 && step.rejects == 0 && step.resources == ["Patient": 3])
         #expect(summary.manifest.rejects == 0)
         #expect(try rejects(dir + "/out").isEmpty)
-        #expect(summary.lookupDuplicates == [LookupDuplicates(lookup: "firstOfFamily", column: "family", file: "people.csv", count: 1, firstLines: [3])])
+        #expect(summary.lookupDuplicates == [LookupDuplicates(lookup: "firstOfFamily", keyColumns: ["family"], file: "people.csv", count: 1, firstLines: [3])])
+    }
+
+    @Test func aRepeatedKeyOfSeveralColumnsIsNamedInThePlural() {
+        #expect(LookupDuplicates(lookup: "l", keyColumns: ["family"], file: "f", count: 1, firstLines: [2]).keyText == "column 'family'")
+        #expect(LookupDuplicates(lookup: "l", keyColumns: ["PATIENT", "CODE"], file: "f", count: 1, firstLines: [2]).keyText == "columns 'PATIENT', 'CODE'")
     }
 
     /// FHIR strings allow no control character but tab, line feed and carriage return: such a row is a reject.
