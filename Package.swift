@@ -78,6 +78,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Two artifact folders compared by resource identity, and the delta folder between them.
+        .target(
+            name: "FHIRDiff",
+            dependencies: ["FHIRModel", "FHIRArtifacts", "FHIRValidation"],
+            swiftSettings: swiftSettings
+        ),
         // FHIR data that fhirbundle did not write, made into an artifact folder (no source readers, no HTTP).
         .target(
             name: "FHIRRebundle",
@@ -94,7 +100,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "fhirbundle",
-            dependencies: ["FHIRConvert", "FHIRRebundle", "FHIRArtifacts", "FHIRValidation", "CommandLineSupport",
+            dependencies: ["FHIRConvert", "FHIRRebundle", "FHIRDiff", "FHIRArtifacts", "FHIRValidation", "CommandLineSupport",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
@@ -120,6 +126,8 @@ let package = Package(
         ),
         // The same server as a process (`scripts/benchmark-upload.sh` runs the uploader against it).
         .executableTarget(name: "fhir-test-server", dependencies: ["FHIRTestServer"], path: "Tests/fhir-test-server", swiftSettings: swiftSettings),
+        .testTarget(name: "FHIRDiffTests", dependencies: ["FHIRDiff", "FHIRConvert", "FHIRArtifacts", "FHIRValidation", "FHIRModel", "FHIRTestSupport"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "FHIRRebundleTests", dependencies: ["FHIRRebundle", "FHIRConvert", "FHIRValidation", "FHIRTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "FHIRTestSupportTests", dependencies: ["FHIRTestSupport"], swiftSettings: swiftSettings),
@@ -129,7 +137,7 @@ let package = Package(
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRUploadTests",
-            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRRebundle", "FHIRValidation", "FHIRTestServer", "FHIRTestSupport",
+            dependencies: ["FHIRUpload", "FHIRModel", "FHIRArtifacts", "FHIRConvert", "FHIRRebundle", "FHIRDiff", "FHIRValidation", "FHIRTestServer", "FHIRTestSupport",
                            "fhirupload",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings

@@ -88,6 +88,38 @@ public struct Manifest: Sendable, Equatable {
         }
     }
 
+    /// A delta folder's origin and figures (written by `fhirbundle diff --out`): the folder takes a server holding
+    /// `base` to `new`.
+    public struct Delta: Sendable, Equatable {
+        /// SHA-256 of the old folder's manifest.json, and of the new one's.
+        public var base: String
+        public var new: String
+        public var added: Int
+        public var changed: Int
+        /// Unchanged resources written again because they share a transaction with a changed one.
+        public var resent: Int
+        /// Unchanged resources left out.
+        public var unchanged: Int
+        /// Identities the new folder no longer writes, and the conditional deletes written for them (0 without
+        /// `--deletes`: removals are never implicit).
+        public var removed: Int
+        public var deleted: Int
+
+        public init(base: String, new: String, added: Int, changed: Int, resent: Int, unchanged: Int, removed: Int, deleted: Int) {
+            self.base = base
+            self.new = new
+            self.added = added
+            self.changed = changed
+            self.resent = resent
+            self.unchanged = unchanged
+            self.removed = removed
+            self.deleted = deleted
+        }
+
+        static let figureNames = ["added", "changed", "resent", "unchanged", "removed", "deleted"]
+        var figures: [Int] { [added, changed, resent, unchanged, removed, deleted] }
+    }
+
     public var tool: Tool
     /// The server profile the bundles were sized for.
     public var profile: ServerProfile
@@ -101,6 +133,8 @@ public struct Manifest: Sendable, Equatable {
     public var artifacts: [Artifact]
     public var resourceCounts: [String: Int]
     public var rejects: Int
+    /// Set for a folder written by `diff --out`.
+    public var delta: Delta?
 
     public init(tool: Tool, profile: ServerProfile = .medplum, mapping: MappingFile?, limits: BundleLimits, sources: [Source], steps: [Step],
                 artifacts: [Artifact], resourceCounts: [String: Int], rejects: Int) {
@@ -129,6 +163,10 @@ public struct Manifest: Sendable, Equatable {
         ]
         if let mapping {
             members.append(JSONMember("mapping", .object([JSONMember("file", .string(mapping.file)), JSONMember("sha256", .string(mapping.sha256))])))
+        }
+        if let delta {
+            members.append(JSONMember("delta", .object([JSONMember("base", .string(delta.base)), JSONMember("new", .string(delta.new))]
+                + zip(Delta.figureNames, delta.figures).map { JSONMember($0, n($1)) })))
         }
         return .object(members + [
             JSONMember("limits", .object(BundleLimit.allCases.map { limit in JSONMember(limit.rawValue, limits[limit].map(n) ?? .null) })),
@@ -183,6 +221,12 @@ public struct Manifest: Sendable, Equatable {
             mapping = MappingFile(file: try need(json["mapping"]?["file"], "/mapping/file", str), sha256: try need(json["mapping"]?["sha256"], "/mapping/sha256", str))
         } else {
             mapping = nil
+        }
+        if let d = json["delta"] {
+            var figures: [Int] = []
+            for name in Delta.figureNames { figures.append(try need(d[name], "/delta/\(name)", int)) }
+            delta = Delta(base: try need(d["base"], "/delta/base", str), new: try need(d["new"], "/delta/new", str), added: figures[0],
+                          changed: figures[1], resent: figures[2], unchanged: figures[3], removed: figures[4], deleted: figures[5])
         }
         var limits = profile.limits
         for limit in BundleLimit.allCases {

@@ -43,6 +43,8 @@ public struct UploadOptions: Sendable {
 public struct UploadReport: Sendable {
     public var created: [String: Int] = [:]
     public var updated: [String: Int] = [:]
+    /// Conditional deletes (a delta's) the server carried out, per type.
+    public var deleted: [String: Int] = [:]
     public var failed: [String: Int] = [:]
     /// Entries an earlier run already wrote, skipped now.
     public var skipped = 0
@@ -614,6 +616,10 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         defer { lock.unlock() }
         for s in successes {
             let types = resourceTypes(entries[s.index])
+            if entries[s.index]["request"]?["method"]?.stringValue == "DELETE" {
+                for type in types { report.deleted[type, default: 0] += sign }
+                continue
+            }
             // A nested transaction reports each inner entry's status in its transaction-response.
             let statuses = s.outcome.innerStatuses.count == types.count ? s.outcome.innerStatuses : Array(repeating: s.outcome.status, count: types.count)
             let urls = entryURLs(entries[s.index])
@@ -630,6 +636,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         }
         report.created = report.created.filter { $0.value != 0 }
         report.updated = report.updated.filter { $0.value != 0 }
+        report.deleted = report.deleted.filter { $0.value != 0 }
     }
 
     /// Takes back the counts of a request whose writes are superseded (sent again in another form).
@@ -649,6 +656,9 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
     private func resourceTypes(_ entry: JSONValue) -> [String] {
         if entry["request"]?["url"]?.stringValue == "/" {
             return (entry["resource"]?["entry"]?.arrayValue ?? []).compactMap { $0["resource"]?["resourceType"]?.stringValue }
+        }
+        if entry["request"]?["method"]?.stringValue == "DELETE", let url = entry["request"]?["url"]?.stringValue {
+            return [String(url.prefix { $0 != "?" && $0 != "/" })]
         }
         return [entry["resource"]?["resourceType"]?.stringValue ?? "?"]
     }

@@ -28,8 +28,11 @@ public struct VerifyReport: Sendable {
     public var seconds = 0.0
     /// The references of the server's copies, compared with what the folder wrote.
     public var links = LinkReport()
+    /// Identities a delta deletes (`DELETE Type?identifier=…`), and those the server still holds.
+    public var deletesExpected = 0
+    public var stillPresent: [ExpectedIdentifier] = []
 
-    public var isClean: Bool { missing.isEmpty && duplicated.isEmpty && links.isClean }
+    public var isClean: Bool { missing.isEmpty && duplicated.isEmpty && links.isClean && stillPresent.isEmpty }
 }
 
 /// How the references the folder writes look on the server.
@@ -131,11 +134,12 @@ public final class Verifier: Sendable {
 
     /// The identifiers one bundle file writes (from its conditional-update URLs) with the references each entry's
     /// resource holds, and how many of its entries are not conditional updates by one identifier.
-    private func identifiers(inBundle file: String) throws -> (items: [ExpectedItem], unverifiable: Int) {
+    private func identifiers(inBundle file: String) throws -> (items: [ExpectedItem], deletes: [ExpectedIdentifier], unverifiable: Int) {
         guard let bytes = FileManager.default.contents(atPath: folder + "/" + file), let bundle = try? JSONParser.parse(Array(bytes)) else {
             throw UploadError.plan(file: file, message: "the bundle is missing or not JSON")
         }
         var items: [ExpectedItem] = []
+        var deletes: [ExpectedIdentifier] = []
         var unverifiable = 0
         for entry in bundle["entry"]?.arrayValue ?? [] {
             let inner = entry["request"]?["url"]?.stringValue == "/" ? (entry["resource"]?["entry"]?.arrayValue ?? []) : [entry]
@@ -150,12 +154,15 @@ public final class Verifier: Sendable {
                     let identifier = ExpectedIdentifier(type: parsed.type, system: parsed.system, value: parsed.value)
                     let folderLinks = links == .none ? [] : Self.folderLinks(e["resource"], urnTypes: urnTypes)
                     items.append(ExpectedItem(identifier: identifier, links: folderLinks))
+                } else if e["request"]?["method"]?.stringValue == "DELETE", let url = e["request"]?["url"]?.stringValue,
+                          let parsed = ConditionalURL.parseIdentifier(url) {
+                    deletes.append(ExpectedIdentifier(type: parsed.type, system: parsed.system, value: parsed.value))
                 } else {
                     unverifiable += 1
                 }
             }
         }
-        return (items, unverifiable)
+        return (items, deletes, unverifiable)
     }
 
     /// The references of a resource the folder writes, with the type each targets (unknown ones left out).
@@ -186,6 +193,7 @@ public final class Verifier: Sendable {
         var report = VerifyReport()
         var seen = Set<String>()        // "Type/id" of every resource found
         var referenced: [String: Referrers] = [:]  // "Type/id" referenced → by which links, how often
+        var deletes: [ExpectedIdentifier] = []
         do {
             try await withThrowingTaskGroup(of: BatchResult.self) { group in
                 var open: [String: [ExpectedItem]] = [:]  // type → identifiers waiting for a full batch
@@ -206,7 +214,8 @@ public final class Verifier: Sendable {
                 while true {
                     var ready: [[ExpectedItem]] = []
                     if let file = files.popFirst() {
-                        let (items, unverifiable) = try self.identifiers(inBundle: file)
+                        let (items, deleted, unverifiable) = try self.identifiers(inBundle: file)
+                        deletes += deleted
                         report.unverifiable += unverifiable
                         report.expected += items.count
                         for item in items {
@@ -226,6 +235,18 @@ public final class Verifier: Sendable {
                     if files.isEmpty && open.isEmpty { break }
                 }
                 while let result = try await group.next() { absorb(result) }
+            }
+            // A delta's deletes: each identity must be gone.
+            report.deletesExpected = deletes.count
+            for (_, gone) in Dictionary(grouping: deletes, by: \.type).sorted(by: { $0.key < $1.key }) {
+                let sorted = gone.sorted()
+                for start in stride(from: 0, to: sorted.count, by: batchSize) {
+                    let batch = sorted[start..<min(sorted.count, start + batchSize)].map { ExpectedItem(identifier: $0, links: []) }
+                    let result = try await check(batch, client: client)
+                    report.searches += result.searches
+                    let absent = Set(result.missing)
+                    report.stillPresent += batch.map(\.identifier).filter { !absent.contains($0) }
+                }
             }
             // References to resources the verification did not meet: do they exist?
             let unseen = referenced.filter { !seen.contains($0.key) }

@@ -116,6 +116,17 @@ extension ArtifactValidator {
                 findings.append(Finding(rule: .entryRequest, file: file, pointer: pointer(entry) + "/request", message: "the entry has no request.method and request.url"))
                 continue
             }
+            if tape.equals(method, "DELETE") {
+                deleteEntries += 1
+                // A delete by search must name one identity, as the conditional updates do.
+                if tape.member(entry, "resource") != nil || tape.withString(url, { u in
+                    !(u.contains(UInt8(ascii: "?")) ? ConditionalURL.parseIdentifier(String(decoding: u, as: UTF8.self)) != nil : u.contains(UInt8(ascii: "/")))
+                }) == true {
+                    findings.append(Finding(rule: .entryRequest, file: file, pointer: pointer(entry) + "/request",
+                                            message: "a DELETE entry has no resource and names one resource: Type?identifier=system|value or Type/id"))
+                }
+                continue
+            }
             guard let resource = tape.member(entry, "resource") else { continue }
             let resourceTypeToken = tape.member(resource, "resourceType").flatMap { tape.kind($0) == .string ? $0 : nil }
             let isPost = tape.equals(method, "POST")

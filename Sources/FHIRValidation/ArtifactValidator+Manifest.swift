@@ -98,6 +98,8 @@ extension ArtifactValidator {
             for type in Set(found.keys).union(step.resources.keys).sorted() where found[type] ?? 0 != step.resources[type] ?? 0 {
                 figure("\(p)/resources/\(type)", "the bundles of step \(step.name) hold \(found[type] ?? 0) \(type), the manifest says \(step.resources[type] ?? 0)")
             }
+            // A delta's steps carry what changed, not rows read: its figures are checked below.
+            if manifest.delta != nil { continue }
             let filed = byTask["step \(step.name)"] ?? 0
             if manifest.mapping != nil && filed != step.rejects {
                 figure("\(p)/rejects", "rejects.ndjson holds \(filed) rejects of step \(step.name), the manifest says \(step.rejects)")
@@ -116,6 +118,19 @@ extension ArtifactValidator {
             if let source = sources[step.source], source.rows != step.rows {
                 figure("\(p)/rows", "step \(step.name) read \(step.rows) rows of source \(source.name), which has \(source.rows) according to /sources")
             }
+        }
+        if let delta = manifest.delta {
+            let written = manifest.steps.reduce(0) { $0 + $1.resources.values.reduce(0, +) }
+            if written != delta.added + delta.changed + delta.resent {
+                figure("/delta", "the bundles write \(written) resources, the manifest says \(delta.added) added + \(delta.changed) changed + \(delta.resent) re-sent with a transaction")
+            }
+            if deleteEntries != delta.deleted {
+                figure("/delta/deleted", "the bundles hold \(deleteEntries) deletes, the manifest says \(delta.deleted)")
+            }
+            if delta.deleted != 0 && delta.deleted != delta.removed {
+                figure("/delta/deleted", "\(delta.removed) identities were removed but \(delta.deleted) deletes written: a delta deletes all removals or none")
+            }
+            return
         }
         for (i, source) in manifest.sources.enumerated() where source.rejects > source.rows {
             figure("/sources/\(i)/rejects", "source \(source.name) has more rejects (\(source.rejects)) than rows (\(source.rows))")

@@ -116,6 +116,8 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) var bundleTypeCounts = TypeCounts()
     /// The same, step by step (for a folder with a manifest), to check `steps[].resources`.
     @exclusivity(unchecked) var stepTypeCounts: [TypeCounts] = []
+    /// DELETE entries (a delta's conditional deletes), checked against its manifest.
+    var deleteEntries = 0
     @exclusivity(unchecked) var pending: [PendingReference] = []
     /// The bundle resources checked (folders with a manifest), by resource type (index of `StructureTables.types`),
     /// for their NDJSON mirror lines; and the urn references of the twins that have some.

@@ -51,7 +51,7 @@ public enum DataFile {
 }
 
 /// Reads large files in chunks, so memory does not grow with an NDJSON file's size.
-enum FileStreaming {
+public enum FileStreaming {
     private static let chunk = 4 << 20
 
     /// Starts reading `path` into the page cache in the background (a hint; errors are ignored).
@@ -91,7 +91,7 @@ enum FileStreaming {
     /// `tooLong` with the number of a line longer than `maxLine` bytes instead (its bytes are skipped, not kept).
     /// Returns the file's size and, with `digest`, its SHA-256 (computed on the same read); nil if it cannot be read.
     @discardableResult
-    static func forEachLine(_ path: String, digest: Bool = false, maxLine: Int = DataFile.defaultMaxBytes, tooLong: (Int) -> Void = { _ in },
+    public static func forEachLine(_ path: String, digest: Bool = false, maxLine: Int = DataFile.defaultMaxBytes, tooLong: (Int) -> Void = { _ in },
                             _ body: (Int, UnsafeBufferPointer<UInt8>) -> Void) -> (sha256: String, size: Int)? {
         guard let (fd, _) = DataFile.open(path) else { return nil }
         defer { close(fd) }

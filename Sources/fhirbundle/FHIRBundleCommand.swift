@@ -17,6 +17,6 @@ struct FHIRBundleCommand: ParsableCommand {
             The mapping language is described in docs/mapping.md.
             """,
         version: FHIRBundleVersion.current,
-        subcommands: [Convert.self, Validate.self, Rebundle.self]
+        subcommands: [Convert.self, Validate.self, Rebundle.self, Diff.self]
     )
 }

@@ -273,8 +273,9 @@ struct Upload: AsyncParsableCommand {
         let rate = Double(report.written) / max(report.seconds, 0.001)
         var lines = ["\(stopped ? "Stopped after" : "Uploaded in") \(String(format: "%.2f", report.seconds)) s (\(Int(rate)) resources/s): \(report.written) written, \(report.failures) failed, \(report.skipped) already written by an earlier run (\(report.requests) requests)."]
         if let target = report.target { lines.append("Server: \(target.description).") }
-        for type in Set(report.created.keys).union(report.updated.keys).union(report.failed.keys).sorted() {
-            lines.append("  \(type): \(report.created[type] ?? 0) created, \(report.updated[type] ?? 0) updated, \(report.failed[type] ?? 0) failed")
+        for type in Set(report.created.keys).union(report.updated.keys).union(report.deleted.keys).union(report.failed.keys).sorted() {
+            let deleted = report.deleted[type].map { ", \($0) deleted" } ?? ""
+            lines.append("  \(type): \(report.created[type] ?? 0) created, \(report.updated[type] ?? 0) updated\(deleted), \(report.failed[type] ?? 0) failed")
         }
         if !report.transactionSteps.isEmpty {
             lines.append("Sent as transactions (the server does not resolve conditional references in batches): \(report.transactionSteps.joined(separator: ", ")).")
@@ -339,6 +340,11 @@ struct Verify: AsyncParsableCommand {
         for m in report.missing.prefix(20) { lines.append("  missing: \(m.searchURL)") }
         if report.missing.count > 20 { lines.append("  … and \(report.missing.count - 20) more missing") }
         for d in report.duplicated.prefix(20) { lines.append("  duplicated (\(d.count) resources): \(d.identifier.searchURL)") }
+        if report.deletesExpected > 0 {
+            lines.append("Deletes: \(report.deletesExpected) identities the folder deletes, \(report.stillPresent.count) still on the server.")
+            for s in report.stillPresent.prefix(20) { lines.append("  still present: \(s.searchURL)") }
+            if report.stillPresent.count > 20 { lines.append("  … and \(report.stillPresent.count - 20) more still present") }
+        }
         if report.duplicated.count > 20 { lines.append("  … and \(report.duplicated.count - 20) more duplicated") }
         let l = report.links
         if l.checked > 0 || links.check != .none {
@@ -354,6 +360,7 @@ struct Verify: AsyncParsableCommand {
         }
         if !report.missing.isEmpty { lines.append("Missing: rerun fhirupload (it resumes), then look at failures.ndjson in DIR/upload/<server>/ for entries the server refused.") }
         if !report.duplicated.isEmpty { lines.append("Duplicated: keep one resource per identifier on the server (merge or delete the others); conditional updates need exactly one match.") }
+        if !report.stillPresent.isEmpty { lines.append("Still present: rerun fhirupload (it resumes); a delete the server refused is in failures.ndjson in DIR/upload/<server>/.") }
         print(lines.joined(separator: "\n"))
         if !report.isClean { throw ExitCode.failure }
     }

@@ -95,7 +95,7 @@ struct FHIRService {
             guard let resource = try? JSONParser.parse(request.body) else { return failure(400, "invalid", "The body is not JSON") }
             let url = path + "?" + request.query.map { "\($0.name)=\($0.value)" }.joined(separator: "&")
             switch conditionalUpdate(url: url, decodedQuery: request.query, resource: resource, ids: [:]) {
-            case .success(let r): return ServiceResponse(status: r.status, headers: [("Location", r.location)], body: nil)
+            case .success(let r): return ServiceResponse(status: r.status, headers: r.location.map { [("Location", $0)] } ?? [], body: nil)
             case .failure(let e): return failure(e.status, e.code, e.message)
             }
         case ("GET", let path):
@@ -186,7 +186,7 @@ struct FHIRService {
 
     private struct Written {
         var status: Int
-        var location: String
+        var location: String?
     }
 
     struct EntryError: Error {
@@ -204,6 +204,7 @@ struct FHIRService {
         guard let method = entry["request"]?["method"]?.stringValue, let url = entry["request"]?["url"]?.stringValue else {
             return .failure(EntryError(400, "required", "The entry has no request.method or request.url"))
         }
+        if method == "DELETE" { return conditionalDelete(url: url) }
         guard let resource = entry["resource"], let type = resource["resourceType"]?.stringValue else {
             return .failure(EntryError(400, "required", "The entry has no resource"))
         }
@@ -233,6 +234,19 @@ struct FHIRService {
         default:
             return .failure(EntryError(405, "not-supported", "\(method) is not supported in a bundle by this test server"))
         }
+    }
+
+    /// `DELETE Type?identifier=…`: removes the one match; no match is success too (a replayed delete finds the
+    /// resource gone), several are 412, as FHIR R4 allows and HAPI and Medplum do.
+    private func conditionalDelete(url: String) -> Result<Written, EntryError> {
+        guard let q = url.firstIndex(of: "?") else { return .failure(EntryError(400, "invalid", "DELETE \(url): only conditional deletes are supported")) }
+        let type = String(url[..<q])
+        let parameters = identifierParameters(Self.decodeQuery(String(url[url.index(after: q)...])))
+        guard !parameters.isEmpty else { return .failure(EntryError(400, "invalid", "\(url): only identifier searches are supported")) }
+        let matches = store.search(type: type, identifierParameters: parameters)
+        if matches.count > 1 { return .failure(EntryError(412, "multiple-matches", "Multiple resources found matching condition")) }
+        for id in matches { store.remove(type: type, id: id) }
+        return .success(Written(status: 204, location: nil))
     }
 
     private func conditionalUpdate(url: String, decodedQuery: [(name: String, value: String)], resource: JSONValue, ids: [String: String],
