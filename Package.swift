@@ -144,7 +144,7 @@ let package = Package(
         ),
         .testTarget(name: "FHIRValidationTests", dependencies: ["FHIRValidation", "FHIRModel", "FHIRConvert", "FHIRTestSupport"], swiftSettings: swiftSettings),
         // Runs the built executable; depends on it so that `swift test` builds it first.
-        .testTarget(name: "EndToEndTests", dependencies: ["fhirbundle", "FHIRTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "EndToEndTests", dependencies: ["fhirbundle", "FHIRModel", "FHIRTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRConvertTests",
             dependencies: ["FHIRConvert", "FHIRModel", "FHIRSources", "FHIRArtifacts", "FHIRTestSupport"],

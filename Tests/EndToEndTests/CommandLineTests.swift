@@ -1,3 +1,4 @@
+import FHIRModel
 import FHIRTestSupport
 import Foundation
 import Testing
@@ -59,5 +60,28 @@ struct CommandLineTests {
         #expect(help.stdout.contains("convert"))
         #expect(help.stdout.contains("validate"))
         #expect(try run(["convert", "--help"]).stdout.contains("--out"))
+    }
+
+    @Test func diffPrintsCountsAsTextAndJSONAndWritesTheDelta() throws {
+        let dir = NSTemporaryDirectory() + "cli-diff-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let waves = try MigrationWaves.write(in: dir, patients: 20)
+        #expect(try run(["convert", waves.first, "--out", dir + "/out1", "--quiet"]).status == 0)
+        #expect(try run(["convert", waves.second, "--out", dir + "/out2", "--quiet"]).status == 0)
+        let text = try run(["diff", dir + "/out1", dir + "/out2"])
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.contains("  Patient: 2 added, 2 changed, 2 removed, 16 unchanged"))
+        #expect(text.stdout.contains("removed (first 5 of 6):\n  Patient?identifier=http://example.org/clinic/patient|P2\n"))
+        let json = try run(["diff", dir + "/out1", dir + "/out2", "--format", "json"])
+        let parsed = try JSONParser.parse(json.stdout)
+        #expect(parsed["types"]?["Encounter"] == .object([JSONMember("added", .number("0")), JSONMember("changed", .number("0")),
+                                                        JSONMember("removed", .number("2")), JSONMember("unchanged", .number("8"))]))
+        #expect(parsed["removed"]?.arrayValue?.count == 6)
+        let delta = try run(["diff", dir + "/out1", dir + "/out2", "--out", dir + "/delta"])
+        #expect(delta.status == 0)
+        #expect(delta.stderr.contains("note: 6 removed identities are not deleted (removals are never implicit); --deletes writes conditional deletes for them."))
+        #expect(try run(["validate", dir + "/delta"]).status == 0)
+        #expect(try run(["diff", dir + "/out1", dir + "/out2", "--deletes"]).status == 64)
+        #expect(try run(["diff", dir + "/out1", dir + "/nothing"]).status == 1)
     }
 }
