@@ -74,14 +74,20 @@ let package = Package(
         ),
         .target(
             name: "FHIRConvert",
-            dependencies: ["FHIRSources", "FHIRMapping", "FHIRArtifacts", "FHIRModel", "FHIRValidation"],
+            dependencies: ["FHIRSources", "FHIRMapping", "FHIRArtifacts", "FHIRModel", "FHIRValidation", "FHIRReport"],
             swiftSettings: swiftSettings
         ),
 
+        // report.html, the page a reviewer reads beside the artifacts.
+        .target(
+            name: "FHIRReport",
+            dependencies: ["FHIRModel", "FHIRArtifacts", "FHIRValidation"],
+            swiftSettings: swiftSettings
+        ),
         // Two artifact folders compared by resource identity, and the delta folder between them.
         .target(
             name: "FHIRDiff",
-            dependencies: ["FHIRModel", "FHIRArtifacts", "FHIRValidation"],
+            dependencies: ["FHIRModel", "FHIRArtifacts", "FHIRValidation", "FHIRReport"],
             swiftSettings: swiftSettings
         ),
         // FHIR data that fhirbundle did not write, made into an artifact folder (no source readers, no HTTP).

@@ -1,6 +1,7 @@
 import FHIRArtifacts
 import FHIRMapping
 import FHIRModel
+import FHIRReport
 import FHIRSources
 import FHIRValidation
 import Foundation
@@ -175,12 +176,14 @@ public final class Converter {
                 progress?.started(task: "validate", source: options.outputPath, totalBytes: 0)
                 var validationOptions = ValidationOptions(limits: limits, knownIdentifiers: options.knownIdentifiers)
                 validationOptions.isCancelled = isCancelled
+                validationOptions.countCodedValues = true
                 let (report, keptAt) = try folder.validateBeforeCommit(validationOptions)
                 progress?.finished(task: "validate", rows: report.resources, rejects: report.errors)
                 summary.validation = report
                 summary.seconds = Date().timeIntervalSince(started)
                 if let keptAt { throw ConvertError.invalid(summary, keptAt: keptAt) }
             }
+            summary.manifest = try folder.addReport(Self.report(summary, mapping: mapping))
             try checkpoint()
             try folder.flushToDisk()
             try checkpoint()  // the last moment the previous output can still be kept
@@ -202,6 +205,15 @@ public final class Converter {
         if isCancelled() { throw .cancelledAfterCommit(outputPath: options.outputPath) }
         summary.seconds = Date().timeIntervalSince(started)
         return summary
+    }
+
+    /// The review page of a run: its figures, rejects, columns, validation and plan.
+    static func report(_ summary: ConvertSummary, mapping: CompiledMapping) -> ReviewReport {
+        var report = ReviewReport(title: "Conversion of \((mapping.document.path as NSString).lastPathComponent)", manifest: summary.manifest)
+        report.rejects = summary.rejects.groups.map { ReviewReport.RejectGroup(reason: $0.reason, count: $0.count, examples: $0.examples.map(\.description)) }
+        report.sources = mapping.columnUses.map { ReviewReport.SourceColumns(source: $0.source, file: $0.file, columns: $0.columns) }
+        report.validation = summary.validation
+        return report
     }
 
     private func checkpoint() throws(ConvertError) {

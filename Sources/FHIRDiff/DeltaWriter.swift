@@ -1,5 +1,6 @@
 import FHIRArtifacts
 import FHIRModel
+import FHIRReport
 import FHIRValidation
 import Foundation
 
@@ -51,15 +52,21 @@ public enum DeltaWriter {
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
         do {
-            let manifest = try fill(folder, old: old, new: new, report: report, options: options)
+            var manifest = try fill(folder, old: old, new: new, report: report, options: options)
             var validation: ValidationReport?
             if options.validate {
                 let known = manifest.artifacts.contains { $0.path == KnownIdentifiers.fileName }
                     ? KnownIdentifiers.parse((try? String(contentsOfFile: folder.staging + "/" + KnownIdentifiers.fileName, encoding: .utf8)) ?? "") : []
-                let (result, keptAt) = try folder.validateBeforeCommit(ValidationOptions(limits: manifest.limits, knownIdentifiers: known))
+                var validationOptions = ValidationOptions(limits: manifest.limits, knownIdentifiers: known)
+                validationOptions.countCodedValues = true
+                let (result, keptAt) = try folder.validateBeforeCommit(validationOptions)
                 if let keptAt { throw DeltaFailure.invalid(result, keptAt: keptAt) }
                 validation = result
             }
+            var page = ReviewReport(title: "Delta to \((new.folder as NSString).lastPathComponent) from \((old.folder as NSString).lastPathComponent)", manifest: manifest)
+            page.validation = validation
+            page.delta = ReviewReport.DeltaChanges(types: report.types.mapValues { [$0.added, $0.changed, $0.removed, $0.unchanged] })
+            manifest = try folder.addReport(page)
             try folder.commit()
             return DeltaSummary(manifest: manifest, validation: validation)
         } catch let failure as DeltaFailure {

@@ -13,7 +13,17 @@ public struct CompiledMapping: Sendable {
     public let limits: BundleLimits
     /// Per source, the columns no expression reads (their data goes nowhere), in the file's order.
     public let unusedColumns: [UnusedColumns]
+    /// Per source, every column: whether the mapping reads it, and which template elements it fills.
+    public let columnUses: [SourceColumns]
     let maps: [ValueMap]
+}
+
+/// The columns of one source and where they go, for the review report.
+public struct SourceColumns: Sendable {
+    public let source: String
+    public let file: String
+    /// In the file's order. `used` without paths: read as a key, a condition or a group column only.
+    public let columns: [(name: String, used: Bool, paths: [String])]
 }
 
 /// Columns of a source that the mapping never reads: a middle name left out is lost silently otherwise.

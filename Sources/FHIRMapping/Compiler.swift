@@ -107,6 +107,7 @@ public struct MappingCompiler {
         var steps: [CompiledStep] = []
         var columnsRead: [Int: Set<Int>] = [:]
         var columnsUsed: [Int: Set<Int>] = [:]
+        var columnPaths: [Int: [Int: Set<String>]] = [:]
         for l in lookups { columnsUsed[l.sourceIndex, default: []].formUnion(l.keyColumns) }
         for (stepIndex, step) in document.steps.enumerated() {
             let si = try sourceIndex(step.source.name, at: step.source.location, sources)
@@ -141,6 +142,9 @@ public struct MappingCompiler {
             }
             columnsRead.merge(scope.columnsRead) { $0.union($1) }
             columnsUsed.merge(scope.columnsUsed) { $0.union($1) }
+            for (source, byColumn) in scope.columnPaths {
+                for (column, paths) in byColumn { columnPaths[source, default: [:]][column, default: []].formUnion(paths) }
+            }
             steps.append(CompiledStep(
                 name: step.name, sourceIndex: si, bundle: kind, resources: resources,
                 usesLocalReferences: scope.usesLocalReferences, dependsOn: Array(Set(scope.dependsOn)).sorted(), group: group, location: step.location))
@@ -151,8 +155,13 @@ public struct MappingCompiler {
             let names = sources[si].fieldNames.enumerated().filter { !used.contains($0.offset) }.map(\.element)
             return names.isEmpty ? nil : UnusedColumns(source: sources[si].name, file: sources[si].declaration.file, columns: names)
         }
+        let uses = sources.indices.map { si in
+            SourceColumns(source: sources[si].name, file: sources[si].declaration.file, columns: sources[si].fieldNames.enumerated().map { c in
+                (name: c.element, used: columnsUsed[si]?.contains(c.offset) ?? false, paths: (columnPaths[si]?[c.offset] ?? []).sorted())
+            })
+        }
         return CompiledMapping(document: document, sources: sources, lookups: lookups, steps: try uploadOrder(steps), limits: limits,
-                               unusedColumns: unused, maps: maps)
+                               unusedColumns: unused, columnUses: uses, maps: maps)
     }
 
     /// Orders steps so that each follows the steps it refers to; declaration order breaks ties. A cycle is an error.
@@ -405,6 +414,9 @@ public struct MappingCompiler {
             switch p {
             case .text(let t): compiled.append(.text(t))
             case .expression(let e):
+                // Where the columns go, without list positions: `Patient.name.given`.
+                scope.currentPath = path.replacing(/\[\d+\]/, with: "")
+                defer { scope.currentPath = nil }
                 let c = try scope.compile(e)
                 if case .record = c.type { throw fail(e.location, "\(path): this gives a whole row; pick a field, e.g. row.column") }
                 if let info { try checkReferenceTargets(c.expression, at: e.location, info: info, path: path, scope: scope) }

@@ -34,6 +34,16 @@ struct Scope {
     var columnsRead: [Int: Set<Int>] = [:]
     /// Every column an expression reads, the step's own included, by source index: the summary lists the others.
     var columnsUsed: [Int: Set<Int>] = [:]
+    /// The template element being compiled (`Patient.name.given`), nil outside templates (keys, conditions).
+    var currentPath: String?
+    /// Source index → column → the template elements it fills, for the review report.
+    var columnPaths: [Int: [Int: Set<String>]] = [:]
+
+    /// Notes that an expression reads `column` of source `source`, and where in the template.
+    mutating func use(column: Int, of source: Int) {
+        columnsUsed[source, default: []].insert(column)
+        if let currentPath { columnPaths[source, default: [:]][column, default: []].insert(currentPath) }
+    }
 
     mutating func pushAlias(_ name: String, type: StaticType) -> Int {
         let slot = nextSlot
@@ -69,7 +79,7 @@ struct Scope {
                 throw fail(at, "'\(n)' is a lookup; index it with a key, e.g. \(n)[some_column]")
             }
             if let column {
-                columnsUsed[sourceIndex, default: []].insert(column)
+                use(column: column, of: sourceIndex)
                 return (.column(column, name: n), .scalar)
             }
             let known = columns + Array(constants.keys) + aliases.map(\.name)
@@ -82,7 +92,7 @@ struct Scope {
                     throw fail(at, "source '\(sources[s].name)' has no column '\(field)'\(mapping.suggest(field, sources[s].fieldNames))")
                 }
                 columnsRead[s, default: []].insert(col)
-                columnsUsed[s, default: []].insert(col)
+                use(column: col, of: s)
                 let isList = if case .records = b.type { true } else { false }
                 return (.field(b.expression, column: col, name: field), isList ? .list : .scalar)
             default:

@@ -38,6 +38,7 @@ extension ArtifactValidator {
                 return
             }
             counts.add(tape, typeToken: typeToken)
+            if options.countCodedValues, let type = tables.resourceType(tape, typeToken) { countCodedValues(type: type) { tape.string(typeToken) } }
             hashes.removeAll(keepingCapacity: true)
             identifierHashes(0, typeToken: typeToken, into: &hashes)
             for hash in hashes {

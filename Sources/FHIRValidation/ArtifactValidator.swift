@@ -22,6 +22,8 @@ public struct ValidationOptions: Sendable {
     public var isCancelled: @Sendable () -> Bool = { false }
     /// The largest JSON file read whole, and the longest NDJSON line (see `DataFile`).
     public var maxJSONBytes = DataFile.defaultMaxBytes
+    /// Count the values of the NDJSON resources' coded elements (`ValidationReport.codedValues`), for the report.
+    public var countCodedValues = false
 
     public init(limits: BundleLimits? = nil, knownIdentifiers: Set<String> = []) {
         self.limits = limits
@@ -58,6 +60,8 @@ public struct ValidationReport: Sendable {
     public var inferredOrder: UploadOrder?
     /// Findings left out by `selecting(rules:severity:)`.
     public var unselected = 0
+    /// With `ValidationOptions.countCodedValues`: the coded values of the NDJSON resources.
+    public var codedValues: CodedValues?
     public var errors: Int { findings.lazy.filter { $0.severity == .error }.count }
     public var warnings: Int { findings.lazy.filter { $0.severity == .warning }.count }
 }
@@ -118,6 +122,9 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) var stepTypeCounts: [TypeCounts] = []
     /// DELETE entries (a delta's conditional deletes), checked against its manifest.
     var deleteEntries = 0
+    var codedValues = CodedValues()
+    /// Per resource type (index of `StructureTables.types`), its coded top-level elements.
+    var codedPlans: [Int32: [CodedElementPlan]] = [:]
     @exclusivity(unchecked) var pending: [PendingReference] = []
     /// The bundle resources checked (folders with a manifest), by resource type (index of `StructureTables.types`),
     /// for their NDJSON mirror lines; and the urn references of the twins that have some.
@@ -230,8 +237,10 @@ public final class ArtifactValidator {
                 }
             }
         }
-        return ValidationReport(findings: findings, resources: resources, files: all.count, limits: limits, limitsOrigin: limitsOrigin,
-                                inferredOrder: inferred)
+        var report = ValidationReport(findings: findings, resources: resources, files: all.count, limits: limits, limitsOrigin: limitsOrigin,
+                                      inferredOrder: inferred)
+        if options.countCodedValues { report.codedValues = codedValues }
+        return report
     }
 
     /// The folder's files, hidden ones left out; those, and whatever the uploader did not write under `upload/`,

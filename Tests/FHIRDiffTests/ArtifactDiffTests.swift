@@ -112,6 +112,11 @@ struct ArtifactDiffTests {
         #expect(summary.manifest.steps.last?.name == "deletes")
         let deletes = try requests(w.dir + "/delta").filter { $0.method == "DELETE" }.map(\.url)
         #expect(Set(deletes) == w.waves.removed)
+        // Its report shows the changes and the deletes.
+        let html = try String(contentsOfFile: w.dir + "/delta/report.html", encoding: .utf8)
+        #expect(html.contains("<h2 id=\"changes-since-the-base-folder\">"))
+        #expect(html.contains("<dt>Deleted by this folder</dt><dd>15</dd>"))
+        #expect(html.contains("<tr><td>Patient</td><td class=\"n\">5</td><td class=\"n\">5</td><td class=\"n\">5</td><td class=\"n\">40</td></tr>"))
         let types = deletes.map { $0.prefix { $0 != "?" } }
         #expect(types == Array(repeating: "Encounter", count: 5) + Array(repeating: "Condition", count: 5) + Array(repeating: "Patient", count: 5))
     }

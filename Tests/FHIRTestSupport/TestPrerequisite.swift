@@ -12,6 +12,8 @@ public enum TestPrerequisite: String, CaseIterable, Sendable {
     case fhirkitPython
     /// Python 3, for the repository's scripts (FHIR definitions generator).
     case python3
+    /// Headless Chromium (Debian's `chromium`), which renders report.html in its test.
+    case chromium
 
     /// The environment variable that names the program, overriding the search.
     public var environmentVariable: String {
@@ -19,6 +21,7 @@ public enum TestPrerequisite: String, CaseIterable, Sendable {
         case .sekmet: "SEKMET_BIN"
         case .fhirkitPython: "FHIRKIT_PYTHON"
         case .python3: "PYTHON3"
+        case .chromium: "CHROMIUM"
         }
     }
 
@@ -30,6 +33,8 @@ public enum TestPrerequisite: String, CaseIterable, Sendable {
                 + "`.ci/run` calls it), or set \(environmentVariable)"
         case .python3:
             "install Python 3 (`apt-get install python3`), or set \(environmentVariable)"
+        case .chromium:
+            "install Chromium (`apt-get install chromium`; `.ci/run` does), or set \(environmentVariable)"
         }
     }
 
@@ -41,6 +46,7 @@ public enum TestPrerequisite: String, CaseIterable, Sendable {
         case .sekmet: return [venv + "sekmet"] + path.map { "\($0)/sekmet" }
         case .fhirkitPython: return [venv + "python"]
         case .python3: return path.map { "\($0)/python3" }
+        case .chromium: return path.flatMap { ["\($0)/chromium", "\($0)/chromium-browser"] }
         }
     }
 
