@@ -66,10 +66,13 @@ public struct DiffReport: Sendable {
 /// the removed identities (and the old versions of the changed resources shown).
 public enum ArtifactDiff {
     public static func compare(old: ArtifactEntries, new: ArtifactEntries, show: Int = 0) throws -> DiffReport {
+        /// 16 bytes a resource: its content hash (64 bits suffice to tell one resource's two versions apart) and
+        /// its type, with the top bit set once the new folder has it.
         struct OldResource {
-            var content: UInt128
-            var type: Int32
-            var seen = false
+            var content: UInt64
+            var typeAndSeen: UInt32
+            var type: Int32 { Int32(typeAndSeen & 0x7FFF_FFFF) }
+            var seen: Bool { typeAndSeen & 0x8000_0000 != 0 }
         }
         var typeNames: [String] = []
         var typeIndex: [String: Int32] = [:]
@@ -79,52 +82,55 @@ public enum ArtifactDiff {
             typeNames.append(name)
             return Int32(typeNames.count - 1)
         }
-        var olds: [UInt128: OldResource] = [:]
+        let expected = old.manifest.resourceCounts.values.reduce(0, +)
+        var olds = HashedKeyMap(empty: OldResource(content: 0, typeAndSeen: 0), capacity: expected * 4 / 3 + 16)
+        var removedCount = 0
         try old.forEach { entry in
-            guard entry.method != "DELETE", let identity = entry.identity, let resource = entry.resource else { return }
+            guard entry.method != "DELETE", let identity = entry.identity, let resource = entry.resourceBytes else { return }
             let key = FastHash.hash128(identity)
             if olds[key] == nil {
-                olds[key] = OldResource(content: contentHash(resource), type: typeID(entry.resourceType ?? ""))
+                olds[key] = OldResource(content: contentHash(resource), typeAndSeen: UInt32(typeID(entry.resourceType ?? "")))
+                removedCount += 1
             }
         }
         var report = DiffReport(oldManifestSHA256: old.manifestSHA256, newManifestSHA256: new.manifestSHA256)
         var newOfShown: [UInt128: (index: Int, resource: JSONValue)] = [:]
-        var seenNew: Set<UInt128> = []
         try new.forEach { entry in
-            guard entry.method != "DELETE", let resource = entry.resource else { return }
+            guard entry.method != "DELETE", let resource = entry.resourceBytes else { return }
             guard let identity = entry.identity else {
                 report.unidentified += 1
                 return
             }
             let key = FastHash.hash128(identity)
-            guard seenNew.insert(key).inserted else { return }  // written twice: validate reports it
             let type = entry.resourceType ?? ""
             guard let previous = olds[key] else {
+                // Written twice in the new folder: counted once (validate reports it).
+                guard report.kept.insert(key).inserted else { return }
                 report.types[type, default: TypeChanges()].added += 1
                 report.added.append(identity)
-                report.kept.insert(key)
                 return
             }
-            olds[key]!.seen = true
+            if previous.seen { return }
+            olds[key] = OldResource(content: previous.content, typeAndSeen: previous.typeAndSeen | 0x8000_0000)
+            removedCount -= 1
             if previous.content == contentHash(resource) {
                 report.types[type, default: TypeChanges()].unchanged += 1
             } else {
                 report.types[type, default: TypeChanges()].changed += 1
                 report.changed.append(identity)
                 report.kept.insert(key)
-                if report.shown.count < show {
-                    newOfShown[key] = (report.shown.count, resource)
+                if report.shown.count < show, let parsed = entry.resource {
+                    newOfShown[key] = (report.shown.count, parsed)
                     report.shown.append(ResourceChange(identity: identity, changes: []))
                 }
             }
         }
-        let removedCount = olds.values.count { !$0.seen }
         guard removedCount > 0 || !newOfShown.isEmpty else { return report }
         var removedSeen: Set<UInt128> = []
         try old.forEach { entry in
-            guard entry.method != "DELETE", let identity = entry.identity, let resource = entry.resource else { return }
+            guard entry.method != "DELETE", let identity = entry.identity, entry.resourceBytes != nil else { return }
             let key = FastHash.hash128(identity)
-            if let shown = newOfShown[key] {
+            if let shown = newOfShown[key], let resource = entry.resource {
                 report.shown[shown.index].changes = ResourceDiff.changes(from: resource, to: shown.resource)
                 newOfShown[key] = nil
             }
@@ -136,9 +142,9 @@ public enum ArtifactDiff {
         return report
     }
 
-    /// A 128-bit hash of the resource's compact JSON: equal for the same elements in the same order.
-    static func contentHash(_ resource: JSONValue) -> UInt128 {
-        JSONWriter().bytes(resource).withUnsafeBufferPointer { FastHash.hash128($0) }
+    /// A hash of the resource's compact JSON: equal for the same elements in the same order.
+    static func contentHash(_ resource: [UInt8]) -> UInt64 {
+        UInt64(truncatingIfNeeded: resource.withUnsafeBufferPointer { FastHash.hash128($0) })
     }
 }
 

@@ -1,5 +1,6 @@
 import FHIRArtifacts
 import FHIRModel
+import FHIRValidation
 import Foundation
 
 /// One write of an artifact folder's bundles, in upload order.
@@ -13,7 +14,12 @@ public struct ArtifactEntry {
     /// `request.url`: `Type?identifier=system|value` for a conditional update.
     public var url: String
     public var fullUrl: String?
-    public var resource: JSONValue?
+    /// The resource as compact JSON; nil for an entry without one (a delete).
+    public var resourceBytes: [UInt8]?
+    var declaredType: String?
+
+    /// The resource parsed (for the few entries whose elements are looked at).
+    public var resource: JSONValue? { resourceBytes.flatMap { try? JSONParser.parse($0) } }
 
     /// What the entry writes or deletes, as the server finds it again: the conditional URL of a conditional update
     /// or delete, `Type/id` of an update by id, `Type?<ifNoneExist>` of a conditional create; nil for a plain create.
@@ -30,7 +36,7 @@ public struct ArtifactEntry {
     var ifNoneExist: String?
 
     public var resourceType: String? {
-        resource?["resourceType"]?.stringValue ?? url.split(separator: "?").first.flatMap { $0.split(separator: "/").first }.map(String.init)
+        declaredType ?? url.split(separator: "?").first.flatMap { $0.split(separator: "/").first }.map(String.init)
     }
 }
 
@@ -65,42 +71,21 @@ public struct ArtifactEntries {
         manifestSHA256 = sha256Hex(Array(data))
     }
 
-    /// Calls `body` with every entry, step by step, bundle by bundle.
+    /// Calls `body` with every entry, step by step, bundle by bundle (one bundle file in memory at a time).
     public func forEach(_ body: (ArtifactEntry) throws -> Void) throws {
-        var group = 0
+        var scan = BundleEntryScan()
         for (stepIndex, step) in manifest.steps.enumerated() {
             for bundleFile in step.bundles {
                 let path = folder + "/" + bundleFile
-                guard let data = FileManager.default.contents(atPath: path) else {
-                    throw ArtifactReadError(file: path, message: "listed in the manifest but missing; run fhirbundle validate on the folder")
-                }
-                let bundle: JSONValue
                 do {
-                    bundle = try JSONParser.parse(Array(data))
-                } catch {
-                    throw ArtifactReadError(file: path, message: "not valid JSON (\(error)); run fhirbundle validate on the folder")
-                }
-                let isTransaction = bundle["type"]?.stringValue == "transaction"
-                if isTransaction { group += 1 }
-                for entry in bundle["entry"]?.arrayValue ?? [] {
-                    let method = entry["request"]?["method"]?.stringValue ?? ""
-                    let url = entry["request"]?["url"]?.stringValue ?? ""
-                    if !isTransaction && method == "POST" && url == "/", entry["resource"]?["type"]?.stringValue == "transaction" {
-                        group += 1
-                        for inner in entry["resource"]?["entry"]?.arrayValue ?? [] {
-                            try body(Self.entry(inner, step: stepIndex, group: group))
-                        }
-                        continue
+                    try scan.forEachEntry(inFile: path) { e in
+                        try body(ArtifactEntry(step: stepIndex, group: e.group, method: e.method, url: e.url, fullUrl: e.fullUrl,
+                                               resourceBytes: e.resource, declaredType: e.resourceType, ifNoneExist: e.ifNoneExist))
                     }
-                    if !isTransaction { group += 1 }
-                    try body(Self.entry(entry, step: stepIndex, group: group))
+                } catch let failure as BundleEntryScan.Failure {
+                    throw ArtifactReadError(file: failure.file, message: failure.message + " (listed in manifest.json); run fhirbundle validate on the folder")
                 }
             }
         }
-    }
-
-    private static func entry(_ e: JSONValue, step: Int, group: Int) -> ArtifactEntry {
-        ArtifactEntry(step: step, group: group, method: e["request"]?["method"]?.stringValue ?? "", url: e["request"]?["url"]?.stringValue ?? "",
-                      fullUrl: e["fullUrl"]?.stringValue, resource: e["resource"], ifNoneExist: e["request"]?["ifNoneExist"]?.stringValue)
     }
 }

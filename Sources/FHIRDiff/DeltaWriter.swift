@@ -134,7 +134,7 @@ public enum DeltaWriter {
             guard !current.isEmpty else { return }
             let keep = current.contains { e in e.identity.map { report.kept.contains(FastHash.hash128($0)) } ?? false }
             for e in current {
-                guard let type = e.resourceType, e.resource != nil else { continue }
+                guard let type = e.resourceType, e.resourceBytes != nil else { continue }
                 let position = positions[type, default: 0]
                 positions[type] = position + 1
                 if keep { keptPositions[type, default: []].append(position) }
@@ -142,13 +142,13 @@ public enum DeltaWriter {
             guard keep else { return }
             var planned: [PlannedEntry] = []
             for e in current {
-                guard e.method == "PUT", let resource = e.resource, let identity = e.identity else {
+                guard e.method == "PUT", let bytes = e.resourceBytes, let resource = e.resource, let identity = e.identity else {
                     throw DeltaFailure.input("step \(source.steps[e.step].name) of the new folder has a \(e.method) \(e.url.split(separator: "?").first ?? "") entry; a delta repacks conditional updates only")
                 }
                 let key = FastHash.hash128(identity)
                 if !report.kept.contains(key) { resent += 1 }
                 carried.insert(key)
-                planned.append(PlannedEntry(compactResource: JSONWriter().bytes(resource), url: e.url, fullUrl: e.fullUrl ?? ""))
+                planned.append(PlannedEntry(compactResource: bytes, url: e.url, fullUrl: e.fullUrl ?? ""))
                 collectReferences(resource, into: &referenced)
                 stepCounts[e.resourceType ?? "", default: 0] += 1
                 resourceCounts[e.resourceType ?? "", default: 0] += 1
