@@ -122,7 +122,7 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) var stepTypeCounts: [TypeCounts] = []
     /// DELETE entries (a delta's conditional deletes), checked against its manifest.
     var deleteEntries = 0
-    var codedValues = CodedValues()
+    var codedCounter = CodedValueCounter()
     /// Per resource type (index of `StructureTables.types`), its coded top-level elements.
     var codedPlans: [Int32: [CodedElementPlan]] = [:]
     @exclusivity(unchecked) var pending: [PendingReference] = []
@@ -239,7 +239,7 @@ public final class ArtifactValidator {
         }
         var report = ValidationReport(findings: findings, resources: resources, files: all.count, limits: limits, limitsOrigin: limitsOrigin,
                                       inferredOrder: inferred)
-        if options.countCodedValues { report.codedValues = codedValues }
+        if options.countCodedValues { report.codedValues = codedCounter.values }
         return report
     }
 

@@ -1,4 +1,5 @@
 import FHIRDefinitions
+import FHIRModel
 
 /// How often each value of the coded elements at the top of the resources appears: `Patient.gender` → female 2,
 /// `Encounter.class` → `…/v3-ActCode|AMB` 2, `Condition.clinicalStatus` → `…/condition-clinical|active` 3,
@@ -13,12 +14,53 @@ public struct CodedValues: Sendable, Equatable {
 
     public init() {}
 
-    mutating func add(_ element: String, _ value: String) {
-        if counts[element]?[value] != nil || (counts[element]?.count ?? 0) < Self.valuesPerElement {
-            counts[element, default: [:]][value, default: 0] += 1
-        } else {
-            counts[element]![Self.other, default: 0] += 1
+    mutating func set(_ element: String, _ value: String, _ count: Int) {
+        counts[element, default: [:]][value, default: 0] += count
+    }
+}
+
+/// The counting behind `CodedValues`, per resource: values are found by a hash of their bytes and their element,
+/// so a value seen before costs one lookup and no String.
+struct CodedValueCounter {
+    private var slots = HashedKeyMap<Int32>(empty: -1, capacity: 1 << 10)
+    private var entries: [(element: Int32, value: String, count: Int)] = []
+    private var labels: [String] = []
+    private var labelIndex: [String: Int32] = [:]
+    private var distinct: [Int] = []
+
+    mutating func element(_ label: String) -> Int32 {
+        if let i = labelIndex[label] { return i }
+        labelIndex[label] = Int32(labels.count)
+        labels.append(label)
+        distinct.append(0)
+        return Int32(labels.count - 1)
+    }
+
+    /// Counts `value` (its unescaped bytes, then `suffix` when given) for `element`.
+    mutating func add(_ element: Int32, _ value: UnsafeBufferPointer<UInt8>, suffix: UnsafeBufferPointer<UInt8>? = nil) {
+        var key = FastHash.hash128(value) &* 0x9E37_79B9_7F4A_7C15 ^ UInt128(UInt32(bitPattern: element))
+        if let suffix { key = (key &* 0xC2B2_AE3D_27D4_EB4F) ^ FastHash.hash128(suffix) }
+        if let slot = slots[key] {
+            entries[Int(slot)].count += 1
+            return
         }
+        var text = String(decoding: value, as: UTF8.self)
+        if let suffix { text += "|" + String(decoding: suffix, as: UTF8.self) }
+        if distinct[Int(element)] >= CodedValues.valuesPerElement { text = CodedValues.other }
+        if let existing = entries.firstIndex(where: { $0.element == element && $0.value == text }) {
+            slots[key] = Int32(existing)
+            entries[existing].count += 1
+            return
+        }
+        distinct[Int(element)] += 1
+        slots[key] = Int32(entries.count)
+        entries.append((element, text, 1))
+    }
+
+    var values: CodedValues {
+        var out = CodedValues()
+        for e in entries { out.set(labels[Int(e.element)], e.value, e.count) }
+        return out
     }
 }
 
@@ -30,6 +72,8 @@ struct CodedElementPlan {
     let key: [UInt8]
     let label: String
     let kind: Kind
+    /// The element's number in the counter.
+    var element: Int32 = 0
 
     /// The top-level elements of `type` whose type is code, Coding or CodeableConcept (choice types left out: their
     /// JSON keys vary); an empty list for an unknown type.
@@ -53,20 +97,29 @@ struct CodedElementPlan {
 extension ArtifactValidator {
     /// Counts the coded elements of the resource at the root of the tape (of resource type index `type`).
     func countCodedValues(type: Int32, typeName: () -> String?) {
-        if codedPlans[type] == nil { codedPlans[type] = typeName().map(CodedElementPlan.plan(for:)) ?? [] }
+        if codedPlans[type] == nil {
+            var plan = typeName().map(CodedElementPlan.plan(for:)) ?? []
+            for i in plan.indices { plan[i].element = codedCounter.element(plan[i].label) }
+            codedPlans[type] = plan
+        }
         let plan = codedPlans[type]!
         if plan.isEmpty { return }
         let tape = self.tape
+        let none: StaticString = "(no system)"
+        let empty: [UInt8] = []
         tape.forEachMember(0) { key, value in
-            guard let element = tape.withString(key, { k in plan.first { $0.key.elementsEqual(k) } }) ?? nil else { return }
+            guard let element = tape.withString(key, { k in plan.first { $0.key.count == k.count && $0.key.elementsEqual(k) } }) ?? nil else { return }
             func coding(_ c: Int, full: Bool) {
                 guard tape.kind(c) == .object else { return }
-                let system = tape.member(c, "system").flatMap { tape.string($0) } ?? "(no system)"
-                if full {
-                    let code = tape.member(c, "code").flatMap { tape.string($0) } ?? ""
-                    codedValues.add(element.label, system + "|" + code)
-                } else {
-                    codedValues.add(element.label, system)
+                func withSystem(_ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+                    if let s = tape.member(c, "system"), tape.kind(s) == .string, tape.withString(s, body) != nil { return }
+                    body(UnsafeBufferPointer(start: none.utf8Start, count: none.utf8CodeUnitCount))
+                }
+                withSystem { system in
+                    guard full else { return codedCounter.add(element.element, system) }
+                    if let code = tape.member(c, "code"), tape.kind(code) == .string,
+                       tape.withString(code, { codedCounter.add(element.element, system, suffix: $0) }) != nil { return }
+                    empty.withUnsafeBufferPointer { codedCounter.add(element.element, system, suffix: $0) }
                 }
             }
             func concept(_ c: Int, codes: Bool) {
@@ -83,7 +136,7 @@ extension ArtifactValidator {
             }
             for item in items {
                 switch element.kind {
-                case .code: if tape.kind(item) == .string, let s = tape.string(item) { codedValues.add(element.label, s) }
+                case .code: if tape.kind(item) == .string { tape.withString(item) { codedCounter.add(element.element, $0) } }
                 case .coding: coding(item, full: true)
                 case .codeableConcept(let codes): concept(item, codes: codes)
                 }
