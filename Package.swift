@@ -153,7 +153,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["fhirbundle", "FHIRModel", "FHIRTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRConvertTests",
-            dependencies: ["FHIRConvert", "FHIRModel", "FHIRSources", "FHIRArtifacts", "FHIRTestSupport"],
+            dependencies: ["FHIRConvert", "FHIRModel", "FHIRSources", "FHIRArtifacts", "FHIRReport", "FHIRValidation", "FHIRTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

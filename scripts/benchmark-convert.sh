@@ -4,7 +4,8 @@
 # usage: scripts/benchmark-convert.sh [ROWS]        (default 1000000)
 #
 # For CSV and for XML it generates ROWS rows per table (patients, patient conditions, encounters, notes), converts
-# them on one core (taskset), and prints resources/s, records/s and peak memory (max RSS); then validates the CSV
+# them on one core (taskset), and prints resources/s, records/s and peak memory (max RSS); then the default convert
+# (with its validation) against the naive script scripts/naive-convert.py, as a speed ratio; then validates the CSV
 # artifacts, and their NDJSON files alone (as a folder of foreign data). The full example holds
 # the notes and conditions tables as lookups (tables the mapping asks for), so its memory includes them; the
 # patients-only run has no lookup and shows the streaming part alone.
@@ -39,11 +40,12 @@ settle() {  # flush and, if allowed, drop the page cache before a timed run
     if [ -w /proc/sys/vm/drop_caches ]; then echo 1 > /proc/sys/vm/drop_caches; fi
 }
 
-measure() {  # label mapping outdir
+measure() {  # label mapping outdir [flags]: --no-validate unless flags are given
     local label=$1 mapping=$2 out=$3
+    local flags=${4:---no-validate}
     local log="$WORK/$label.time"
     settle
-    /usr/bin/time -v $PIN "$BIN" convert "$mapping" --out "$out" --quiet --no-validate 2>"$log" || { cat "$log"; exit 1; }
+    /usr/bin/time -v $PIN "$BIN" convert "$mapping" --out "$out" --quiet $flags 2>"$log" || { cat "$log"; exit 1; }
     local secs rss resources records
     secs=$(python3 -c "import sys;p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
     rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
@@ -67,6 +69,17 @@ measure csv-patients-streaming "$WORK/csv/mapping-patients.yaml" "$WORK/out-csv-
 measure csv-full-example "$WORK/csv/mapping.yaml" "$WORK/out-csv"
 measure xml-patients-streaming "$WORK/xml/mapping-patients.yaml" "$WORK/out-xml-patients"
 measure xml-full-example "$WORK/xml/mapping-xml.yaml" "$WORK/out-xml"
+# What a user runs: convert with its validation (and report.html), against the naive script (scripts/naive-convert.py:
+# csv + json.dumps to NDJSON, nothing else), in the same run, as a ratio.
+measure csv-default-convert "$WORK/csv/mapping.yaml" "$WORK/out-csv-default" " "
+settle
+naive_log="$WORK/naive.time"
+/usr/bin/time -v $PIN python3 scripts/naive-convert.py "$WORK/csv" "$WORK/out-naive" 2>"$naive_log"
+naive_secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$naive_log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
+default_secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$WORK/csv-default-convert.time') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
+naive_resources=$(cat "$WORK"/out-naive/*.ndjson | wc -l)
+printf '%-28s %9d resources %7.2f s %9.0f resources/s; default convert / naive speed: %.2f\n' naive-python-script "$naive_resources" \
+    "$naive_secs" "$(python3 -c "print($naive_resources/$naive_secs)")" "$(python3 -c "print($naive_secs/$default_secs)")"
 
 validate() {  # label folder resources: the offline validator, all rules
     local label=$1 folder=$2 resources=$3

@@ -66,6 +66,14 @@ public struct DiffReport: Sendable {
 /// the removed identities (and the old versions of the changed resources shown).
 public enum ArtifactDiff {
     public static func compare(old: ArtifactEntries, new: ArtifactEntries, show: Int = 0) throws -> DiffReport {
+        // A delta holds only what changed: compared as a wave, everything it leaves out would look removed.
+        for side in [old, new] where side.manifest.delta != nil {
+            throw ArtifactReadError(file: side.folder + "/manifest.json", message: "a delta folder (written by diff --out): diff compares whole waves, the folders convert or rebundle wrote; compare the two waves this delta was made from")
+        }
+        func refuseDeletes(_ entry: ArtifactEntry, in side: ArtifactEntries) throws {
+            guard entry.method == "DELETE" else { return }
+            throw ArtifactReadError(file: side.folder, message: "step \(side.manifest.steps[entry.step].name) deletes \(entry.url): diff compares whole waves, whose entries write resources")
+        }
         /// 16 bytes a resource: its content hash (64 bits suffice to tell one resource's two versions apart) and
         /// its type, with the top bit set once the new folder has it.
         struct OldResource {
@@ -86,7 +94,8 @@ public enum ArtifactDiff {
         var olds = HashedKeyMap(empty: OldResource(content: 0, typeAndSeen: 0), capacity: expected * 4 / 3 + 16)
         var removedCount = 0
         try old.forEach { entry in
-            guard entry.method != "DELETE", let identity = entry.identity, let resource = entry.resourceBytes else { return }
+            try refuseDeletes(entry, in: old)
+            guard let identity = entry.identity, let resource = entry.resourceBytes else { return }
             let key = FastHash.hash128(identity)
             if olds[key] == nil {
                 olds[key] = OldResource(content: contentHash(resource), typeAndSeen: UInt32(typeID(entry.resourceType ?? "")))
@@ -96,7 +105,8 @@ public enum ArtifactDiff {
         var report = DiffReport(oldManifestSHA256: old.manifestSHA256, newManifestSHA256: new.manifestSHA256)
         var newOfShown: [UInt128: (index: Int, resource: JSONValue)] = [:]
         try new.forEach { entry in
-            guard entry.method != "DELETE", let resource = entry.resourceBytes else { return }
+            try refuseDeletes(entry, in: new)
+            guard let resource = entry.resourceBytes else { return }
             guard let identity = entry.identity else {
                 report.unidentified += 1
                 return

@@ -83,7 +83,7 @@ public struct ArtifactEntries {
                                                resourceBytes: e.resource, declaredType: e.resourceType, ifNoneExist: e.ifNoneExist))
                     }
                 } catch let failure as BundleEntryScan.Failure {
-                    throw ArtifactReadError(file: failure.file, message: failure.message + " (listed in manifest.json); run fhirbundle validate on the folder")
+                    throw ArtifactReadError(file: failure.file, message: failure.message + " (it is listed in manifest.json)")
                 }
             }
         }

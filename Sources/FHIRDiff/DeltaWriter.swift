@@ -46,7 +46,7 @@ public enum DeltaFailure: Error, CustomStringConvertible {
 /// Writes the artifact folder that takes a server holding OLD to NEW: NEW's steps, in NEW's order, holding only the
 /// added and changed resources (a changed resource's whole transaction, since what must land together is re-sent
 /// together), their NDJSON lines, the identities they refer to but do not carry (`known-identifiers.txt`: the
-/// server holds them already), and with `deletes` a last step of conditional deletes, referrers first.
+/// server holds them already), and with `deletes` steps of conditional deletes, one per old step, the last first.
 public enum DeltaWriter {
     public static func write(old: ArtifactEntries, new: ArtifactEntries, report: DiffReport, options: DeltaOptions) throws(DeltaFailure) -> DeltaSummary {
         let folder: ArtifactFolder
@@ -182,39 +182,53 @@ public enum DeltaWriter {
             if stepIndex < source.steps.count { try openStep(stepIndex) }
         }
 
-        // Conditional deletes of the removed identities, referrers (later steps of the old folder) first.
+        // Conditional deletes of the removed identities, referrers first: one step per step of the old folder, the
+        // last first (steps go up one after another; the bundles of one step go up together). An identity NEW lists
+        // as known on the server (known-identifiers.txt) is still referred to: it is not deleted.
+        var known = Set<String>()
+        if let text = try? String(contentsOfFile: new.folder + "/" + KnownIdentifiers.fileName, encoding: .utf8) {
+            known = KnownIdentifiers.parse(text)
+        }
+        func isKnown(_ identity: String) -> Bool {
+            if let t = ConditionalURL.parseIdentifier(identity) { return known.contains("\(t.type)|\(t.system)|\(t.value)") }
+            return known.contains(identity)
+        }
         var deleted = 0
         if options.deletes && !report.removed.isEmpty {
-            let order = report.removed.indices.sorted { a, b in
-                report.removedSteps[a] != report.removedSteps[b] ? report.removedSteps[a] > report.removedSteps[b] : a > b
+            var byOldStep: [Int: [String]] = [:]
+            for (i, identity) in report.removed.enumerated() {
+                if isKnown(identity) { continue }
+                byOldStep[report.removedSteps[i], default: []].append(identity)
             }
-            let index = steps.count
-            let name = folderName(index, "deletes")
-            try folder.makeFolder(name)
-            var files: [String] = []
-            let perBundle = limits[.batchEntries] ?? 500
-            var start = 0
-            while start < order.count {
-                var bytes = Array("{\"resourceType\":\"Bundle\",\"type\":\"batch\",\"entry\":[".utf8)
-                var size = bytes.count
-                var end = start
-                while end < order.count && end - start < perBundle {
-                    let entry = JSONWriter().bytes(.object([JSONMember("request", .object([
-                        JSONMember("method", .string("DELETE")), JSONMember("url", .string(report.removed[order[end]])),
-                    ]))]))
-                    if let maxBytes = limits[.bundleBytes], end > start, size + entry.count + 2 + 4 > maxBytes { break }
-                    bytes += (end > start ? Array(",\n".utf8) : [0x0A]) + entry
-                    size = bytes.count
-                    end += 1
+            for oldStep in byOldStep.keys.sorted(by: >) {
+                let identities = Array(byOldStep[oldStep]!.reversed())
+                let stepName = "delete-" + old.manifest.steps[oldStep].name
+                let name = folderName(steps.count, stepName)
+                try folder.makeFolder(name)
+                var files: [String] = []
+                let perBundle = limits[.batchEntries] ?? 500
+                var start = 0
+                while start < identities.count {
+                    var bytes = Array("{\"resourceType\":\"Bundle\",\"type\":\"batch\",\"entry\":[".utf8)
+                    var end = start
+                    while end < identities.count && end - start < perBundle {
+                        let entry = JSONWriter().bytes(.object([JSONMember("request", .object([
+                            JSONMember("method", .string("DELETE")), JSONMember("url", .string(identities[end])),
+                        ]))]))
+                        if let maxBytes = limits[.bundleBytes], end > start, bytes.count + entry.count + 2 + 4 > maxBytes { break }
+                        bytes += (end > start ? Array(",\n".utf8) : [0x0A]) + entry
+                        end += 1
+                    }
+                    bytes += Array("\n]}\n".utf8)
+                    let path = name + "/" + pad(files.count + 1, 4) + ".json"
+                    artifacts.append(try folder.write(bytes, to: path))
+                    files.append(path)
+                    start = end
                 }
-                bytes += Array("\n]}\n".utf8)
-                let path = name + "/" + pad(files.count + 1, 4) + ".json"
-                artifacts.append(try folder.write(bytes, to: path))
-                files.append(path)
-                start = end
+                deleted += identities.count
+                steps.append(Manifest.Step(name: stepName, source: "", bundle: "batch", folder: name, rows: identities.count, rejects: 0,
+                                           resources: [:], bundles: files))
             }
-            deleted = order.count
-            steps.append(Manifest.Step(name: "deletes", source: "", bundle: "batch", folder: name, rows: deleted, rejects: 0, resources: [:], bundles: files))
         }
 
         // NDJSON: NEW's lines of the kept resources, in order.
@@ -243,15 +257,15 @@ public enum DeltaWriter {
         artifacts.append(Manifest.Artifact(path: "rejects.ndjson", sha256: r.sha256, bytes: r.size))
 
         // What the delta refers to without carrying it: on the server already (unchanged in NEW, or known to NEW).
-        var known = Set<String>()
-        if let text = try? String(contentsOfFile: new.folder + "/" + KnownIdentifiers.fileName, encoding: .utf8) {
-            known = KnownIdentifiers.parse(text)
-        }
         for reference in referenced {
             if let target = ConditionalURL.parseIdentifier(reference) {
                 if !carried.contains(FastHash.hash128(reference)) { known.insert("\(target.type)|\(target.system)|\(target.value)") }
             } else if !reference.hasPrefix("urn:") && !reference.hasPrefix("#") && !reference.contains("://") {
-                known.insert(reference)
+                // A literal reference, as the validator reads it: Type/id, without a version.
+                let parts = reference.split(separator: "/").prefix(2)
+                guard parts.count == 2 else { continue }
+                let literal = parts.joined(separator: "/")
+                if !carried.contains(FastHash.hash128(literal)) { known.insert(literal) }
             }
         }
         if !known.isEmpty { artifacts.append(try folder.write(KnownIdentifiers.fileBytes(known), to: KnownIdentifiers.fileName)) }

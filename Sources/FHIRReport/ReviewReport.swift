@@ -103,7 +103,7 @@ public struct ReviewReport: Sendable {
                         ("Unchanged, left out", number(d.unchanged)), ("Removed", number(d.removed)),
                         ("Deleted by this folder", d.deleted == 0 && d.removed > 0 ? "0 (removals are never implicit: diff --deletes writes them)" : number(d.deleted))])
         }
-        page.table(["Resource type", "Added", "Changed", "Removed", "Unchanged"],
+        page.table(["Resource type", "Added", "Changed", "Removed", "Unchanged (re-sent ones included)"],
                    delta.types.keys.sorted().map { [$0] + delta.types[$0]!.map(number) }, numeric: [1, 2, 3, 4])
     }
 
@@ -208,14 +208,15 @@ struct HTMLPage {
     static func escape(_ s: String) -> String {
         var out = ""
         out.reserveCapacity(s.utf8.count)
-        for c in s {
+        // By scalar, not by Character: a combining or prepended mark would hide a `<` inside a grapheme cluster.
+        for c in s.unicodeScalars {
             switch c {
             case "&": out += "&amp;"
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
             case "'": out += "&#39;"
-            default: out.append(c)
+            default: out.unicodeScalars.append(c)
             }
         }
         return out

@@ -63,6 +63,9 @@ public struct XMLRecordPath: Sendable, Equatable, CustomStringConvertible {
                 }
                 i += 1
                 let attribute = try name("an attribute name")
+                if attribute.hasPrefix("xsi:") || attribute.hasPrefix("xmlns") {
+                    throw SyntaxError(message: "@\(attribute) cannot be matched: xsi: attributes and namespace declarations are not read as attributes", offset: i - attribute.count)
+                }
                 skipSpaces()
                 guard i < chars.count, chars[i] == "=" else { throw fail("expected '=' after @\(attribute)") }
                 i += 1

@@ -118,12 +118,13 @@ extension ArtifactValidator {
             }
             if tape.equals(method, "DELETE") {
                 deleteEntries += 1
-                // A delete by search must name one identity, as the conditional updates do.
-                if tape.member(entry, "resource") != nil || tape.withString(url, { u in
-                    !(u.contains(UInt8(ascii: "?")) ? ConditionalURL.parseIdentifier(String(decoding: u, as: UTF8.self)) != nil : u.contains(UInt8(ascii: "/")))
-                }) == true {
+                // A delete by search must name one identity, as the conditional updates do; by id, Type/id.
+                let target = tape.string(url) ?? ""
+                let namesOne = target.contains("?") ? ConditionalURL.parseIdentifier(target) != nil
+                    : target.split(separator: "/", omittingEmptySubsequences: false).count == 2 && !target.hasPrefix("/") && !target.hasSuffix("/")
+                if tape.member(entry, "resource") != nil || !namesOne {
                     findings.append(Finding(rule: .entryRequest, file: file, pointer: pointer(entry) + "/request",
-                                            message: "a DELETE entry has no resource and names one resource: Type?identifier=system|value or Type/id"))
+                                            message: "a DELETE entry must have no resource and must name one resource: Type?identifier=system|value or Type/id"))
                 }
                 continue
             }

@@ -38,8 +38,8 @@ public struct BundleEntryScan {
     public mutating func forEachEntry(inFile path: String, _ body: (ScannedEntry) throws -> Void) throws {
         switch tape.read(path) {
         case .read: break
-        case .unreadable: throw Failure(file: path, message: "cannot be read")
-        case .tooLarge(let size): throw Failure(file: path, message: "is \(size) bytes, more than a bundle file may have")
+        case .unreadable: throw Failure(file: path, message: "cannot be read; run fhirbundle validate on the folder")
+        case .tooLarge(let size): throw Failure(file: path, message: "is \(size) bytes, more than a bundle file may have; run fhirbundle validate on the folder")
         }
         guard tape.parse(), tape.kind(0) == .object else { throw Failure(file: path, message: "is not a JSON object; run fhirbundle validate on the folder") }
         let isTransaction = tape.member(0, "type").map { tape.equals($0, "transaction") } ?? false

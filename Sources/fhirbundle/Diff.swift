@@ -106,8 +106,10 @@ struct Diff: ParsableCommand {
         let bundles = m.steps.reduce(0) { $0 + $1.bundles.count }
         var lines = ["Wrote \(out)/: \(d.added) added, \(d.changed) changed" + (d.resent > 0 ? ", \(d.resent) unchanged re-sent with their transaction" : "")
                      + (d.deleted > 0 ? ", \(d.deleted) deletes" : "") + " in \(bundles) bundles."]
-        if d.removed > 0 && d.deleted == 0 {
+        if d.removed > 0 && !deletes {
             lines.append("note: \(d.removed) removed identities are not deleted (removals are never implicit); --deletes writes conditional deletes for them.")
+        } else if d.removed > d.deleted {
+            lines.append("note: \(d.removed - d.deleted) removed identities are not deleted: \(new)/known-identifiers.txt says they are on the server, and the new folder refers to them.")
         }
         if let v = summary.validation {
             lines.append("Validated: \(v.errors) errors, \(v.warnings) warnings in \(v.resources) resources (fhirbundle validate \(out) for details).")

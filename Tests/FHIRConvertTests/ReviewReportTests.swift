@@ -1,6 +1,7 @@
 import FHIRArtifacts
 import FHIRConvert
 import FHIRModel
+import FHIRReport
 import FHIRTestSupport
 import FHIRValidation
 import Foundation
@@ -104,5 +105,19 @@ struct ReviewReportTests {
             return
         }
         #expect(Int(page)! <= Int(frame)!, "the page is \(page) px wide in a \(frame) px frame")
+    }
+}
+
+struct ReviewReportEscapingTests {
+    /// A column name from a source file cannot open a tag, even behind a mark that joins the `<` into one
+    /// grapheme cluster.
+    @Test func sourceTextIsEscapedScalarByScalar() throws {
+        let manifest = Manifest(tool: .init(name: "fhirbundle", version: "0"), mapping: nil, limits: .medplum, sources: [], steps: [], artifacts: [],
+                                resourceCounts: [:], rejects: 0)
+        var report = ReviewReport(title: "t", manifest: manifest)
+        report.sources = [ReviewReport.SourceColumns(source: "s", file: "f.csv", columns: [(name: "\u{0600}<meta http-equiv=refresh>", used: false, paths: [])])]
+        let html = String(decoding: report.html(), as: UTF8.self)
+        #expect(!html.contains("<meta http-equiv=refresh"))
+        #expect(html.contains("&lt;meta http-equiv=refresh&gt;"))
     }
 }

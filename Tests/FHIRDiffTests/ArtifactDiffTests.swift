@@ -109,7 +109,8 @@ struct ArtifactDiffTests {
         let summary = try w.delta(deletes: true)
         #expect(summary.validation?.errors == 0)
         #expect(summary.manifest.delta?.deleted == 15)
-        #expect(summary.manifest.steps.last?.name == "deletes")
+        // One step of deletes per step of the old folder, the last first: steps go up one after another.
+        #expect(summary.manifest.steps.map(\.name).suffix(3) == ["delete-encounters", "delete-conditions", "delete-patients"])
         let deletes = try requests(w.dir + "/delta").filter { $0.method == "DELETE" }.map(\.url)
         #expect(Set(deletes) == w.waves.removed)
         // Its report shows the changes and the deletes.
@@ -152,6 +153,34 @@ struct ArtifactDiffTests {
         #expect(summary.manifest.resourceCounts == ["ClinicalImpression": 1, "Encounter": 1])
         let urls = try requests(dir + "/delta").map(\.url)
         #expect(urls == ["Encounter?identifier=http://your-source-system.com/encounterId|E001", "ClinicalImpression?identifier=http://your-source-system.com/noteId|N001"])
+        #expect(summary.validation?.errors == 0)
+    }
+
+    @Test func aDeltaIsRefusedAsEitherSideOfADiff() throws {
+        let w = try ConvertedWaves()
+        defer { w.cleanup() }
+        _ = try w.delta(deletes: true)
+        for (old, new) in [(w.old, w.dir + "/delta"), (w.dir + "/delta", w.new)] {
+            #expect {
+                try ArtifactDiff.compare(old: ArtifactEntries(folder: old), new: ArtifactEntries(folder: new))
+            } throws: { error in
+                "\(error)".contains("a delta folder (written by diff --out)")
+            }
+        }
+    }
+
+    /// A removed identity that the new wave still refers to as already on the server (its known-identifiers.txt)
+    /// is not deleted.
+    @Test func aRemovedIdentityTheNewWaveStillKnowsIsNotDeleted() throws {
+        let w = try ConvertedWaves()
+        defer { w.cleanup() }
+        var options = ConvertOptions(mappingPath: w.waves.second, outputPath: w.new)
+        options.knownIdentifiers = ["Patient|\(MigrationWaves.patientSystem)|P2"]
+        _ = try Converter(options: options).run()
+        let summary = try w.delta(deletes: true)
+        #expect(summary.manifest.delta?.removed == 15 && summary.manifest.delta?.deleted == 14)
+        let deletes = try requests(w.dir + "/delta").filter { $0.method == "DELETE" }.map(\.url)
+        #expect(!deletes.contains("Patient?identifier=\(MigrationWaves.patientSystem)|P2"))
         #expect(summary.validation?.errors == 0)
     }
 

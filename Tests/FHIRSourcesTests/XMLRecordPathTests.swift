@@ -43,6 +43,7 @@ struct XMLRecordPathTests {
         ("/a/b[1]", 5, "only [@attribute='value']"),
         ("/a/*", 3, "expected an element name"),
         ("/a/b/", 5, "ends with '/'"),
+        ("/a/b[@xsi:type='x']", 6, "cannot be matched"),
     ])
     func malformedPathsSayWhatIsWrongAndWhere(text: String, offset: Int, message: String) {
         #expect {
