@@ -11,6 +11,8 @@ public struct ServerNeeds: Sendable, Equatable {
         /// `POST` (with or without `ifNoneExist`).
         public var creates = 0
         public var conditionalCreates = 0
+        /// `DELETE Type?identifier=…` (a delta's): delete, conditional delete and the `identifier` search.
+        public var conditionalDeletes = 0
     }
 
     public var types: [String: TypeNeeds] = [:]
@@ -28,6 +30,11 @@ public struct ServerNeeds: Sendable, Equatable {
             let url = entry["request"]?["url"]?.stringValue ?? ""
             if method == "POST" && url == "/", let inner = entry["resource"] {
                 add(bundle: inner)
+                continue
+            }
+            if method == "DELETE" {
+                let resourceType = String(url.prefix { $0 != "?" && $0 != "/" })
+                if url.contains("?") && !resourceType.isEmpty { types[resourceType, default: TypeNeeds()].conditionalDeletes += 1 }
                 continue
             }
             guard let resourceType = entry["resource"]?["resourceType"]?.stringValue else { continue }
@@ -68,7 +75,9 @@ public enum Preflight {
         var offered: [String: JSONValue] = [:]
         for r in resources { if let type = r["type"]?.stringValue { offered[type] = r } }
         for (type, need) in needs.types.sorted(by: { $0.key < $1.key }) {
-            let what = "\(type) (\(need.resources) resource\(need.resources == 1 ? "" : "s"))"
+            var counted = need.resources > 0 || need.conditionalDeletes == 0 ? ["\(need.resources) resource\(need.resources == 1 ? "" : "s")"] : []
+            if need.conditionalDeletes > 0 { counted.append("\(need.conditionalDeletes) delete\(need.conditionalDeletes == 1 ? "" : "s")") }
+            let what = "\(type) (\(counted.joined(separator: ", ")))"
             guard let r = offered[type] else {
                 problems.append("\(what): the server does not offer this type")
                 continue
@@ -85,6 +94,12 @@ public enum Preflight {
             if need.updatesByID > 0, case .bool(false)? = r["updateCreate"] { missing.append("no create by PUT with a client id (updateCreate)") }
             if need.creates > 0 && listsInteractions && !interactions.contains("create") { missing.append("no create") }
             if need.conditionalCreates > 0, case .bool(false)? = r["conditionalCreate"] { missing.append("no conditional create (ifNoneExist)") }
+            if need.conditionalDeletes > 0 {
+                if listsInteractions && !interactions.contains("delete") { missing.append("no delete") }
+                if r["conditionalDelete"]?.stringValue == "not-supported" { missing.append("no conditional delete, which the delta's deletes need") }
+                let params = (r["searchParam"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
+                if need.conditionalUpdates == 0 && !params.isEmpty && !params.contains("identifier") { missing.append("no identifier search, which its conditional deletes need") }
+            }
             if !missing.isEmpty { problems.append("\(what): \(missing.joined(separator: ", "))") }
         }
         return problems

@@ -65,9 +65,9 @@ struct FHIRService {
                 members.append(JSONMember("rest", .array([.object([
                     JSONMember("mode", .string("server")),
                     JSONMember("resource", .array(types.map { type in
-                        .object([JSONMember("type", .string(type)), JSONMember("interaction", codes("read", "update", "create", "search-type")),
+                        .object([JSONMember("type", .string(type)), JSONMember("interaction", codes("read", "update", "create", "delete", "search-type")),
                                  JSONMember("updateCreate", .bool(true)), JSONMember("conditionalCreate", .bool(true)),
-                                 JSONMember("conditionalUpdate", .bool(true)),
+                                 JSONMember("conditionalUpdate", .bool(true)), JSONMember("conditionalDelete", .string("single")),
                                  JSONMember("searchParam", .array([.object([JSONMember("name", .string("identifier")), JSONMember("type", .string("token"))])]))])
                     })),
                     JSONMember("interaction", codes("batch", "transaction")),

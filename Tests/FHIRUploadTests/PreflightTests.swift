@@ -32,6 +32,22 @@ struct PreflightTests {
             "Device (1 resource): no update",
             "Provenance (2 resources): no identifier search, which its conditional updates need",
         ])
+        // A delta's conditional deletes need delete, conditional delete and the identifier search.
+        let deleting = try JSONParser.parse("""
+            {"resourceType":"CapabilityStatement","rest":[{"mode":"server","interaction":[{"code":"batch"}],"resource":[
+              {"type":"Patient","interaction":[{"code":"update"},{"code":"delete"}],"conditionalDelete":"single","searchParam":[{"name":"identifier"}]},
+              {"type":"Condition","interaction":[{"code":"update"}],"searchParam":[{"name":"identifier"}]},
+              {"type":"Encounter","interaction":[{"code":"update"},{"code":"delete"}],"conditionalDelete":"not-supported"}]}]}
+            """)
+        var deletes = ServerNeeds()
+        deletes.batch = true
+        deletes.types["Patient"] = .init(conditionalDeletes: 4)
+        deletes.types["Condition"] = .init(conditionalDeletes: 1)
+        deletes.types["Encounter"] = .init(resources: 2, conditionalUpdates: 2, conditionalDeletes: 3)
+        #expect(Preflight.problems(capability: deleting, needs: deletes) == [
+            "Condition (1 delete): no delete",
+            "Encounter (2 resources, 3 deletes): no conditional delete, which the delta's deletes need",
+        ])
         // Provenance written by PUT Provenance/id needs no search.
         var byID = ServerNeeds()
         byID.types["Provenance"] = .init(resources: 2, updatesByID: 2)
