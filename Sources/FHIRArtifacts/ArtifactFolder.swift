@@ -172,3 +172,22 @@ public final class ArtifactFolder {
         unlock()
     }
 }
+
+/// Where an artifact folder's bundles go: `bundles/01-patients/0001.json`. One place, so that convert, rebundle and
+/// diff --out name them alike and a reviewer's diff of two folders lines up.
+public enum BundlePaths {
+    /// The folder of step `index` (0-based) named `name`.
+    public static func stepFolder(_ index: Int, _ name: String) -> String {
+        "bundles/" + pad(index + 1, 2) + "-" + name
+    }
+
+    /// The `number`-th (1-based) bundle file of a step folder.
+    public static func bundleFile(in folder: String, number: Int) -> String {
+        folder + "/" + pad(number, 4) + ".json"
+    }
+
+    static func pad(_ n: Int, _ width: Int) -> String {
+        let s = String(n)
+        return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+    }
+}

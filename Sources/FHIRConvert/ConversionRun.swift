@@ -130,13 +130,13 @@ struct ConversionRun {
     private mutating func runStep(_ index: Int, lookups: LookupTables) throws -> Manifest.Step {
         let step = mapping.steps[index]
         let evaluator = StepEvaluator(mapping: mapping, stepIndex: index, lookups: lookups)
-        let folderName = "bundles/" + pad(index + 1, 2) + "-" + step.name
+        let folderName = BundlePaths.stepFolder(index, step.name)
         try folder.makeFolder(folderName)
         var bundleFiles: [String] = []
         var newArtifacts: [Manifest.Artifact] = []
         let staging = folder
         let assembler = BundleAssembler(packing: BundlePacking(rawValue: step.bundle.rawValue)!, limits: limits, layout: layout) { bytes in
-            let path = folderName + "/" + pad(bundleFiles.count + 1, 4) + ".json"
+            let path = BundlePaths.bundleFile(in: folderName, number: bundleFiles.count + 1)
             let writer = try staging.writer(path)
             try writer.write(bytes)
             let f = try writer.finish()
@@ -365,7 +365,3 @@ private struct RowGroup: EntryGroup {
     }
 }
 
-func pad(_ n: Int, _ width: Int) -> String {
-    let s = String(n)
-    return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
-}

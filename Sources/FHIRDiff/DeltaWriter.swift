@@ -104,12 +104,9 @@ public enum DeltaWriter {
         var stepCounts: [String: Int] = [:]
         var stepRows = 0
 
-        func folderName(_ index: Int, _ name: String) -> String {
-            "bundles/" + (index + 1 < 10 ? "0\(index + 1)" : String(index + 1)) + "-" + name
-        }
         func openStep(_ index: Int) throws {
             let step = source.steps[index]
-            let name = folderName(index, step.name)
+            let name = BundlePaths.stepFolder(index, step.name)
             try folder.makeFolder(name)
             bundleFiles = []
             stepCounts = [:]
@@ -118,7 +115,7 @@ public enum DeltaWriter {
                 throw DeltaFailure.input("step \(step.name) of the new folder has bundle type '\(step.bundle)', which a delta cannot repack")
             }
             assembler = BundleAssembler(packing: packing, limits: limits, layout: options.layout) { bytes in
-                let path = name + "/" + pad(bundleFiles.count + 1, 4) + ".json"
+                let path = BundlePaths.bundleFile(in: name, number: bundleFiles.count + 1)
                 artifacts.append(try folder.write(bytes, to: path))
                 bundleFiles.append(path)
             }
@@ -126,7 +123,7 @@ public enum DeltaWriter {
         func closeStep(_ index: Int) throws {
             try assembler?.finish()
             let step = source.steps[index]
-            steps.append(Manifest.Step(name: step.name, source: step.source, bundle: step.bundle, folder: folderName(index, step.name),
+            steps.append(Manifest.Step(name: step.name, source: step.source, bundle: step.bundle, folder: BundlePaths.stepFolder(index, step.name),
                                        rows: stepRows, rejects: 0, resources: stepCounts, bundles: bundleFiles))
         }
         func flushGroup() throws {
@@ -203,7 +200,7 @@ public enum DeltaWriter {
             for oldStep in byOldStep.keys.sorted(by: >) {
                 let identities = Array(byOldStep[oldStep]!.reversed())
                 let stepName = "delete-" + old.manifest.steps[oldStep].name
-                let name = folderName(steps.count, stepName)
+                let name = BundlePaths.stepFolder(steps.count, stepName)
                 try folder.makeFolder(name)
                 var files: [String] = []
                 let perBundle = limits[.batchEntries] ?? 500
@@ -220,7 +217,7 @@ public enum DeltaWriter {
                         end += 1
                     }
                     bytes += Array("\n]}\n".utf8)
-                    let path = name + "/" + pad(files.count + 1, 4) + ".json"
+                    let path = BundlePaths.bundleFile(in: name, number: files.count + 1)
                     artifacts.append(try folder.write(bytes, to: path))
                     files.append(path)
                     start = end
@@ -296,8 +293,4 @@ public enum DeltaWriter {
         }
     }
 
-    static func pad(_ n: Int, _ width: Int) -> String {
-        let s = String(n)
-        return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
-    }
 }

@@ -148,11 +148,11 @@ final class RebundleWriter {
         var artifacts: [Manifest.Artifact] = []
         var steps: [Manifest.Step] = []
         for (s, step) in plan.steps.enumerated() {
-            let folderName = "bundles/" + (s + 1 < 10 ? "0\(s + 1)" : String(s + 1)) + "-" + step.name
+            let folderName = BundlePaths.stepFolder(s, step.name)
             try folder.makeFolder(folderName)
             var bundleFiles: [String] = []
             let emit: ([UInt8]) throws -> Void = { [folder] bytes in
-                let path = folderName + "/" + Self.pad(bundleFiles.count + 1, 4) + ".json"
+                let path = BundlePaths.bundleFile(in: folderName, number: bundleFiles.count + 1)
                 let writer = try folder.writer(path)
                 try writer.write(bytes)
                 let f = try writer.finish()
@@ -254,8 +254,4 @@ final class RebundleWriter {
         return .object(members)
     }
 
-    static func pad(_ n: Int, _ width: Int) -> String {
-        let s = String(n)
-        return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
-    }
 }
