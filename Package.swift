@@ -8,7 +8,7 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "fhirbundle",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "fhirbundle", targets: ["fhirbundle"]),
         .executable(name: "fhirupload", targets: ["fhirupload"]),
@@ -44,6 +44,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "FHIRDefinitions", swiftSettings: swiftSettings),
+        // Order-preserving worker threads: the pipeline stages of convert and validate.
+        .target(name: "ParallelWork", swiftSettings: swiftSettings),
         .target(
             name: "FHIRModel",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
@@ -62,7 +64,7 @@ let package = Package(
         // Offline checks of an artifact folder; shared by convert and the uploader, so no source readers here.
         .target(
             name: "FHIRValidation",
-            dependencies: ["FHIRModel", "FHIRDefinitions", "FHIRArtifacts", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["FHIRModel", "FHIRDefinitions", "FHIRArtifacts", "ParallelWork", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         // The uploader's engine (plan, journal, retries, outcomes). Never depends on the source readers or libxml2.
@@ -74,7 +76,7 @@ let package = Package(
         ),
         .target(
             name: "FHIRConvert",
-            dependencies: ["FHIRSources", "FHIRMapping", "FHIRArtifacts", "FHIRModel", "FHIRValidation", "FHIRReport"],
+            dependencies: ["FHIRSources", "FHIRMapping", "FHIRArtifacts", "FHIRModel", "FHIRValidation", "FHIRReport", "ParallelWork"],
             swiftSettings: swiftSettings
         ),
 
@@ -101,7 +103,7 @@ let package = Package(
         // What both command lines share: --profile, --limit, --known-identifiers, standard error.
         .target(
             name: "CommandLineSupport",
-            dependencies: ["FHIRModel", "FHIRArtifacts", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FHIRModel", "FHIRArtifacts", "ParallelWork", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

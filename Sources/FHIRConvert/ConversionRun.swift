@@ -36,9 +36,13 @@ struct ConversionRun {
     private let compact = JSONWriter()
 
     let isCancelled: @Sendable () -> Bool
+    /// Told each bundle file (path in the folder, step index) once it is written and closed.
+    let bundleWritten: ((String, Int) -> Void)?
 
     init(mapping: CompiledMapping, profile: ServerProfile, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder,
-         knownIdentifiers: Set<String> = [], progress: (any ConvertProgress)?, isCancelled: @escaping @Sendable () -> Bool) throws {
+         knownIdentifiers: Set<String> = [], progress: (any ConvertProgress)?, isCancelled: @escaping @Sendable () -> Bool,
+         bundleWritten: ((String, Int) -> Void)? = nil) throws {
+        self.bundleWritten = bundleWritten
         self.knownIdentifiers = knownIdentifiers
         self.isCancelled = isCancelled
         self.mapping = mapping
@@ -135,6 +139,7 @@ struct ConversionRun {
         var bundleFiles: [String] = []
         var newArtifacts: [Manifest.Artifact] = []
         let staging = folder
+        let bundleWritten = self.bundleWritten
         let assembler = BundleAssembler(packing: BundlePacking(rawValue: step.bundle.rawValue)!, limits: limits, layout: layout) { bytes in
             let path = BundlePaths.bundleFile(in: folderName, number: bundleFiles.count + 1)
             let writer = try staging.writer(path)
@@ -142,6 +147,7 @@ struct ConversionRun {
             let f = try writer.finish()
             bundleFiles.append(path)
             newArtifacts.append(Manifest.Artifact(path: path, sha256: f.sha256, bytes: f.size))
+            bundleWritten?(path, index)
         }
         var perMember = [Int](repeating: 0, count: step.resources.count)
         var rows = 0

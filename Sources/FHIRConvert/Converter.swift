@@ -5,6 +5,7 @@ import FHIRReport
 import FHIRSources
 import FHIRValidation
 import Foundation
+import ParallelWork
 
 /// What to convert and where to.
 public struct ConvertOptions: Sendable {
@@ -22,6 +23,9 @@ public struct ConvertOptions: Sendable {
     /// Resources already on the server that references may point at (`Type|system|value` or `Type/id`); the folder
     /// carries them as `known-identifiers.txt`, so its later validations accept the same references.
     public var knownIdentifiers: Set<String> = []
+    /// Threads to use: with more than one, the bundles are validated on their own thread while the conversion
+    /// goes on, and validation reads ahead on the others. The artifacts are the same whatever the number.
+    public var threads = Cores.available
 
     public init(mappingPath: String, outputPath: String = "out", limitOverrides: [BundleLimit: Int?] = [:],
                 toolVersion: String = FHIRBundleVersion.current, bundleLayout: BundleLayout = .entryPerLine) {
@@ -163,21 +167,29 @@ public final class Converter {
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }
         var summary: ConvertSummary
+        // The bundles are checked as they are written; the rest once the folder is complete.
+        var validation: ValidationWhileWriting?
+        if options.validate {
+            var validationOptions = ValidationOptions(limits: limits, knownIdentifiers: options.knownIdentifiers)
+            validationOptions.isCancelled = isCancelled
+            validationOptions.countCodedValues = true
+            validationOptions.threads = options.threads
+            validation = ValidationWhileWriting(folder: folder.staging, options: validationOptions)
+        }
         do {
             var run = try ConversionRun(mapping: mapping, profile: options.profile, limits: limits, layout: options.bundleLayout, folder: folder,
-                                        knownIdentifiers: options.knownIdentifiers, progress: progress, isCancelled: isCancelled)
+                                        knownIdentifiers: options.knownIdentifiers, progress: progress, isCancelled: isCancelled,
+                                        bundleWritten: validation.map { v in { v.written($0, step: $1) } })
             let manifest = try run.execute(toolVersion: options.toolVersion)
             summary = ConvertSummary(manifest: manifest, outputPath: options.outputPath, seconds: 0)
             summary.lookupDuplicates = run.lookupDuplicates
             summary.rejects = run.rejectDigest
             summary.unusedColumns = mapping.unusedColumns
             try checkpoint()
-            if options.validate {
+            if let validation {
                 progress?.started(task: "validate", source: options.outputPath, totalBytes: 0)
-                var validationOptions = ValidationOptions(limits: limits, knownIdentifiers: options.knownIdentifiers)
-                validationOptions.isCancelled = isCancelled
-                validationOptions.countCodedValues = true
-                let (report, keptAt) = try folder.validateBeforeCommit(validationOptions)
+                let report = try validation.finish()
+                let keptAt = try folder.keepIfInvalid(report)
                 progress?.finished(task: "validate", rows: report.resources, rejects: report.errors)
                 summary.validation = report
                 summary.seconds = Date().timeIntervalSince(started)
@@ -189,15 +201,19 @@ public final class Converter {
             try checkpoint()  // the last moment the previous output can still be kept
             try folder.commit()
         } catch let e as ConvertError {
+            validation?.abandon()
             folder.discard()
             throw e
         } catch let e as ArtifactError {
+            validation?.abandon()
             folder.discard()
             throw .artifacts(e)
         } catch is ValidationCancelled {
+            validation?.abandon()
             folder.discard()
             throw .cancelled
         } catch {
+            validation?.abandon()
             folder.discard()
             throw .artifacts(ArtifactError(path: options.outputPath, message: "\(error)"))
         }

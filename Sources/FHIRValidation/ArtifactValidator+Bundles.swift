@@ -172,7 +172,7 @@ extension ArtifactValidator {
             bundleTypeCounts.add(tape, typeToken: resourceTypeToken)
             if Int(step) < stepTypeCounts.count { stepTypeCounts[Int(step)].add(tape, typeToken: resourceTypeToken) }
             references.removeAll(keepingCapacity: true)
-            checker.check(tape, root: resource, pointerRoot: 0, file: file, line: nil, findings: &findings, references: &references)
+            checkStructure(resource, file: file, references: &references)
             if !foreign, let resourceTypeToken, let type = tables.resourceType(tape, resourceTypeToken) {
                 recordTwin(resource, type: type, references: references)
             }
@@ -195,7 +195,7 @@ extension ArtifactValidator {
     func checkEnvelope(_ bundle: Int, file: String) {
         let tape = self.tape
         var references: [FoundReference] = []
-        checker.check(tape, root: bundle, pointerRoot: 0, file: file, line: nil, envelope: true, findings: &findings, references: &references)
+        checkStructure(bundle, file: file, envelope: true, references: &references)
         let type = tape.member(bundle, "type").flatMap { tape.string($0) } ?? ""
         func invariant(_ id: String, _ token: Int, _ message: String) {
             findings.append(Finding(rule: .bundleInvariant, file: file, pointer: pointer(token), message: "\(id): \(message)"))
@@ -327,7 +327,7 @@ extension ArtifactValidator {
         resources += 1
         bundleTypeCounts.add(tape, typeToken: typeToken)
         var references: [FoundReference] = []
-        checker.check(tape, root: resource, pointerRoot: 0, file: file, line: nil, findings: &findings, references: &references)
+        checkStructure(resource, file: file, references: &references)
         checkIdentifiersHaveSystems(resource, file: file, line: nil)
         for hash in hashes where (index[hash]?.count ?? 0) > 1 { sightDuplicate(hash, resource: resource, typeToken: typeToken, file: file, line: nil) }
         for reference in references { checkReference(reference, file: file, line: nil, place: place, isTransaction: false, fullUrls: fullUrls) }

@@ -101,34 +101,17 @@ extension ArtifactValidator {
 
     /// Hash of `Type|system|value`, built in one reused buffer.
     func identifierHash(type: UnsafeBufferPointer<UInt8>, system: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> UInt128 {
-        keyBuffer.removeAll(keepingCapacity: true)
-        keyBuffer.append(contentsOf: type)
-        keyBuffer.append(UInt8(ascii: "|"))
-        keyBuffer.append(contentsOf: system)
-        keyBuffer.append(UInt8(ascii: "|"))
-        keyBuffer.append(contentsOf: value)
-        return keyBuffer.withUnsafeBufferPointer { FastHash.hash128($0) }
+        identifierKeys.hash(type: type, system: system, value: value)
     }
 
     /// Appends the hashes of `Type|system|value` for the identifiers of the resource at token `resource` (each once)
-    /// to `out`.
+    /// to `out`: the worker's when it worked them out (see `PreparedFile`).
     func identifierHashes(_ resource: Int, typeToken: Int, into out: inout [UInt128]) {
-        let tape = self.tape
-        guard let identifiers = tape.member(resource, "identifier") else { return }
-        let first = out.count
-        func add(_ identifier: Int) {
-            guard let system = tape.member(identifier, "system"), let value = tape.member(identifier, "value") else { return }
-            let hash: UInt128? = tape.withString(typeToken) { t in
-                tape.withString(system) { s in tape.withString(value) { v in identifierHash(type: t, system: s, value: v) } } ?? nil
-            } ?? nil
-            if let hash, !out[first...].contains(hash) { out.append(hash) }
+        if let done = prechecked[resource], let range = done.identifierHashes {
+            out.append(contentsOf: preparedHashes[range])
+            return
         }
-        // An array, or one Identifier (Bundle.identifier, and a few other resources' single identifier).
-        if tape.kind(identifiers) == .object {
-            add(identifiers)
-        } else if tape.kind(identifiers) == .array {
-            tape.forEachItem(identifiers) { _, identifier in add(identifier) }
-        }
+        identifierKeys.hashes(tape, resource, typeToken: typeToken, into: &out)
     }
 
     /// Records the identifiers of a resource written at `place`, appending their hashes.
@@ -200,5 +183,39 @@ extension ArtifactValidator {
             // identifier no conditional operation uses may be shared (a claim group, a family id).
         }
         duplicates = []
+    }
+}
+
+/// The hashes of `Type|system|value` that index resources by identifier, built in one reused buffer.
+struct IdentifierKeys {
+    private var buffer: [UInt8] = []
+
+    mutating func hash(type: UnsafeBufferPointer<UInt8>, system: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> UInt128 {
+        buffer.removeAll(keepingCapacity: true)
+        buffer.append(contentsOf: type)
+        buffer.append(UInt8(ascii: "|"))
+        buffer.append(contentsOf: system)
+        buffer.append(UInt8(ascii: "|"))
+        buffer.append(contentsOf: value)
+        return buffer.withUnsafeBufferPointer { FastHash.hash128($0) }
+    }
+
+    /// Appends the hashes of the identifiers of the resource at token `resource` (each once) to `out`.
+    mutating func hashes(_ tape: JSONTape, _ resource: Int, typeToken: Int, into out: inout [UInt128]) {
+        guard let identifiers = tape.member(resource, "identifier") else { return }
+        let first = out.count
+        func add(_ identifier: Int) {
+            guard let system = tape.member(identifier, "system"), let value = tape.member(identifier, "value") else { return }
+            let hash: UInt128? = tape.withString(typeToken) { t in
+                tape.withString(system) { s in tape.withString(value) { v in self.hash(type: t, system: s, value: v) } } ?? nil
+            } ?? nil
+            if let hash, !out[first...].contains(hash) { out.append(hash) }
+        }
+        // An array, or one Identifier (Bundle.identifier, and a few other resources' single identifier).
+        if tape.kind(identifiers) == .object {
+            add(identifiers)
+        } else if tape.kind(identifiers) == .array {
+            tape.forEachItem(identifiers) { _, identifier in add(identifier) }
+        }
     }
 }

@@ -2,6 +2,7 @@ import Crypto
 import FHIRArtifacts
 import FHIRModel
 import Foundation
+import ParallelWork
 
 #if canImport(Glibc)
 import Glibc
@@ -24,6 +25,9 @@ public struct ValidationOptions: Sendable {
     public var maxJSONBytes = DataFile.defaultMaxBytes
     /// Count the values of the NDJSON resources' coded elements (`ValidationReport.codedValues`), for the report.
     public var countCodedValues = false
+    /// Threads that read, hash, parse and check the structure of files ahead of the checks that need the whole
+    /// folder (1: everything on the calling thread). The findings are the same whatever the number.
+    public var threads = Cores.available
 
     public init(limits: BundleLimits? = nil, knownIdentifiers: Set<String> = []) {
         self.limits = limits
@@ -110,12 +114,17 @@ public final class ArtifactValidator {
     /// Set when `options.isCancelled` said yes inside an NDJSON file: the remaining lines are skipped.
     @exclusivity(unchecked) var cancelled = false
     @exclusivity(unchecked) var bundleCounter: Int32 = 0
+    /// Fed mode (`checkWritten`): the bundle files checked while written, and their SHA-256 and size.
+    var fedFiles: [String] = []
+    var writtenDigests: [String: (sha256: String, size: Int)] = [:]
+    /// Transactions seen so far (a transaction is known by its bundle's number).
+    var transactions: Int32 = 0
     /// Paths that are not regular files (reported once by `listFiles`, never opened).
     var irregular: Set<String> = []
     var expectedCounts: [String: Int]?
     /// Manifest artifacts whose checksum has not been compared yet: path → (index in the manifest, size, sha256).
     @exclusivity(unchecked) var unverified: [String: (index: Int, bytes: Int, sha256: String)] = [:]
-    @exclusivity(unchecked) var keyBuffer: [UInt8] = []
+    @exclusivity(unchecked) var identifierKeys = IdentifierKeys()
     var ndjsonTypeCounts: [String: Int] = [:]
     @exclusivity(unchecked) var bundleTypeCounts = TypeCounts()
     /// The same, step by step (for a folder with a manifest), to check `steps[].resources`.
@@ -130,6 +139,10 @@ public final class ArtifactValidator {
     /// for their NDJSON mirror lines; and the urn references of the twins that have some.
     @exclusivity(unchecked) var mirrorTwins = [MirrorTwins](repeating: MirrorTwins(), count: StructureTables.r4.types.count)
     @exclusivity(unchecked) var twinReferences: [TwinReference] = []
+    /// The structure checks a worker did on the file being checked (see `PreparedFile`).
+    @exclusivity(unchecked) var prechecked: [Int: CheckedStructure] = [:]
+    /// The identifier hashes a worker worked out, which `prechecked` entries refer to.
+    @exclusivity(unchecked) var preparedHashes: [UInt128] = []
     @exclusivity(unchecked) var pendingLiterals: [(literal: String, file: String, line: Int?, pointer: String)] = []
 
     public init(folder: String, options: ValidationOptions = ValidationOptions()) {
@@ -140,8 +153,25 @@ public final class ArtifactValidator {
     /// Bundle files being read ahead while one is checked.
     static let readAhead = 4
 
+    /// What the listing of the folder found: its files, manifest, upload steps and NDJSON files.
+    struct Listing {
+        var all: [String]
+        var manifest: Manifest?
+        var steps: [[String]]
+        var ndjsonFiles: [String]
+        var inferred: UploadOrder?
+    }
+
     /// Runs every rule; throws `ValidationFailure` only when the folder cannot be read.
     public func run() throws -> ValidationReport {
+        let listing = try list()
+        try checkBundles(of: listing)
+        return try finish(listing)
+    }
+
+    /// Lists the folder, reads its manifest (or infers the upload order of foreign data), and sets the limits and
+    /// the known identifiers.
+    func list() throws -> Listing {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
@@ -177,18 +207,31 @@ public final class ArtifactValidator {
             }
             ndjsonFiles = []  // read in their step, as data
         }
-        // One pass over the bundles in upload order: each bundle is indexed (so references within it resolve),
-        // then checked; conditional references to targets not seen yet wait until the end.
-        var transactionCounter: Int32 = 0
-        if manifest != nil { stepTypeCounts = Array(repeating: TypeCounts(), count: steps.count) }
+        if manifest != nil && stepTypeCounts.count < steps.count {
+            stepTypeCounts.append(contentsOf: Array(repeating: TypeCounts(), count: steps.count - stepTypeCounts.count))
+        }
+        return Listing(all: all, manifest: manifest, steps: steps, ndjsonFiles: ndjsonFiles, inferred: inferred)
+    }
+
+    /// One pass over the bundles in upload order: each bundle is indexed (so references within it resolve), then
+    /// checked; conditional references to targets not seen yet wait until the end.
+    func checkBundles(of listing: Listing) throws {
+        let steps = listing.steps
         let order = steps.flatMap { $0 }
+        let jsonOrder = order.filter { !$0.hasSuffix(".ndjson") }
+        let preparation = options.threads > 1 && jsonOrder.count > 1
+            ? FilePreparation(files: jsonOrder, folder: folder, digest: Set(unverified.keys), maxBytes: options.maxJSONBytes, threads: options.threads)
+            : nil
+        defer { preparation?.cancel() }
         var position = 0
         for (s, files) in steps.enumerated() {
             for file in files {
-                // Ask for the bundles after this one while it is checked: from a cold cache, each small file read
-                // would otherwise wait for the disk in turn.
-                for ahead in (position == 0 ? 1 : position + Self.readAhead)...(position + Self.readAhead) where ahead < order.count {
-                    FileStreaming.prefetch(folder + "/" + order[ahead])
+                if preparation == nil {
+                    // Ask for the bundles after this one while it is checked: from a cold cache, each small file
+                    // read would otherwise wait for the disk in turn (the workers read ahead when there are some).
+                    for ahead in (position == 0 ? 1 : position + Self.readAhead)...(position + Self.readAhead) where ahead < order.count {
+                        FileStreaming.prefetch(folder + "/" + order[ahead])
+                    }
                 }
                 position += 1
                 if options.isCancelled() { throw ValidationCancelled() }
@@ -196,16 +239,33 @@ public final class ArtifactValidator {
                     scanNDJSON(file, mirror: false, step: Int32(s))
                     continue
                 }
-                guard read(file) else { continue }
-                let size = tape.bytes.count
-                if unverified[file] != nil { checkDigest(file, sha256: Hex.encode(SHA256.hash(data: tape.bytes)), size: size) }
-                guard tape.parse() else {
-                    reportSyntaxError(in: tape.bytes, file: file)
-                    continue
-                }
-                checkBundle(file: file, size: size, step: Int32(s), transactionCounter: &transactionCounter)
+                let prepared = preparation?.next() ?? PreparedFile(file: file, folder: folder, digest: unverified[file] != nil,
+                                                                   maxBytes: options.maxJSONBytes, checkStructure: false)
+                check(prepared, step: Int32(s))
             }
         }
+    }
+
+    /// Checks a bundle file (or, in a folder of foreign data, a JSON resource) read by `PreparedFile`.
+    func check(_ prepared: PreparedFile, step: Int32) {
+        guard accept(prepared) else { return }
+        let file = prepared.file
+        tape = prepared.tape
+        prechecked = prepared.checked
+        preparedHashes = prepared.identifierHashes
+        defer { prechecked = [:] }
+        let size = tape.bytes.count
+        if let sha256 = prepared.sha256, unverified[file] != nil { checkDigest(file, sha256: sha256, size: size) }
+        guard prepared.parsed else {
+            reportSyntaxError(in: tape.bytes, file: file)
+            return
+        }
+        checkBundle(file: file, size: size, step: step, transactionCounter: &transactions)
+    }
+
+    /// The passes after the bundles: figures, NDJSON, pending references, duplicates, checksums and counts.
+    func finish(_ listing: Listing) throws -> ValidationReport {
+        let (all, manifest, steps, ndjsonFiles) = (listing.all, listing.manifest, listing.steps, listing.ndjsonFiles)
         if let manifest, all.contains("rejects.ndjson") { checkFigures(of: manifest) }
         for file in ndjsonFiles {
             if options.isCancelled() { throw ValidationCancelled() }
@@ -238,7 +298,7 @@ public final class ArtifactValidator {
             }
         }
         var report = ValidationReport(findings: findings, resources: resources, files: all.count, limits: limits, limitsOrigin: limitsOrigin,
-                                      inferredOrder: inferred)
+                                      inferredOrder: listing.inferred)
         if options.countCodedValues { report.codedValues = codedCounter.values }
         return report
     }
@@ -283,9 +343,18 @@ public final class ArtifactValidator {
             || (name.hasPrefix("journal-of-manifest-") && name.hasSuffix(".ndjson"))
     }
 
-    /// Reads a JSON file into the tape, reporting one that is too large to read whole; false when it cannot be used.
+    /// Reads a JSON file into the tape (not parsed), reporting why it cannot be used.
     func read(_ file: String) -> Bool {
-        switch tape.read(folder + "/" + file, limit: options.maxJSONBytes) {
+        let prepared = PreparedFile(file: file, folder: folder, digest: false, maxBytes: options.maxJSONBytes, parse: false)
+        guard accept(prepared) else { return false }
+        tape = prepared.tape
+        return true
+    }
+
+    /// Reports a file that could not be read, or is too large to read whole; false when it cannot be used.
+    func accept(_ prepared: PreparedFile) -> Bool {
+        let file = prepared.file
+        switch prepared.reading {
         case .read:
             return true
         case .unreadable:
@@ -300,6 +369,18 @@ public final class ArtifactValidator {
                                     message: "the file is \(size) bytes, more than the \(options.maxJSONBytes) a JSON file may have to be read whole; it is not checked. Split it (NDJSON is streamed), or raise --max-json-bytes"))
             return false
         }
+    }
+
+    /// The structure check of the resource at `root` (or, with `envelope`, of a bundle without its entries): the
+    /// worker's when it did it, else done now.
+    func checkStructure(_ root: Int, file: String, envelope: Bool = false, references: inout [FoundReference]) {
+        if let done = prechecked[envelope ? -1 - root : root], !done.structureUsed {
+            prechecked[envelope ? -1 - root : root]!.structureUsed = true
+            findings.append(contentsOf: done.findings)
+            references.append(contentsOf: done.references)
+            return
+        }
+        checker.check(tape, root: root, pointerRoot: 0, file: file, line: nil, envelope: envelope, findings: &findings, references: &references)
     }
 
     /// Reports why `bytes` is not JSON, with the line and column `JSONParser` gives.

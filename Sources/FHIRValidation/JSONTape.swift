@@ -13,10 +13,10 @@ import Glibc
 ///
 /// Layout: an object token is followed by its members, each a key (string token) and the value's tokens; an array
 /// token by its items. `next` skips a value with its subtree.
-struct JSONTape {
-    enum Kind: UInt8 { case object, array, string, number, `true`, `false`, null }
+struct JSONTape: Sendable {
+    enum Kind: UInt8, Sendable { case object, array, string, number, `true`, `false`, null }
 
-    struct Token {
+    struct Token: Sendable {
         var kind: Kind
         /// Strings: holds a backslash escape, so its bytes are not its value.
         var escaped: Bool
@@ -80,6 +80,8 @@ struct JSONTape {
         var storage: [Token] = []
         swap(&storage, &tokens)
         storage.removeAll(keepingCapacity: true)
+        // About one token per 6 bytes of FHIR JSON: a new tape (an NDJSON line parsed by a worker) grows once at most.
+        if storage.capacity < bytes.count / 6 { storage.reserveCapacity(bytes.count / 6 + 16) }
         guard bytes.count < Int(UInt32.max) else { return false }
         let ok = bytes.withUnsafeBufferPointer { p in
             var builder = TapeBuilder(p: p, tokens: [])

@@ -3,7 +3,7 @@ import FHIRModel
 
 /// A reference found in a resource: the token of its `reference` string, resolved later against the whole artifact
 /// set, and the resource types its element allows.
-struct FoundReference {
+struct FoundReference: Sendable {
     let token: Int
     /// Index of `StructureTables.targetLists` (an empty list: any type).
     let targets: Int32

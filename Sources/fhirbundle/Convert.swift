@@ -50,6 +50,8 @@ struct Convert: ParsableCommand {
     @Flag(help: "Skip the offline validation of the new artifacts (`fhirbundle validate`), which otherwise runs before they replace the output folder.")
     var noValidate = false
 
+    @OptionGroup var threading: ThreadOptions
+
     func validate() throws {
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
     }
@@ -61,6 +63,7 @@ struct Convert: ParsableCommand {
         installInterruptHandler()
         var options = ConvertOptions(mappingPath: mapping, outputPath: out, limitOverrides: overrides, bundleLayout: pretty ? .pretty : .entryPerLine)
         options.validate = !noValidate
+        options.threads = threading.threads
         options.profile = sizing.profile ?? .medplum
         options.knownIdentifiers = try known.load()
         let converter = Converter(options: options, progress: progress, isCancelled: { interrupted.load(ordering: .relaxed) })

@@ -43,8 +43,11 @@ struct Validate: ParsableCommand {
 
     @OptionGroup var sizing: LimitOptions
 
+    @OptionGroup var threading: ThreadOptions
+
     func run() throws {
         var options = ValidationOptions()
+        options.threads = threading.threads
         options.profile = sizing.profile
         options.limitOverrides = try sizing.overrides()
         guard maxJSONBytes > 0 else { throw ValidationError("--max-json-bytes must be a positive number of bytes") }
