@@ -40,10 +40,12 @@ let package = Package(
         // MARK: Engine
         .target(
             name: "FHIRSources",
-            dependencies: ["CXMLShim", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CXMLShim", "FileIO"],
             swiftSettings: swiftSettings
         ),
         .target(name: "FHIRDefinitions", swiftSettings: swiftSettings),
+        // Reading and writing files: EINTR, hashing as read, page-cache release, regular files only.
+        .target(name: "FileIO", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         // Order-preserving worker threads: the pipeline stages of convert and validate.
         .target(name: "ParallelWork", swiftSettings: swiftSettings),
         .target(
@@ -58,13 +60,13 @@ let package = Package(
         ),
         .target(
             name: "FHIRArtifacts",
-            dependencies: ["FHIRModel", "CFileOps", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["FHIRModel", "CFileOps", "FileIO", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         // Offline checks of an artifact folder; shared by convert and the uploader, so no source readers here.
         .target(
             name: "FHIRValidation",
-            dependencies: ["FHIRModel", "FHIRDefinitions", "FHIRArtifacts", "ParallelWork", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["FHIRModel", "FHIRDefinitions", "FHIRArtifacts", "FileIO", "ParallelWork", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         // The uploader's engine (plan, journal, retries, outcomes). Never depends on the source readers or libxml2.
@@ -142,6 +144,8 @@ let package = Package(
         .testTarget(name: "FHIRSourcesTests", dependencies: ["FHIRSources"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRDefinitionsTests", dependencies: ["FHIRDefinitions", "FHIRTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRModelTests", dependencies: ["FHIRModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParallelWorkTests", dependencies: ["ParallelWork"], swiftSettings: swiftSettings),
+        .testTarget(name: "FileIOTests", dependencies: ["FileIO"], swiftSettings: swiftSettings),
         .testTarget(name: "FHIRMappingTests", dependencies: ["FHIRMapping", "FHIRModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FHIRUploadTests",

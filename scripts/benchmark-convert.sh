@@ -4,9 +4,10 @@
 # usage: scripts/benchmark-convert.sh [ROWS]        (default 1000000)
 #
 # For CSV and for XML it generates ROWS rows per table (patients, patient conditions, encounters, notes), converts
-# them on one core (taskset), and prints resources/s, records/s and peak memory (max RSS); then the default convert
-# (with its validation) against the naive script scripts/naive-convert.py, as a speed ratio; then validates the CSV
-# artifacts, and their NDJSON files alone (as a folder of foreign data). The full example holds
+# them on one core (taskset, --threads 1), and prints resources/s, records/s and peak memory (max RSS); then the
+# default convert (with its validation) with 1 thread and with all cores (--threads N, the default), each against
+# the naive script scripts/naive-convert.py run in the same session, as a speed ratio; then validates the CSV
+# artifacts, and their NDJSON files alone (as a folder of foreign data), with 1 thread and with N. The full example holds
 # the notes and conditions tables as lookups (tables the mapping asks for), so its memory includes them; the
 # patients-only run has no lookup and shows the streaming part alone.
 #
@@ -22,6 +23,7 @@ swift build -c release --product fhirbundle >/dev/null
 BIN="$ROOT/.build/release/fhirbundle"
 PIN=""
 command -v taskset >/dev/null && PIN="taskset -c 0"
+CORES=$(nproc)
 
 patients_only() {  # mapping output: the same mapping with only its patients step and no lookups
     python3 - "$1" "$2" <<'PY'
@@ -40,12 +42,13 @@ settle() {  # flush and, if allowed, drop the page cache before a timed run
     if [ -w /proc/sys/vm/drop_caches ]; then echo 1 > /proc/sys/vm/drop_caches; fi
 }
 
-measure() {  # label mapping outdir [flags]: --no-validate unless flags are given
+measure() {  # label mapping outdir [flags] [pin]: --no-validate on one core unless flags (and pin) are given
     local label=$1 mapping=$2 out=$3
-    local flags=${4:---no-validate}
+    local flags=${4:---no-validate --threads 1}
+    local pin=${5-$PIN}
     local log="$WORK/$label.time"
     settle
-    /usr/bin/time -v $PIN "$BIN" convert "$mapping" --out "$out" --quiet $flags 2>"$log" || { cat "$log"; exit 1; }
+    /usr/bin/time -v $pin "$BIN" convert "$mapping" --out "$out" --quiet $flags 2>"$log" || { cat "$log"; exit 1; }
     local secs rss resources records
     secs=$(python3 -c "import sys;p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
     rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
@@ -64,40 +67,60 @@ ls -la "$WORK/csv" "$WORK/xml" | awk '/\.(csv|xml)$/ {printf "  %s %d MB\n", $9,
 patients_only "$WORK/csv/mapping.yaml" "$WORK/csv/mapping-patients.yaml"
 patients_only "$WORK/xml/mapping-xml.yaml" "$WORK/xml/mapping-patients.yaml"
 
-echo "release build, one core ($(nproc) available):"
+echo "release build, one core ($CORES available):"
 measure csv-patients-streaming "$WORK/csv/mapping-patients.yaml" "$WORK/out-csv-patients"
 measure csv-full-example "$WORK/csv/mapping.yaml" "$WORK/out-csv"
 measure xml-patients-streaming "$WORK/xml/mapping-patients.yaml" "$WORK/out-xml-patients"
 measure xml-full-example "$WORK/xml/mapping-xml.yaml" "$WORK/out-xml"
-# What a user runs: convert with its validation (and report.html), against the naive script (scripts/naive-convert.py:
-# csv + json.dumps to NDJSON, nothing else), in the same run, as a ratio.
-measure csv-default-convert "$WORK/csv/mapping.yaml" "$WORK/out-csv-default" " "
-settle
-naive_log="$WORK/naive.time"
-/usr/bin/time -v $PIN python3 scripts/naive-convert.py "$WORK/csv" "$WORK/out-naive" 2>"$naive_log"
-naive_secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$naive_log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
-default_secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$WORK/csv-default-convert.time') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
-naive_resources=$(cat "$WORK"/out-naive/*.ndjson | wc -l)
-printf '%-28s %9d resources %7.2f s %9.0f resources/s; default convert / naive speed: %.2f\n' naive-python-script "$naive_resources" \
-    "$naive_secs" "$(python3 -c "print($naive_resources/$naive_secs)")" "$(python3 -c "print($naive_secs/$default_secs)")"
-
-validate() {  # label folder resources: the offline validator, all rules
-    local label=$1 folder=$2 resources=$3
-    local log="$WORK/$label.time" out="$WORK/$label.out"
+# What a user runs: convert with its validation (and report.html), with 1 thread on one core and with the default
+# (all cores), each against the naive script (scripts/naive-convert.py: csv + json.dumps to NDJSON, nothing else) run
+# just before it on one core, as a ratio (absolute times drift here; a ratio of neighbours does not).
+seconds() { python3 -c "p=[l.split(': ')[1] for l in open('$1') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))"; }
+naive() {  # label
     settle
-    /usr/bin/time -v $PIN "$BIN" validate "$folder" >"$out" 2>"$log" || { tail -5 "$out"; }
+    /usr/bin/time -v $PIN python3 scripts/naive-convert.py "$WORK/csv" "$WORK/out-naive" 2>"$WORK/$1.time"
+    NAIVE_SECS=$(seconds "$WORK/$1.time")
+    local n
+    n=$(cat "$WORK"/out-naive/*.ndjson | wc -l)
+    printf '%-28s %9d resources %7.2f s %9.0f resources/s\n' "$1" "$n" "$NAIVE_SECS" "$(python3 -c "print($n/$NAIVE_SECS)")"
+}
+naive naive-python-script-1
+measure csv-default-convert-1-thread "$WORK/csv/mapping.yaml" "$WORK/out-csv-default-1" "--threads 1"
+one=$(seconds "$WORK/csv-default-convert-1-thread.time")
+ratio_one=$(python3 -c "print(round($NAIVE_SECS/$one, 2))")
+naive naive-python-script-2
+measure "csv-default-convert-$CORES-threads" "$WORK/csv/mapping.yaml" "$WORK/out-csv-default-n" " " ""
+many=$(seconds "$WORK/csv-default-convert-$CORES-threads.time")
+ratio_many=$(python3 -c "print(round($NAIVE_SECS/$many, 2))")
+cmp -s "$WORK/out-csv-default-1/manifest.json" "$WORK/out-csv-default-n/manifest.json" && diff -rq "$WORK/out-csv-default-1" "$WORK/out-csv-default-n" >/dev/null \
+    && same="byte-identical" || same="DIFFERENT"
+echo "default convert / naive script speed: 1 thread $ratio_one, $CORES threads $ratio_many; $CORES threads vs 1: $(python3 -c "print(round($one/$many, 2))")x; artifacts $same"
+# The streaming case, as a user runs it (validation included, all cores): its memory must not grow with the input.
+measure "csv-patients-default-$CORES-threads" "$WORK/csv/mapping-patients.yaml" "$WORK/out-csv-patients-default" " " ""
+
+validate() {  # label folder resources threads
+    local label=$1 folder=$2 resources=$3 threads=$4
+    local log="$WORK/$label.time" out="$WORK/$label.out" pin=""
+    [ "$threads" = 1 ] && pin=$PIN
+    settle
+    /usr/bin/time -v $pin "$BIN" validate "$folder" --threads "$threads" >"$out" 2>"$log" || { tail -5 "$out"; }
     local secs rss
-    secs=$(python3 -c "p=[l.split(': ')[1] for l in open('$log') if 'Elapsed (wall clock)' in l][0].split(':');print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
+    secs=$(seconds "$log")
     rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
     printf '%-28s %9d resources %7.2f s %9.0f resources/s %6d MiB peak (%s)\n' "$label" "$resources" "$secs" \
         "$(python3 -c "print($resources/$secs)")" "$rss" "$(tail -1 "$out")"
+    VALIDATE_SECS=$secs
 }
 
 # The full CSV example's artifacts (bundles, their NDJSON mirror, checksums); then the same resources as NDJSON
-# alone (no manifest, no bundles): foreign data, every line checked and indexed.
+# alone (no manifest, no bundles): foreign data, every line checked and indexed. Each with 1 thread and with N.
 resources=$(python3 -c "import json;m=json.load(open('$WORK/out-csv/manifest.json'));print(sum(m['resourceCounts'].values()))")
-validate validate-full-example "$WORK/out-csv" "$resources"
+validate validate-full-1-thread "$WORK/out-csv" "$resources" 1
+v1=$VALIDATE_SECS
+validate "validate-full-$CORES-threads" "$WORK/out-csv" "$resources" "$CORES"
+echo "validate: $CORES threads vs 1: $(python3 -c "print(round($v1/$VALIDATE_SECS, 2))")x"
 mkdir -p "$WORK/ndjson-only"
 ln -f "$WORK"/out-csv/ndjson/*.ndjson "$WORK/ndjson-only/" 2>/dev/null || cp "$WORK"/out-csv/ndjson/*.ndjson "$WORK/ndjson-only/"
-validate validate-ndjson-only "$WORK/ndjson-only" "$resources"
+validate validate-ndjson-only-1-thread "$WORK/ndjson-only" "$resources" 1
+validate "validate-ndjson-only-$CORES-threads" "$WORK/ndjson-only" "$resources" "$CORES"
 if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$WORK"; fi

@@ -1,6 +1,7 @@
 import CFileOps
 import Crypto
 import FHIRModel
+import FileIO
 
 #if canImport(Glibc)
 import Glibc
@@ -90,19 +91,7 @@ public final class HashingFileWriter {
     private func writeOut(_ bytes: [UInt8]) throws(ArtifactError) {
         hasher.update(data: bytes)
         size += bytes.count
-        let ok = bytes.withUnsafeBytes { raw -> Bool in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
-                offset += n
-            }
-            return true
-        }
-        if !ok { throw .posix(path, "writing") }
+        if !bytes.withUnsafeBytes({ FileWriting.writeAll(fd, $0) }) { throw .posix(path, "writing") }
         // Start writing these bytes to disk now, without waiting: a conversion writes gigabytes, and letting them
         // pile up as dirty pages makes the kernel stall the writer (and the final sync) later. Behind a window, the
         // pages are also released once on disk (see `WriteBehind`).

@@ -2,6 +2,7 @@ import FHIRArtifacts
 import FHIRMapping
 import FHIRModel
 import FHIRSources
+import FHIRValidation
 import Foundation
 
 /// One conversion in progress: reads lookups, then each step's rows, writing NDJSON, bundles and rejects into the
@@ -36,13 +37,13 @@ struct ConversionRun {
     private let compact = JSONWriter()
 
     let isCancelled: @Sendable () -> Bool
-    /// Told each bundle file (path in the folder, step index) once it is written and closed.
-    let bundleWritten: ((String, Int) -> Void)?
+    /// Told each bundle file once it is written and closed, and each NDJSON file after the last step writing its type.
+    let written: ((ValidationWhileWriting.Written) -> Void)?
 
     init(mapping: CompiledMapping, profile: ServerProfile, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder,
          knownIdentifiers: Set<String> = [], progress: (any ConvertProgress)?, isCancelled: @escaping @Sendable () -> Bool,
-         bundleWritten: ((String, Int) -> Void)? = nil) throws {
-        self.bundleWritten = bundleWritten
+         written: ((ValidationWhileWriting.Written) -> Void)? = nil) throws {
+        self.written = written
         self.knownIdentifiers = knownIdentifiers
         self.isCancelled = isCancelled
         self.mapping = mapping
@@ -62,6 +63,7 @@ struct ConversionRun {
         for index in mapping.steps.indices {
             if isCancelled() { throw ConvertError.cancelled }
             steps.append(try runStep(index, lookups: lookups))
+            try finishNDJSON(after: index)
         }
         if isCancelled() { throw ConvertError.cancelled }
         let r = try rejects.finish()
@@ -87,6 +89,18 @@ struct ConversionRun {
         try writer.write(bytes)
         _ = try writer.finish()
         return manifest
+    }
+
+    /// Closes the NDJSON files of the types no later step writes, so that they can be checked while the next
+    /// steps run.
+    private mutating func finishNDJSON(after step: Int) throws {
+        let later = Set(mapping.steps[(step + 1)...].flatMap { $0.resources.map(\.resourceType) })
+        for type in ndjson.keys.sorted() where !later.contains(type) {
+            let f = try ndjson.removeValue(forKey: type)!.finish()
+            let path = "ndjson/\(type).ndjson"
+            artifacts.append(Manifest.Artifact(path: path, sha256: f.sha256, bytes: f.size))
+            written?(.ndjson(path))
+        }
     }
 
     // MARK: Lookups
@@ -139,7 +153,7 @@ struct ConversionRun {
         var bundleFiles: [String] = []
         var newArtifacts: [Manifest.Artifact] = []
         let staging = folder
-        let bundleWritten = self.bundleWritten
+        let written = self.written
         let assembler = BundleAssembler(packing: BundlePacking(rawValue: step.bundle.rawValue)!, limits: limits, layout: layout) { bytes in
             let path = BundlePaths.bundleFile(in: folderName, number: bundleFiles.count + 1)
             let writer = try staging.writer(path)
@@ -147,7 +161,7 @@ struct ConversionRun {
             let f = try writer.finish()
             bundleFiles.append(path)
             newArtifacts.append(Manifest.Artifact(path: path, sha256: f.sha256, bytes: f.size))
-            bundleWritten?(path, index)
+            written?(.bundle(path, step: index))
         }
         var perMember = [Int](repeating: 0, count: step.resources.count)
         var rows = 0

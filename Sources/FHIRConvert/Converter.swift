@@ -179,7 +179,7 @@ public final class Converter {
         do {
             var run = try ConversionRun(mapping: mapping, profile: options.profile, limits: limits, layout: options.bundleLayout, folder: folder,
                                         knownIdentifiers: options.knownIdentifiers, progress: progress, isCancelled: isCancelled,
-                                        bundleWritten: validation.map { v in { v.written($0, step: $1) } })
+                                        written: validation.map { v in { v.written($0) } })
             let manifest = try run.execute(toolVersion: options.toolVersion)
             summary = ConvertSummary(manifest: manifest, outputPath: options.outputPath, seconds: 0)
             summary.lookupDuplicates = run.lookupDuplicates

@@ -1,8 +1,10 @@
 /// The identifiers written so far (type, system and value hashed to 128 bits) with the line that wrote each.
 ///
-/// An open-addressing table of plain integers, about 20 bytes a resource. Every resource of a run probes it at a
-/// random place, so the probe reads one array only (the keys; a line is read back only for a duplicate): on a
-/// large run each probe is a cache miss, and three parallel arrays made it three.
+/// An open-addressing table of plain integers, about 20 bytes a resource. The project's hash tables follow one
+/// rule: a probe touches one cache line, so what every probe reads is stored together. Here every resource probes
+/// the keys and the line is read back only for a duplicate, so the keys are an array of their own (20 bytes a slot;
+/// `FHIRModel.HashedKeyMap`'s key-with-value slots would take 32), where the validator's index reads its value on
+/// every hit and keeps key and value in one slot.
 struct IdentifierIndex {
     /// 0 marks an empty slot; a real key 0 is stored as 1 (a 2^-128 collision).
     private var keys: [UInt128]

@@ -3,7 +3,9 @@ import FHIRSources
 
 /// Counts how often a combination of values has occurred so far in a step, for `occurrence()`: identical source
 /// rows (Synthea repeats some lab results) get distinct, still deterministic, identifiers.
-final class OccurrenceCounter: @unchecked Sendable {
+/// Row-order dependent: one step's rows, on one thread, in file order (it is no `Sendable`, so the compiler keeps it
+/// there).
+final class OccurrenceCounter {
     private var seen: [String: Int] = [:]
     private var last: (key: String, value: Int)?
 
@@ -22,7 +24,7 @@ final class OccurrenceCounter: @unchecked Sendable {
 
 /// What expressions read besides the row: lookup tables and specs, value maps, occurrence counts. One object, so
 /// that each row's evaluation context holds a single reference to it.
-final class EvaluationTables: Sendable {
+final class EvaluationTables {
     let lookupSpecs: [CompiledLookup]
     let lookups: LookupTables
     let maps: [ValueMap]

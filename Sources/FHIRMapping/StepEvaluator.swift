@@ -1,8 +1,9 @@
 import FHIRModel
 import FHIRSources
 
-/// Turns the rows of one step into resources.
-public struct StepEvaluator: Sendable {
+/// Turns the rows of one step into resources, in file order on one thread: `occurrence()` counts the rows seen so
+/// far, so the evaluator is not `Sendable`.
+public struct StepEvaluator {
     public let mapping: CompiledMapping
     public let step: CompiledStep
     let tables: EvaluationTables

@@ -1,7 +1,8 @@
 /// A map from 128-bit hashes to values: open addressing over one array of slots, no SipHash per lookup.
 ///
-/// The keys are already well-mixed hashes (`FastHash`), so their low bits pick the slot; key and value share a
-/// slot so that a lookup in a large index costs one cache miss. Every resource of an artifact set passes through
+/// The keys are already well-mixed hashes (`FastHash`), so their low bits pick the slot. A probe touches one cache
+/// line: a hit here reads its value, so key and value share a slot (where only the key is read on most probes, as
+/// in convert's `IdentifierIndex`, the keys are an array of their own). Every resource of an artifact set passes through
 /// such an index. The key 0 marks an empty slot (a real key 0 is stored as 1: a 2^-128 collision).
 @frozen
 public struct HashedKeyMap<Value> {
@@ -71,3 +72,6 @@ public struct HashedKeyMap<Value> {
         }
     }
 }
+
+extension HashedKeyMap: Sendable where Value: Sendable {}
+extension HashedKeyMap.Slot: Sendable where Value: Sendable {}

@@ -1,52 +1,43 @@
-import Crypto
+import FileIO
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A source file read in chunks: retried on EINTR, hashed as it is read (the manifest's checksum is of the file as
-/// it is on disk, whatever its encoding), closed at its end. Shared by the CSV, fixed-width and XML readers.
+/// A source file read in chunks through `FileIO.FileReader`: hashed as it is read (the manifest's checksum is of
+/// the file as it is on disk, whatever its encoding), closed at its end, read errors reported with the line they
+/// stopped. Shared by the CSV, fixed-width and XML readers.
 final class HashedFile {
     let path: String
-    private let fd: Int32
-    private var hasher = SHA256()
-    private(set) var bytesRead = 0
+    private let reader: FileReader
+    var bytesRead: Int { reader.bytesRead }
     /// SHA-256 of the whole file (lowercase hex), once its end was read.
-    private(set) var digest: String?
-    private(set) var atEnd = false
+    var digest: String? { reader.sha256 }
+    var atEnd: Bool { reader.atEnd }
 
     init(path: String) throws {
         self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SourceError(file: path, line: 1, message: "cannot open the file: \(String(cString: strerror(errno)))") }
-    }
-
-    deinit {
-        if !atEnd { close(fd) }
+        do {
+            // Not only regular files: a source may be a pipe (`<(unzip -p export.zip patients.csv)`).
+            reader = try FileReader(path: path, regularOnly: false, hashing: true)
+        } catch {
+            throw SourceError(file: path, line: 1, message: "cannot open the file: \(error.reason)")
+        }
     }
 
     /// Reads the next bytes into `p`; 0 at the end of the file. `line` is where a read error is reported.
     func read(into p: UnsafeMutableRawBufferPointer, line: Int) throws -> Int {
-        if atEnd { return 0 }
-        var n: Int
-        repeat { n = Glibc.read(fd, p.baseAddress!, p.count) } while n < 0 && errno == EINTR
-        if n < 0 { throw SourceError(file: path, line: line, message: "reading failed: \(String(cString: strerror(errno)))") }
-        if n == 0 {
-            let hex = Array("0123456789abcdef".utf8)
-            digest = String(decoding: hasher.finalize().flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
-            atEnd = true
-            close(fd)
-            return 0
+        do {
+            return try reader.read(into: p)
+        } catch {
+            throw SourceError(file: path, line: line, message: "reading failed: \(error.reason)")
         }
-        hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: p[0..<n]))
-        bytesRead += n
-        return n
     }
 
     /// Bytes at `offset`, without moving the stream or hashing (to count lines for an error message); 0 once the
     /// file is closed.
     func read(into p: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
-        atEnd ? 0 : max(0, pread(fd, p.baseAddress!, p.count, off_t(offset)))
+        reader.read(into: p, at: offset)
     }
 }
 

@@ -1,4 +1,4 @@
-import Crypto
+import FileIO
 internal import CXMLShim
 
 #if canImport(Glibc)
@@ -97,16 +97,12 @@ public final class XMLRecordReader: RecordReader {
         }
         reader = r
         if let schema = config.schemaPath {
-            let fd = open(schema, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw SourceError(file: schema, line: 1, message: "cannot open the XSD: \(String(cString: strerror(errno)))") }
-            var xsd: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-                if n <= 0 { break }
-                xsd.append(contentsOf: chunk[0..<n])
+            let xsd: [UInt8]
+            do {
+                xsd = try FileReader.contents(of: schema)
+            } catch {
+                throw SourceError(file: schema, line: 1, message: "cannot read the XSD: \(error.reason)")
             }
-            close(fd)
             let status = xsd.withUnsafeBufferPointer { p in
                 p.withMemoryRebound(to: CChar.self) { cxml_reader_use_schema(r, $0.baseAddress, Int32($0.count)) }
             }

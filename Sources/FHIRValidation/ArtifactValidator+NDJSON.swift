@@ -12,11 +12,14 @@ extension ArtifactValidator {
     /// An NDJSON file: the mirror of the bundles in a folder with a manifest (`mirror`: counted against the bundles,
     /// its resources and references checked, not indexed again), or data of its own (checked, indexed and its
     /// references resolved; in upload step `step` of a folder without a manifest).
-    func scanNDJSON(_ file: String, mirror: Bool, step: Int32?) {
+    ///
+    /// `whileWritten`: the folder is still being written (see `checkWrittenNDJSON`): the file's SHA-256 is kept for
+    /// the manifest, which comes later.
+    func scanNDJSON(_ file: String, mirror: Bool, step: Int32?, whileWritten: Bool = false) {
         var counts = TypeCounts()
         var hashes: [UInt128] = []
         var references: [FoundReference] = []
-        let verify = unverified[file] != nil
+        let verify = whileWritten || unverified[file] != nil
         let tooLong = { (line: Int) in
             self.findings.append(Finding(rule: .fileTooLarge, file: file, line: line,
                                          message: "the line is longer than the \(self.options.maxJSONBytes) bytes a resource may have; it is not checked. Raise --max-json-bytes if it is one resource"))
@@ -64,6 +67,10 @@ extension ArtifactValidator {
             for reference in references { checkReference(reference, file: file, line: line, place: place, isTransaction: false, fullUrls: [:]) }
         }
         for (type, n) in counts.byName { ndjsonTypeCounts[type, default: 0] += n }
-        if verify, let digest { checkDigest(file, sha256: digest.sha256, size: digest.size) }
+        if whileWritten, let digest {
+            writtenDigests[file] = digest
+        } else if verify, let digest {
+            checkDigest(file, sha256: digest.sha256, size: digest.size)
+        }
     }
 }

@@ -116,6 +116,8 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) var bundleCounter: Int32 = 0
     /// Fed mode (`checkWritten`): the bundle files checked while written, and their SHA-256 and size.
     var fedFiles: [String] = []
+    /// Fed mode: the NDJSON files checked while written.
+    var fedNDJSON: Set<String> = []
     var writtenDigests: [String: (sha256: String, size: Int)] = [:]
     /// Transactions seen so far (a transaction is known by its bundle's number).
     var transactions: Int32 = 0
@@ -267,7 +269,7 @@ public final class ArtifactValidator {
     func finish(_ listing: Listing) throws -> ValidationReport {
         let (all, manifest, steps, ndjsonFiles) = (listing.all, listing.manifest, listing.steps, listing.ndjsonFiles)
         if let manifest, all.contains("rejects.ndjson") { checkFigures(of: manifest) }
-        for file in ndjsonFiles {
+        for file in ndjsonFiles where !fedNDJSON.contains(file) {
             if options.isCancelled() { throw ValidationCancelled() }
             scanNDJSON(file, mirror: !steps.isEmpty, step: nil)
         }

@@ -1,4 +1,5 @@
 import FHIRModel
+import FileIO
 
 #if canImport(Glibc)
 import Glibc
@@ -43,23 +44,25 @@ struct JSONTape: Sendable {
     /// Reads a whole file into the reused storage (no allocation per file once it is large enough), if it is a
     /// regular file of at most `limit` bytes. `parse()` then parses it.
     mutating func read(_ path: String, limit: Int = DataFile.defaultMaxBytes) -> ReadResult {
-        guard let (fd, fileSize) = DataFile.open(path) else { return .unreadable }
-        defer { close(fd) }
-        if fileSize > limit { return .tooLarge(fileSize) }
+        guard let reader = try? FileReader(path: path, releasingPages: true) else { return .unreadable }
+        if reader.size > limit { return .tooLarge(reader.size) }
         bytes.removeAll(keepingCapacity: true)
         var filled = 0
-        var size = max(fileSize, 1)
+        var size = max(reader.size, 1)
         while true {
             if bytes.count < size { bytes.append(contentsOf: repeatElement(0, count: size - bytes.count)) }
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
-            if n < 0 { if errno == EINTR { continue } else { return .unreadable } }
+            let n: Int
+            do {
+                n = try bytes.withUnsafeMutableBytes { try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
+            } catch {
+                return .unreadable
+            }
             if n == 0 { break }
             filled += n
             if filled > limit { return .tooLarge(filled) }  // it grew while read
             if filled == bytes.count { size = min(bytes.count * 2, limit + 1) }
         }
         bytes.removeLast(bytes.count - filled)
-        FileStreaming.release(fd, offset: 0, count: filled)
         return .read
     }
 

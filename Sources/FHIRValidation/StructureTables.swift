@@ -10,8 +10,8 @@ import Glibc
 ///
 /// Built once from `FHIRDefinitions.r4`, following element types from the resource types, so every type a resource
 /// can contain is numbered.
-final class StructureTables: @unchecked Sendable {
-    // Filled by `init`, never changed after: reads need no exclusivity checks (they cost ~5% of a validation).
+final class StructureTables: Sendable {
+    // Built by `init` into constants: shared by the validator's threads, read without exclusivity checks.
     static let r4 = StructureTables(FHIRDefinitions.r4)
 
     /// What a JSON key of a type stands for.
@@ -63,26 +63,31 @@ final class StructureTables: @unchecked Sendable {
         let isDecimal: Bool
     }
 
-    @exclusivity(unchecked) private(set) var types: [TypeInfo] = []
-    @exclusivity(unchecked) private(set) var names: [String] = []
-    @exclusivity(unchecked) private(set) var primitives: [PrimitiveInfo] = []
-    @exclusivity(unchecked) private(set) var primitiveNames: [String] = []
+    let types: [TypeInfo]
+    let names: [String]
+    let primitives: [PrimitiveInfo]
+    let primitiveNames: [String]
     /// `types[i].requiredMask`, apart: copying a `TypeInfo` (its name, its list) costs a retain per object checked.
-    @exclusivity(unchecked) private(set) var requiredMasks: [UInt64] = []
-    @exclusivity(unchecked) private(set) var bindings: [Binding] = []
+    let requiredMasks: [UInt64]
+    let bindings: [Binding]
     /// `bindings[i].codes` as hashes of their bytes: a code of every resource (status, request.method) is looked up
     /// without making a String of it.
-    @exclusivity(unchecked) private(set) var bindingCodes: [HashedKeyMap<Void>?] = []
-    @exclusivity(unchecked) private(set) var targetLists: [[String]] = [[]]
-    @exclusivity(unchecked) private var keys: [Key] = []
-
-    /// Open-addressing table over (owner type, key bytes): entry indexes, -1 when empty. Owner -1 holds the concrete
-    /// resource type names, whose `value` is a type index.
-    @exclusivity(unchecked) private var slots: [Int32] = []
-    @exclusivity(unchecked) private var entries: [(owner: Int32, start: Int32, length: Int32, value: Int32)] = []
-    @exclusivity(unchecked) private var keyBytes: [UInt8] = []
+    let bindingCodes: [HashedKeyMap<Void>?]
+    let targetLists: [[String]]
+    private let keys: [Key]
+    /// (owner type, key bytes) → index of `keys`; owner -1 holds the concrete resource type names → type index.
+    private let keyTable: KeyTable
 
     private init(_ definitions: FHIRDefinitions) {
+        var types: [TypeInfo] = []
+        var names: [String] = []
+        var primitives: [PrimitiveInfo] = []
+        var primitiveNames: [String] = []
+        var requiredMasks: [UInt64] = []
+        var bindings: [Binding] = []
+        var bindingCodes: [HashedKeyMap<Void>?] = []
+        var targetLists: [[String]] = [[]]
+        var keys: [Key] = []
         var typeIndex: [String: Int32] = [:]
         var order: [String] = []
         func number(_ name: String) -> Int32? {
@@ -187,19 +192,42 @@ final class StructureTables: @unchecked Sendable {
         }
         var capacity = 16
         while capacity < (pending.count + definitions.resourceTypes.count) * 2 { capacity <<= 1 }
-        slots = Array(repeating: -1, count: capacity)
+        var table = KeyTable(capacity: capacity)
         // As in `TypeDefinition`, a key defined twice means its last definition.
         var keysOfOwner: [Int32: Int] = [:]
-        for (owner, key, var info) in pending.reversed() where lookup(owner, Array(key.utf8)) == nil {
+        for (owner, key, var info) in pending.reversed() where table.lookup(owner, Array(key.utf8)) == nil {
             info.seenBit = UInt8(keysOfOwner[owner, default: 0] & 63)
             keysOfOwner[owner, default: 0] += 1
             keys.append(info)
-            insert(owner, key, value: Int32(keys.count - 1))
+            table.insert(owner, key, value: Int32(keys.count - 1))
         }
-        for name in definitions.resourceTypes { insert(-1, name, value: typeIndex[name]!) }
+        for name in definitions.resourceTypes { table.insert(-1, name, value: typeIndex[name]!) }
+        (self.types, self.names, self.primitives, self.primitiveNames) = (types, names, primitives, primitiveNames)
+        (self.requiredMasks, self.bindings, self.bindingCodes, self.targetLists) = (requiredMasks, bindings, bindingCodes, targetLists)
+        (self.keys, keyTable) = (keys, table)
     }
 
-    private func insert(_ owner: Int32, _ key: String, value: Int32) {
+    /// What JSON key `key` (a string token of `tape`) means in type `type`; nil when it is not one of its elements.
+    func key(_ tape: JSONTape, _ token: Int, in type: Int32) -> Key? {
+        guard let k = tape.withString(token, { keyTable.find(type, $0) }) ?? nil else { return nil }
+        return keys[Int(k)]
+    }
+
+    /// The type index of the concrete resource type named by string token `token` (nil when it names none).
+    func resourceType(_ tape: JSONTape, _ token: Int) -> Int32? {
+        tape.withString(token) { keyTable.find(-1, $0) } ?? nil
+    }
+}
+
+/// Open-addressing table over (owner type, key bytes): entry indexes, -1 when empty.
+private struct KeyTable {
+    private var slots: [Int32]
+    private var entries: [(owner: Int32, start: Int32, length: Int32, value: Int32)] = []
+    private var keyBytes: [UInt8] = []
+
+    init(capacity: Int) { slots = Array(repeating: -1, count: capacity) }
+
+    mutating func insert(_ owner: Int32, _ key: String, value: Int32) {
         let bytes = Array(key.utf8)
         var i = bytes.withUnsafeBufferPointer { hash(owner, $0) } & (slots.count - 1)
         while slots[i] >= 0 { i = (i + 1) & (slots.count - 1) }
@@ -215,11 +243,11 @@ final class StructureTables: @unchecked Sendable {
         return Int(truncatingIfNeeded: h ^ (h >> 29))
     }
 
-    private func lookup(_ owner: Int32, _ key: [UInt8]) -> Int32? {
+    func lookup(_ owner: Int32, _ key: [UInt8]) -> Int32? {
         key.withUnsafeBufferPointer { find(owner, $0) }
     }
 
-    private func find(_ owner: Int32, _ p: UnsafeBufferPointer<UInt8>) -> Int32? {
+    func find(_ owner: Int32, _ p: UnsafeBufferPointer<UInt8>) -> Int32? {
         let mask = slots.count - 1
         var i = hash(owner, p) & mask
         return keyBytes.withUnsafeBufferPointer { stored in
@@ -233,16 +261,5 @@ final class StructureTables: @unchecked Sendable {
             }
             return nil
         }
-    }
-
-    /// What JSON key `key` (a string token of `tape`) means in type `type`; nil when it is not one of its elements.
-    func key(_ tape: JSONTape, _ token: Int, in type: Int32) -> Key? {
-        guard let k = tape.withString(token, { find(type, $0) }) ?? nil else { return nil }
-        return keys[Int(k)]
-    }
-
-    /// The type index of the concrete resource type named by string token `token` (nil when it names none).
-    func resourceType(_ tape: JSONTape, _ token: Int) -> Int32? {
-        tape.withString(token) { find(-1, $0) } ?? nil
     }
 }
