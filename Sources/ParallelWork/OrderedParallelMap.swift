@@ -80,6 +80,7 @@ public final class OrderedParallelMap<Input: Sendable, Output: Sendable>: Sendab
     /// The next output in input order, waiting for it; nil after the last one (or once cancelled).
     public func next() -> Output? {
         while true {
+            if cancelled.load(ordering: .relaxed) { return nil }
             let look: Look = results.withLock { r in
                 if let output = r.waiting.removeValue(forKey: r.consumed) {
                     r.consumed += 1
@@ -95,7 +96,6 @@ public final class OrderedParallelMap<Input: Sendable, Output: Sendable>: Sendab
             case .end:
                 return nil
             case .wait:
-                if cancelled.load(ordering: .relaxed) { return nil }
                 arrived.wait()
             }
         }

@@ -12,7 +12,7 @@ import Glibc
 struct FileReaderTests {
     private func temporaryFile(_ bytes: [UInt8]) -> String {
         let path = NSTemporaryDirectory() + "fileio-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return path
     }
 
