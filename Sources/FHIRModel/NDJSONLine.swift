@@ -6,6 +6,10 @@
 /// line with anything else that is not one resource is an error.
 public enum NDJSONLine {
     public static func isBlank<C: Collection>(_ bytes: C) -> Bool where C.Element == UInt8 {
-        bytes.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }
+        bytes.allSatisfy(isSpace)
     }
+
+    /// The white space a line may have around its JSON value: space, tab, carriage return.
+    @inline(__always)
+    public static func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D }
 }

@@ -174,7 +174,7 @@ extension ArtifactValidator {
             references.removeAll(keepingCapacity: true)
             checkStructure(resource, file: file, references: &references)
             if !foreign, let resourceTypeToken, let type = tables.resourceType(tape, resourceTypeToken) {
-                recordTwin(resource, type: type, references: references)
+                recordTwin(resource, type: type, references: references, identifiers: hashes[hashRanges[i]])
             }
             checkIdentifiersHaveSystems(resource, file: file, line: nil)
             for hash in hashes[hashRanges[i]] where (index[hash]?.count ?? 0) > 1 {

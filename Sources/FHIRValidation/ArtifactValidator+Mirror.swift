@@ -16,6 +16,19 @@ extension ArtifactValidator {
         /// The next line's position, and the next of `withURNs` it may be.
         var position = 0
         var urnCursor = 0
+        /// Twins without urn references whose mirror line had their very bytes. Their identifiers were counted for
+        /// the NDJSON files when the twin was read (see `recordTwin`); `settleMirrorCredit` checks every one came.
+        var matchedPlain = 0
+
+        var plainCount: Int { hashes.count - withURNs.count }
+    }
+
+    /// How a mirror line compares with its twin.
+    enum TwinMatch {
+        /// The twin's very bytes, and the twin has no urn references: nothing more to check or count.
+        case plain
+        /// The twin's bytes but for the text of its urn references, which were checked.
+        case sameButURNs
     }
 
     /// A urn reference of a twin: its token's offset from the resource's, and its element's target types.
@@ -25,12 +38,25 @@ extension ArtifactValidator {
     }
 
     /// Records the bundle resource at token `resource`, checked with `references` found in it.
-    func recordTwin(_ resource: Int, type: Int32, references: [FoundReference]) {
+    ///
+    /// A twin without urn references credits its `identifiers` to the NDJSON counts at once, as its mirror line
+    /// will have them: a line with the twin's very bytes is then neither parsed again (`mirrorLineIsTwin`) nor
+    /// counted, and `settleMirrorCredit` rescans the NDJSON files should any such twin miss its line.
+    func recordTwin(_ resource: Int, type: Int32, references: [FoundReference], identifiers: ArraySlice<UInt128>) {
         let tape = self.tape
         let t = Int(type)
         mirrorTwins[t].hashes.append(UInt64(truncatingIfNeeded: tape.hashOfBytes(resource)))
         var urns = references.filter { tape.hasPrefix($0.token, "urn:") }
-        guard !urns.isEmpty else { return }
+        guard !urns.isEmpty else {
+            if creditsMirror {
+                for hash in identifiers {
+                    var e = index[hash] ?? IndexEntry()
+                    e.ndjsonCount += 1
+                    index[hash] = e
+                }
+            }
+            return
+        }
         urns.sort { $0.token < $1.token }
         let start = Int32(twinReferences.count)
         for r in urns { twinReferences.append(TwinReference(offset: Int32(r.token - resource), targets: r.targets)) }
@@ -49,24 +75,28 @@ extension ArtifactValidator {
         return (h ^ UInt64(truncatingIfNeeded: tape.hashOfBytes(from..<tape.end(resource)))) &* 0x9E37_79B9_7F4A_7C15
     }
 
-    /// Checks the mirror line on the tape (a resource of `type`) against its twin; true when that is all it needs:
-    /// the very bytes of the twin, or the same but for the text of its urn references (whose new text is checked
-    /// here, as data). False: the line must be checked whole.
-    func checkAgainstTwin(type: Int32, file: String, line: Int) -> Bool {
+    /// Checks the mirror line on the tape (a resource of `type`) against its twin: `.plain` or `.sameButURNs` when
+    /// that is all it needs (the very bytes of the twin, or the same but for the text of its urn references, whose
+    /// new text is checked here, as data); nil when the line must be checked whole.
+    func checkAgainstTwin(type: Int32, file: String, line: Int) -> TwinMatch? {
         let tape = self.tape
         let t = Int(type)
         let n = mirrorTwins[t].position
         mirrorTwins[t].position += 1
-        guard n < mirrorTwins[t].hashes.count else { return false }
+        guard n < mirrorTwins[t].hashes.count else { return nil }
         let exact = mirrorTwins[t].hashes[n] == UInt64(truncatingIfNeeded: tape.hashOfBytes(0))
         var c = mirrorTwins[t].urnCursor
         while c < mirrorTwins[t].withURNs.count && mirrorTwins[t].withURNs[c].position < n { c += 1 }
         mirrorTwins[t].urnCursor = c
-        guard c < mirrorTwins[t].withURNs.count, mirrorTwins[t].withURNs[c].position == n else { return exact }
+        guard c < mirrorTwins[t].withURNs.count, mirrorTwins[t].withURNs[c].position == n else {
+            guard exact else { return nil }
+            if creditsMirror { mirrorTwins[t].matchedPlain += 1 }
+            return .plain
+        }
         let twin = mirrorTwins[t].withURNs[c]
         let references = twinReferences[Int(twin.references.lowerBound)..<Int(twin.references.upperBound)]
-        for r in references where Int(r.offset) >= tape.tokenCount || tape.kind(Int(r.offset)) != .string { return false }
-        guard exact || maskedHash(tape, 0, references.lazy.map { Int($0.offset) }) == twin.masked else { return false }
+        for r in references where Int(r.offset) >= tape.tokenCount || tape.kind(Int(r.offset)) != .string { return nil }
+        guard exact || maskedHash(tape, 0, references.lazy.map { Int($0.offset) }) == twin.masked else { return nil }
         let place = EntryPlace(step: 0, transaction: -1, bundle: -1, position: Int32(line), data: true)
         for r in references {
             let token = Int(r.offset)
@@ -79,6 +109,53 @@ extension ArtifactValidator {
                 checkReference(FoundReference(token: token, targets: r.targets), file: file, line: line, place: place, isTransaction: false, fullUrls: [:])
             }
         }
+        return .sameButURNs
+    }
+
+    /// True when NDJSON line `bytes`, not parsed, is the very bytes of the next twin of `type` and that twin has no
+    /// urn references: its resource was checked in its bundle and its identifiers counted then (`recordTwin`).
+    func mirrorLineIsTwin(_ bytes: UnsafeBufferPointer<UInt8>, type: Int32) -> Bool {
+        let t = Int(type)
+        let n = mirrorTwins[t].position
+        guard n < mirrorTwins[t].hashes.count else { return false }
+        var c = mirrorTwins[t].urnCursor
+        while c < mirrorTwins[t].withURNs.count && mirrorTwins[t].withURNs[c].position < n { c += 1 }
+        mirrorTwins[t].urnCursor = c
+        if c < mirrorTwins[t].withURNs.count && mirrorTwins[t].withURNs[c].position == n { return false }
+        var start = 0
+        var end = bytes.count
+        while start < end && NDJSONLine.isSpace(bytes[start]) { start += 1 }
+        while end > start && NDJSONLine.isSpace(bytes[end - 1]) { end -= 1 }
+        guard UInt64(truncatingIfNeeded: FastHash.hash128(UnsafeBufferPointer(rebasing: bytes[start..<end]))) == mirrorTwins[t].hashes[n] else { return false }
+        mirrorTwins[t].position += 1
+        mirrorTwins[t].matchedPlain += 1
         return true
+    }
+
+    /// After the NDJSON pass: the twins' credit stands only if every twin without urn references met its line.
+    /// Otherwise (an edited, reordered or partial mirror) the credit is taken back and the NDJSON lines' identifiers
+    /// are counted again, line by line (the lines themselves were checked: a line that was not its twin's very
+    /// bytes was parsed and checked whole).
+    func settleMirrorCredit(ndjsonFiles: [String]) {
+        guard creditsMirror, mirrorTwins.contains(where: { $0.matchedPlain != $0.plainCount }) else { return }
+        creditsMirror = false
+        for (key, var e) in index.entries where e.ndjsonCount != 0 {
+            e.ndjsonCount = 0
+            index[key] = e
+        }
+        var hashes: [UInt128] = []
+        for file in ndjsonFiles {
+            FileStreaming.forEachLine(folder + "/" + file, maxLine: options.maxJSONBytes) { _, bytes in
+                guard !NDJSONLine.isBlank(bytes), tape.parse(copying: bytes), tape.kind(0) == .object,
+                      let typeToken = tape.member(0, "resourceType"), tape.kind(typeToken) == .string else { return }
+                hashes.removeAll(keepingCapacity: true)
+                identifierKeys.hashes(tape, 0, typeToken: typeToken, into: &hashes)
+                for hash in hashes {
+                    var e = index[hash] ?? IndexEntry()
+                    e.ndjsonCount += 1
+                    index[hash] = e
+                }
+            }
+        }
     }
 }

@@ -20,6 +20,10 @@ extension ArtifactValidator {
         var hashes: [UInt128] = []
         var references: [FoundReference] = []
         let verify = whileWritten || unverified[file] != nil
+        // A mirror line with its twin's very bytes needs no parse (`mirrorLineIsTwin`); the type of the line
+        // before is the one tried (a file holds one type). Coded values are counted from the parsed lines.
+        let skipsTwins = mirror && creditsMirror && !options.countCodedValues
+        var lastType: Int32 = -1
         let tooLong = { (line: Int) in
             self.findings.append(Finding(rule: .fileTooLarge, file: file, line: line,
                                          message: "the line is longer than the \(self.options.maxJSONBytes) bytes a resource may have; it is not checked. Raise --max-json-bytes if it is one resource"))
@@ -27,6 +31,10 @@ extension ArtifactValidator {
         let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify, maxLine: options.maxJSONBytes, tooLong: tooLong) { line, bytes in
             if line & 0xFFF == 0 && !cancelled { cancelled = options.isCancelled() }
             if cancelled || NDJSONLine.isBlank(bytes) { return }
+            if skipsTwins && lastType >= 0 && mirrorLineIsTwin(bytes, type: lastType) {
+                counts.known[Int(lastType)] += 1
+                return
+            }
             guard tape.parse(copying: bytes), tape.kind(0) == .object else {
                 do throws(JSONSyntaxError) {
                     _ = try JSONParser.parse(bytes)
@@ -42,23 +50,29 @@ extension ArtifactValidator {
             }
             counts.add(tape, typeToken: typeToken)
             if options.countCodedValues, let type = tables.resourceType(tape, typeToken) { countCodedValues(type: type) { tape.string(typeToken) } }
+            let type = tables.resourceType(tape, typeToken)
+            if let type { lastType = type }
+            let twin = mirror ? type.flatMap { checkAgainstTwin(type: $0, file: file, line: line) } : nil
             hashes.removeAll(keepingCapacity: true)
             identifierHashes(0, typeToken: typeToken, into: &hashes)
-            for hash in hashes {
-                var e = index[hash] ?? IndexEntry()
-                e.ndjsonCount += 1
-                if !mirror {
-                    e.count += 1
-                    if e.step < 0, let step { e.step = step }
-                    if e.count >= 2 { sightDuplicate(hash, resource: 0, typeToken: typeToken, file: file, line: line) }
+            // A plain twin's identifiers were counted when its bundle was read.
+            if !(twin == .plain && creditsMirror) {
+                for hash in hashes {
+                    var e = index[hash] ?? IndexEntry()
+                    e.ndjsonCount += 1
+                    if !mirror {
+                        e.count += 1
+                        if e.step < 0, let step { e.step = step }
+                        if e.count >= 2 { sightDuplicate(hash, resource: 0, typeToken: typeToken, file: file, line: line) }
+                    }
+                    index[hash] = e
                 }
-                index[hash] = e
             }
             if !mirror {
                 resources += 1
                 if let id = tape.member(0, "id"), let idText = tape.string(id), let type = tape.string(typeToken) { literalIDs.insert(type + "/" + idText) }
             }
-            if mirror, let type = tables.resourceType(tape, typeToken), checkAgainstTwin(type: type, file: file, line: line) { return }
+            if twin != nil { return }
             references.removeAll(keepingCapacity: true)
             checker.check(tape, root: 0, pointerRoot: 0, file: file, line: line, findings: &findings, references: &references)
             if !mirror { checkIdentifiersHaveSystems(0, file: file, line: line) }

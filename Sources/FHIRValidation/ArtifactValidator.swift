@@ -116,6 +116,9 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) var bundleCounter: Int32 = 0
     /// Fed mode (`checkWritten`): the bundle files checked while written, and their SHA-256 and size.
     var fedFiles: [String] = []
+    /// Twins without urn references count their identifiers for the NDJSON mirror when read (see `recordTwin`);
+    /// false once `settleMirrorCredit` found the mirror differs and counts line by line.
+    var creditsMirror = true
     /// Fed mode: the NDJSON files checked while written.
     var fedNDJSON: Set<String> = []
     var writtenDigests: [String: (sha256: String, size: Int)] = [:]
@@ -274,6 +277,10 @@ public final class ArtifactValidator {
             scanNDJSON(file, mirror: !steps.isEmpty, step: nil)
         }
         if cancelled || options.isCancelled() { throw ValidationCancelled() }
+        if !foreign && !steps.isEmpty && !ndjsonFiles.isEmpty {
+            settleMirrorCredit(ndjsonFiles: ndjsonFiles)
+            if cancelled || options.isCancelled() { throw ValidationCancelled() }
+        }
         resolvePending()
         judgeDuplicates()
         // Listed files that the passes above did not read (rejects.ndjson, or files they could not use).

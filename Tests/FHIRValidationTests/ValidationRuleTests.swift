@@ -234,6 +234,41 @@ struct ManifestValidationTests {
         #expect(rules.contains("ndjson-bundle-mismatch"))
     }
 
+    /// Mirror lines with their twin's very bytes are not parsed again and their identifiers were counted with the
+    /// twin; when the mirror is not the bundles' (here a line replaced by a copy of another), every line is counted
+    /// again, so the difference is found as before.
+    @Test(arguments: [1, 2])
+    func aMirrorLineReplacedByACopyOfAnotherIsFound(threads: Int) throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let path = dir + "/ndjson/Patient.ndjson"
+        var lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        try #require(lines.count >= 2)
+        lines[1] = lines[0]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        var options = ValidationOptions()
+        options.threads = threads
+        let findings = try ArtifactValidator(folder: dir, options: options).run().findings
+        #expect(findings.contains { $0.rule == "ndjson-bundle-mismatch" })
+    }
+
+    /// Reordered mirror lines are no twins of the resources at their places: each is checked whole, counted again,
+    /// and, being the same resources, agree with the bundles.
+    @Test func reorderedMirrorLinesAreCheckedWholeAndAgreeWithTheBundles() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        let path = dir + "/ndjson/Patient.ndjson"
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        try #require(lines.count >= 2)
+        try (lines.reversed().joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let findings = try ArtifactValidator(folder: dir).run().findings
+        #expect(!findings.contains { $0.rule == "ndjson-bundle-mismatch" })
+        // Only the checksum of the edited file is off.
+        #expect(Set(findings.map(\.rule)) == ["manifest-checksum"])
+    }
+
     @Test func unreadableFolderCannotBeValidated() {
         #expect(throws: ValidationFailure.self) { try ArtifactValidator(folder: "/nonexistent/folder").run() }
     }
