@@ -19,6 +19,8 @@ extension ArtifactValidator {
         /// Twins without urn references whose mirror line had their very bytes. Their identifiers were counted for
         /// the NDJSON files when the twin was read (see `recordTwin`); `settleMirrorCredit` checks every one came.
         var matchedPlain = 0
+        /// Twins with urn references whose mirror line had their bytes but for those references.
+        var matchedWithURNs = 0
 
         var plainCount: Int { hashes.count - withURNs.count }
     }
@@ -46,6 +48,10 @@ extension ArtifactValidator {
         let tape = self.tape
         let t = Int(type)
         mirrorTwins[t].hashes.append(UInt64(truncatingIfNeeded: tape.hashOfBytes(resource)))
+        // Its mirror line has the same coded values (only references may differ): counted here, once.
+        if creditsCodedValues && options.countCodedValues {
+            countCodedValues(type: type, root: resource) { tables.types[t].name }
+        }
         var urns = references.filter { tape.hasPrefix($0.token, "urn:") }
         guard !urns.isEmpty else {
             if creditsMirror {
@@ -109,6 +115,7 @@ extension ArtifactValidator {
                 checkReference(FoundReference(token: token, targets: r.targets), file: file, line: line, place: place, isTransaction: false, fullUrls: [:])
             }
         }
+        if creditsMirror { mirrorTwins[t].matchedWithURNs += 1 }
         return .sameButURNs
     }
 
@@ -132,22 +139,34 @@ extension ArtifactValidator {
         return true
     }
 
-    /// After the NDJSON pass: the twins' credit stands only if every twin without urn references met its line.
-    /// Otherwise (an edited, reordered or partial mirror) the credit is taken back and the NDJSON lines' identifiers
-    /// are counted again, line by line (the lines themselves were checked: a line that was not its twin's very
-    /// bytes was parsed and checked whole).
+    /// After the NDJSON pass: the twins' credit stands only if each twin met its line (every twin without urn
+    /// references, for the identifier counts; every twin, for the coded values). Otherwise (an edited, reordered or
+    /// partial mirror) the credit is taken back and the NDJSON lines are counted again, line by line (the lines
+    /// themselves were checked: a line that was not its twin's bytes was parsed and checked whole).
     func settleMirrorCredit(ndjsonFiles: [String]) {
-        guard creditsMirror, mirrorTwins.contains(where: { $0.matchedPlain != $0.plainCount }) else { return }
+        guard creditsMirror else { return }
+        let identifiers = mirrorTwins.contains { $0.matchedPlain != $0.plainCount }
+        let coded = options.countCodedValues && mirrorTwins.contains { $0.matchedPlain + $0.matchedWithURNs != $0.hashes.count }
         creditsMirror = false
-        for (key, var e) in index.entries where e.ndjsonCount != 0 {
-            e.ndjsonCount = 0
-            index[key] = e
+        creditsCodedValues = false
+        guard identifiers || coded else { return }
+        if identifiers {
+            for (key, var e) in index.entries where e.ndjsonCount != 0 {
+                e.ndjsonCount = 0
+                index[key] = e
+            }
+        }
+        if coded {
+            codedCounter = CodedValueCounter()
+            codedPlans = [:]
         }
         var hashes: [UInt128] = []
         for file in ndjsonFiles {
             FileStreaming.forEachLine(folder + "/" + file, maxLine: options.maxJSONBytes) { _, bytes in
                 guard !NDJSONLine.isBlank(bytes), tape.parse(copying: bytes), tape.kind(0) == .object,
                       let typeToken = tape.member(0, "resourceType"), tape.kind(typeToken) == .string else { return }
+                if coded, let type = tables.resourceType(tape, typeToken) { countCodedValues(type: type) { tape.string(typeToken) } }
+                guard identifiers else { return }
                 hashes.removeAll(keepingCapacity: true)
                 identifierKeys.hashes(tape, 0, typeToken: typeToken, into: &hashes)
                 for hash in hashes {

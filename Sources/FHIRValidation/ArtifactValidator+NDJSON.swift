@@ -22,7 +22,7 @@ extension ArtifactValidator {
         let verify = whileWritten || unverified[file] != nil
         // A mirror line with its twin's very bytes needs no parse (`mirrorLineIsTwin`); the type of the line
         // before is the one tried (a file holds one type). Coded values are counted from the parsed lines.
-        let skipsTwins = mirror && creditsMirror && !options.countCodedValues
+        let skipsTwins = mirror && creditsMirror && (creditsCodedValues || !options.countCodedValues)
         var lastType: Int32 = -1
         let tooLong = { (line: Int) in
             self.findings.append(Finding(rule: .fileTooLarge, file: file, line: line,
@@ -49,10 +49,11 @@ extension ArtifactValidator {
                 return
             }
             counts.add(tape, typeToken: typeToken)
-            if options.countCodedValues, let type = tables.resourceType(tape, typeToken) { countCodedValues(type: type) { tape.string(typeToken) } }
             let type = tables.resourceType(tape, typeToken)
             if let type { lastType = type }
             let twin = mirror ? type.flatMap { checkAgainstTwin(type: $0, file: file, line: line) } : nil
+            // A twin's coded values were counted when its bundle was read.
+            if options.countCodedValues, let type, !(twin != nil && creditsCodedValues) { countCodedValues(type: type) { tape.string(typeToken) } }
             hashes.removeAll(keepingCapacity: true)
             identifierHashes(0, typeToken: typeToken, into: &hashes)
             // A plain twin's identifiers were counted when its bundle was read.

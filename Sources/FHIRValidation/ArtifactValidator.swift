@@ -119,6 +119,8 @@ public final class ArtifactValidator {
     /// Twins without urn references count their identifiers for the NDJSON mirror when read (see `recordTwin`);
     /// false once `settleMirrorCredit` found the mirror differs and counts line by line.
     var creditsMirror = true
+    /// The same for the coded values (`ValidationOptions.countCodedValues`): every twin counts its own.
+    var creditsCodedValues = true
     /// Fed mode: the NDJSON files checked while written.
     var fedNDJSON: Set<String> = []
     var writtenDigests: [String: (sha256: String, size: Int)] = [:]

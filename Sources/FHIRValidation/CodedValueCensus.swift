@@ -96,7 +96,7 @@ struct CodedElementPlan {
 
 extension ArtifactValidator {
     /// Counts the coded elements of the resource at the root of the tape (of resource type index `type`).
-    func countCodedValues(type: Int32, typeName: () -> String?) {
+    func countCodedValues(type: Int32, root: Int = 0, typeName: () -> String?) {
         if codedPlans[type] == nil {
             var plan = typeName().map(CodedElementPlan.plan(for:)) ?? []
             for i in plan.indices { plan[i].element = codedCounter.element(plan[i].label) }
@@ -107,7 +107,7 @@ extension ArtifactValidator {
         let tape = self.tape
         let none: StaticString = "(no system)"
         let empty: [UInt8] = []
-        tape.forEachMember(0) { key, value in
+        tape.forEachMember(root) { key, value in
             guard let element = tape.withString(key, { k in plan.first { $0.key.count == k.count && $0.key.elementsEqual(k) } }) ?? nil else { return }
             func coding(_ c: Int, full: Bool) {
                 guard tape.kind(c) == .object else { return }

@@ -51,8 +51,9 @@ extension ArtifactValidator {
 
 /// Validates an artifact folder while it is written: each bundle file as soon as it is closed (on a thread of its
 /// own when `options.threads` > 1, else on the writer's, at once), each NDJSON file once it and the bundles of its
-/// resources are closed, the manifest and the cross-file checks when `finish()` is called. The findings are the same, in the same order, whatever the number of threads;
-/// the order differs from `ArtifactValidator.run()`'s (bundle findings come first), not the findings.
+/// resources are closed, the manifest and the cross-file checks when `finish()` is called. The findings are the
+/// same, in the same order, whatever the number of threads; their order differs from `ArtifactValidator.run()`'s
+/// (bundle findings come first), not the findings.
 ///
 /// `convert` writes its steps one after the other, so the bundles come in upload order, as the validator's single
 /// pass needs, and an NDJSON file is complete after the last step that writes its type; the validation costs the

@@ -269,6 +269,24 @@ struct ManifestValidationTests {
         #expect(Set(findings.map(\.rule)) == ["manifest-checksum"])
     }
 
+    /// A twin's coded values are counted when its bundle is read; a mirror that is not the bundles' is counted from
+    /// its own lines, so the census is of the NDJSON resources whatever the bundles say.
+    @Test func codedValuesOfAMirrorThatDiffersFromItsBundlesAreItsOwn() throws {
+        let dir = NSTemporaryDirectory() + "validate-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try convertSeed(into: dir)
+        var options = ValidationOptions()
+        options.countCodedValues = true
+        let asWritten = try #require(try ArtifactValidator(folder: dir, options: options).run().codedValues)
+        #expect(asWritten.counts["Patient.gender"] == ["male": 1, "female": 1])
+        let path = dir + "/ndjson/Patient.ndjson"
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"gender\":\"male\"", with: "\"gender\":\"other\"").write(toFile: path, atomically: true, encoding: .utf8)
+        let edited = try #require(try ArtifactValidator(folder: dir, options: options).run().codedValues)
+        #expect(edited.counts["Patient.gender"] == ["other": 1, "female": 1])
+        #expect(edited.counts["Encounter.status"] == asWritten.counts["Encounter.status"])
+    }
+
     @Test func unreadableFolderCannotBeValidated() {
         #expect(throws: ValidationFailure.self) { try ArtifactValidator(folder: "/nonexistent/folder").run() }
     }
