@@ -101,7 +101,8 @@ public final class OrderedParallelMap<Input: Sendable, Output: Sendable>: Sendab
         }
     }
 
-    /// Stops the workers after the inputs they hold, and waits for them.
+    /// Stops the workers after the inputs they hold, and waits for them (a `produce` that waits for its input must
+    /// be woken first: `ValidationWhileWriting` ends its feed instead).
     public func cancel() {
         cancelled.store(true, ordering: .relaxed)
         for _ in 0..<threads { space.signal() }
