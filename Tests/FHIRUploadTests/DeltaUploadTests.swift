@@ -39,11 +39,15 @@ struct DeltaUploadTests {
             server.chaos(rate: 1, seed: 1, kinds: [.slow(seconds: 0.03)])
             let before = server.statistics.bundleRequests
             let arguments = [folders.delta, "--server", server.baseURL, "--concurrency", "4", "--quiet"]
-            let killed = try UploadFixtures.startUploader(arguments)
+            let killedErrors = dir + "/killed-run.stderr"
+            let killed = try UploadFixtures.startUploader(arguments, stderr: killedErrors)
             while server.statistics.bundleRequests < before + 12 && killed.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
             kill(killed.processIdentifier, SIGKILL)
             killed.waitUntilExit()
-            #expect(killed.terminationReason == .uncaughtSignal)
+            // A run that ended before the kill says why (its status and standard error).
+            let why = killed.terminationReason == .uncaughtSignal ? ""
+                : "exit status \(killed.terminationStatus) after \(server.statistics.bundleRequests - before) bundle requests: " + ((try? String(contentsOfFile: killedErrors, encoding: .utf8)) ?? "")
+            #expect(killed.terminationReason == .uncaughtSignal, "\(why)")
             let resumed = try UploadFixtures.startUploader(arguments)
             resumed.waitUntilExit()
             #expect(resumed.terminationStatus == 0)

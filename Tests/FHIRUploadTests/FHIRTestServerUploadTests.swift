@@ -152,12 +152,17 @@ enum UploadFixtures {
     }
 
     /// Starts the built `fhirupload` (beside the test bundle) with `arguments`, output discarded.
-    static func startUploader(_ arguments: [String]) throws -> Process {
+    /// Starts `fhirupload`; with `stderr`, its standard error goes to that file (to say why a run ended early).
+    static func startUploader(_ arguments: [String], stderr: String? = nil) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestRepository.builtExecutable("fhirupload"))
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        if let stderr, FileManager.default.createFile(atPath: stderr, contents: nil), let handle = FileHandle(forWritingAtPath: stderr) {
+            process.standardError = handle
+        } else {
+            process.standardError = FileHandle.nullDevice
+        }
         try process.run()
         return process
     }
