@@ -385,8 +385,7 @@ public final class ArtifactValidator {
     /// The structure check of the resource at `root` (or, with `envelope`, of a bundle without its entries): the
     /// worker's when it did it, else done now.
     func checkStructure(_ root: Int, file: String, envelope: Bool = false, references: inout [FoundReference]) {
-        if let done = prechecked[envelope ? -1 - root : root], !done.structureUsed {
-            prechecked[envelope ? -1 - root : root]!.structureUsed = true
+        if let done = prechecked[envelope ? -1 - root : root] {
             findings.append(contentsOf: done.findings)
             references.append(contentsOf: done.references)
             return

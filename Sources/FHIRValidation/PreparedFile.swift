@@ -73,8 +73,6 @@ struct CheckedStructure: Sendable {
     var references: [FoundReference] = []
     /// Its identifiers' hashes, in `PreparedFile.identifierHashes`.
     var identifierHashes: Range<Int>?
-    /// Taken by the validating thread (a resource is checked once).
-    var structureUsed = false
 }
 
 /// The JSON files of a validation, prepared ahead on worker threads, handed over in the order they are checked.
