@@ -20,9 +20,9 @@ extension ArtifactValidator {
         var hashes: [UInt128] = []
         var references: [FoundReference] = []
         let verify = whileWritten || unverified[file] != nil
-        // A mirror line with its twin's very bytes needs no parse (`mirrorLineIsTwin`); the type of the line
-        // before is the one tried (a file holds one type). Coded values are counted from the parsed lines.
-        let skipsTwins = mirror && creditsMirror && (creditsCodedValues || !options.countCodedValues)
+        // A mirror line with its twin's very bytes needs no parse (`mirrorLineIsTwin`): the twin's identifiers and
+        // coded values were counted with its bundle. The type of the line before is the one tried (a file holds one).
+        let skipsTwins = mirror && creditsMirror
         var lastType: Int32 = -1
         let tooLong = { (line: Int) in
             self.findings.append(Finding(rule: .fileTooLarge, file: file, line: line,
