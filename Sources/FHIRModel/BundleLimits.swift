@@ -93,14 +93,24 @@ public struct BundleLimits: Sendable, Equatable {
 /// input may stay one transaction; the manifest records which one an artifact folder was written for.
 public enum ServerProfile: String, CaseIterable, Sendable {
     case medplum
+    /// Medplum, uploaded with `fhirupload --async`: batches as large as an asynchronous job takes.
+    case medplumAsync = "medplum-async"
     case hapi
     case generic
+
+    /// Whether the profile is a Medplum server's (its transactions keep Medplum's caps).
+    public var isMedplum: Bool { self == .medplum || self == .medplumAsync }
 
     /// The limits of the profile.
     public var limits: BundleLimits {
         switch self {
         case .medplum:
             return .medplum
+        case .medplumAsync:
+            var limits = BundleLimits.medplum
+            limits.batchEntries = 5_000
+            limits.bundleBytes = 50_000_000
+            return limits
         case .hapi:
             var limits = BundleLimits.none
             limits.batchEntries = 500
@@ -118,6 +128,9 @@ public enum ServerProfile: String, CaseIterable, Sendable {
             return "Medplum: 20 entries per transaction (its guide \"Building Migration Pipelines\"), 8 when the transaction holds "
                 + "conditional operations (serializable transactions), 1 MB per body (the server's default maxJsonSize), "
                 + "50 updates per transaction and 500 entries per batch (kept short so that a failed request costs little)"
+        case .medplumAsync:
+            return "Medplum's asynchronous batches (fhirupload --async): transactions as for medplum, batches up to 5,000 entries and "
+                + "50 MB (the server's default maxBatchSize, which applies to Prefer: respond-async requests only)"
         case .hapi:
             return "HAPI FHIR JPA server: no cap on transaction entries by default (maximumTransactionBundleSize is unset); "
                 + "500 entries and 10 MB per bundle are this project's choice, to keep each request short"

@@ -100,7 +100,7 @@ public final class Rebundler {
         } catch {
             throw .input(RebundleError("\(error)"))
         }
-        let plan = RebundlePlan.make(facts, limits: limits, keepTransactions: options.profile != .medplum)
+        let plan = RebundlePlan.make(facts, limits: limits, keepTransactions: !options.profile.isMedplum)
 
         let folder: ArtifactFolder
         do { folder = try ArtifactFolder(target: options.outputPath) } catch { throw .artifacts(error) }

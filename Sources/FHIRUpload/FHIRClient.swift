@@ -109,13 +109,16 @@ final class FHIRClient: Sendable {
 
     /// Sends one request; throws only for transport errors, timeouts, refused redirects and for credentials the
     /// server refuses.
-    func send(method: HTTPMethod, url: String, body: [UInt8]? = nil) async throws -> FHIRResponse {
-        var (response, token) = try await attempt(method: method, url: url, body: body, rejected: nil)
+    /// `prefer` replaces the default `Prefer: return=minimal` of a request with a body; `accept` the default
+    /// `Accept: application/fhir+json`.
+    func send(method: HTTPMethod, url: String, body: [UInt8]? = nil, prefer: String? = nil, accept: String? = nil) async throws -> FHIRResponse {
+        let headers = RequestHeaders(prefer: prefer, accept: accept)
+        var (response, token) = try await attempt(method: method, url: url, body: body, headers: headers, rejected: nil)
         if response.status == 401 {
             guard case .clientCredentials = credentials else {
                 throw ConnectionFailure.unauthorized("401 Unauthorized for the bearer token given; check --token-env/--token-file")
             }
-            (response, token) = try await attempt(method: method, url: url, body: body, rejected: token)
+            (response, token) = try await attempt(method: method, url: url, body: body, headers: headers, rejected: token)
             if response.status == 401 {
                 throw ConnectionFailure.unauthorized("401 Unauthorized even with a new token; check the client's access policy")
             }
@@ -124,13 +127,18 @@ final class FHIRClient: Sendable {
     }
 
     /// One request; returns the response and the OAuth2 token it carried.
-    private func attempt(method: HTTPMethod, url: String, body: [UInt8]?, rejected: String?) async throws -> (FHIRResponse, String?) {
+    private struct RequestHeaders {
+        var prefer: String?
+        var accept: String?
+    }
+
+    private func attempt(method: HTTPMethod, url: String, body: [UInt8]?, headers chosen: RequestHeaders, rejected: String?) async throws -> (FHIRResponse, String?) {
         var headers = HTTPHeaders()
-        headers.add(name: "Accept", value: "application/fhir+json")
+        headers.add(name: "Accept", value: chosen.accept ?? "application/fhir+json")
         if body != nil {
             headers.add(name: "Content-Type", value: "application/fhir+json")
             // Only the response statuses are needed, not the resources echoed back (less to send and to parse).
-            headers.add(name: "Prefer", value: "return=minimal")
+            headers.add(name: "Prefer", value: chosen.prefer ?? "return=minimal")
         }
         var used: String?
         switch credentials {

@@ -37,6 +37,11 @@ struct RequestProgress: Sendable {
         return sent
     }
 
+    /// An attempt cut short to fit the server's quota was settled: the next part is a new attempt, not a retry.
+    mutating func partSettled() {
+        attempt = 0
+    }
+
     /// What the server answered to an attempt.
     enum Answer {
         /// No usable answer (connection error, timeout, a body that is not the response bundle): retry.

@@ -22,6 +22,14 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
     private var succeeded: [String: Set<Int>] = [:]
     /// Request id → entries that failed permanently, with their outcome.
     private var failed: [String: [Int: EntryOutcome]] = [:]
+    /// Request id → the asynchronous job submitted for it and not known to have ended, with the entries it holds.
+    private var pendingJobs: [String: PendingJob] = [:]
+
+    /// An asynchronous batch job (`fhirupload --async`): its status URL and the request's entries it was sent.
+    public struct PendingJob: Sendable, Equatable {
+        public var url: String
+        public var entries: [Int]
+    }
 
     /// Opens (or creates) the journal in `directory` (a target's folder) and reads what earlier runs recorded.
     /// `exclusive` (an upload) locks it, so that two uploaders never work on one folder and server at once (they
@@ -66,6 +74,34 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
         if ftruncate(fd, 0) != 0 { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
         succeeded = [:]
         failed = [:]
+        pendingJobs = [:]
+    }
+
+    /// The job an earlier run submitted for `request` and did not see end: a rerun polls it instead of sending
+    /// the entries again.
+    public func pendingJob(of request: String) -> PendingJob? {
+        lock.withLock { pendingJobs[request] }
+    }
+
+    /// Records, as soon as the server names it, the job that now holds `entries` of `request`; synced at once.
+    public func recordJob(request: String, url: String, entries: [Int]) throws {
+        try append(.object([JSONMember("request", .string(request)), JSONMember("job", .string(url)),
+                            JSONMember("entries", .array(Self.ranges(entries).map { .array([.number(String($0.lowerBound)), .number(String($0.upperBound))]) }))]),
+                   sync: true)
+    }
+
+    /// Records that the job at `url` ended (completed, failed, cancelled or unknown to the server): not polled again.
+    public func recordJobEnded(request: String, url: String, how: String) throws {
+        try append(.object([JSONMember("request", .string(request)), JSONMember("jobEnded", .string(url)), JSONMember("how", .string(how))]), sync: false)
+    }
+
+    /// `[0, 1, 2, 5]` → `[0..<3, 5..<6]`: a job's entries, short in the journal.
+    static func ranges(_ indexes: [Int]) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        for i in indexes {
+            if let last = out.last, last.upperBound == i { out[out.count - 1] = last.lowerBound..<(i + 1) } else { out.append(i..<(i + 1)) }
+        }
+        return out
     }
 
     /// How many entries earlier runs wrote, over all requests.
@@ -120,6 +156,11 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
                 return .object(m)
             })),
         ])
+        try append(record, sync: false)
+    }
+
+    /// Writes one record at once; fsync'd now with `sync`, else with the group commit.
+    private func append(_ record: JSONValue, sync: Bool) throws {
         var bytes = JSONWriter().bytes(record)
         bytes.append(0x0A)
         lock.lock()
@@ -127,12 +168,26 @@ public final class UploadJournal: @unchecked Sendable {  // state behind `lock`
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
         guard written == bytes.count else { throw UploadError.journal(path: path, message: String(cString: strerror(errno))) }
         unsynced = true
-        if Date().timeIntervalSince(lastSync) >= Self.syncInterval { try syncLocked() }
+        if sync || Date().timeIntervalSince(lastSync) >= Self.syncInterval { try syncLocked() }
         apply(record)
     }
 
     private func apply(_ record: JSONValue) {
         guard let request = record["request"]?.stringValue else { return }
+        if let url = record["job"]?.stringValue {
+            var entries: [Int] = []
+            for pair in record["entries"]?.arrayValue ?? [] {
+                guard let bounds = pair.arrayValue, bounds.count == 2, case .number(let a) = bounds[0], case .number(let b) = bounds[1],
+                      let lower = Int(a), let upper = Int(b), lower <= upper else { continue }
+                entries += Array(lower..<upper)
+            }
+            pendingJobs[request] = PendingJob(url: url, entries: entries)
+            return
+        }
+        if let url = record["jobEnded"]?.stringValue {
+            if pendingJobs[request]?.url == url { pendingJobs[request] = nil }
+            return
+        }
         for entry in record["entries"]?.arrayValue ?? [] {
             guard case .number(let i)? = entry["index"], let index = Int(i), case .number(let s)? = entry["status"], let status = Int(s) else { continue }
             let outcome = EntryOutcome(status: status, location: entry["location"]?.stringValue,

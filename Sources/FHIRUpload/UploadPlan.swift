@@ -27,6 +27,9 @@ public struct UploadRequest: Sendable {
     /// True for a whole batch file whose plain entries hold conditional references (`Patient?identifier=…`):
     /// the requests whose links depend on the server resolving them in a batch.
     public let batchConditionalReferences: Bool
+    /// A whole batch file without inner transactions: what `--async` sends as an asynchronous job (a job runs its
+    /// entries one by one, so transactions, inner ones included, are sent synchronously to stay all or nothing).
+    public var runsAsJob = false
 
     /// The body to POST to the server's base URL, read from the folder now (the plan keeps no bodies).
     public func loadBody(from files: VerifiedFiles) throws -> [UInt8] {
@@ -119,8 +122,10 @@ public struct UploadPlan: Sendable {
                     let all = entries.flatMap { entry -> [JSONValue] in
                         entry["request"]?["url"]?.stringValue == "/" ? (entry["resource"]?["entry"]?.arrayValue ?? []) : [entry]
                     }
-                    requests.append(UploadRequest(id: file, file: file, part: nil, entryCount: entries.count,
-                                                  resourceCount: all.count, writes: writes(all), batchConditionalReferences: conditional))
+                    var request = UploadRequest(id: file, file: file, part: nil, entryCount: entries.count,
+                                                resourceCount: all.count, writes: writes(all), batchConditionalReferences: conditional)
+                    request.runsAsJob = !nested && bundle["type"]?.stringValue == "batch"
+                    requests.append(request)
                 }
             }
             steps.append((step.name, requests))

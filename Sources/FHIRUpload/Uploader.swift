@@ -31,6 +31,14 @@ public struct UploadOptions: Sendable {
     /// Where the journals are kept (one folder per server inside). By default `DIR/upload`, or, when the folder
     /// cannot be written (read-only media), a folder of the user's named after the manifest's checksum.
     public var journalRoot: String?
+    /// Send batches as Medplum's asynchronous jobs (`Prefer: respond-async`), outside the interaction quota.
+    public var async = false
+    /// On Ctrl-C, cancel the asynchronous jobs in flight (`DELETE` on their status URLs) instead of leaving them
+    /// running for the next run to read.
+    public var cancelOnInterrupt = false
+    /// First and longest wait between two polls of an asynchronous job, in seconds.
+    public var firstPoll = 0.2
+    public var longestPoll = 10.0
 
     public init(server: String) {
         self.server = server
@@ -55,6 +63,17 @@ public struct UploadReport: Sendable {
     /// Steps whose batches went as transactions, because the server stores conditional references in batch
     /// entries unresolved.
     public var transactionSteps: [String] = []
+    /// Entries and requests the server answered 429 (rate limit or quota), and seconds requests waited, summed,
+    /// so as not to exceed the server's interaction quota.
+    public var throttled = 0
+    public var quotaWait = 0.0
+    /// Asynchronous jobs submitted by this run, left running on the server when it stopped, and cancelled.
+    public var asyncJobs = 0
+    public var jobsLeftRunning = 0
+    public var jobsCancelled = 0
+    /// With `--async`: steps sent synchronously all the same (transactions, batches of transactions), whose
+    /// atomicity an asynchronous job would not keep.
+    public var synchronousSteps: [String] = []
 
     public var failures: Int { failed.values.reduce(0, +) }
     public var written: Int { created.values.reduce(0, +) + updated.values.reduce(0, +) }
@@ -85,6 +104,12 @@ public enum UploadEvent: Sendable {
     case batchReferencesUnresolved(step: String, chunkSize: Int)
     /// The server's capabilities could not be read, so they were not checked.
     case preflightSkipped(reason: String)
+    /// With `--async`, `requests` requests of `step` go synchronously: they are transactions (or batches of them),
+    /// which an asynchronous job would run entry by entry, not all or nothing.
+    case synchronousStep(step: String, requests: Int)
+    /// An asynchronous job ended in error; `resubmitted` when its entries are sent again (all are conditional
+    /// updates or deletes, so a replay is safe).
+    case jobFailed(request: String, issues: [String], resubmitted: Bool)
 }
 
 /// An upload that stopped before its end, with what it did until then (also in the journal).
@@ -102,7 +127,15 @@ public struct UploadStopped: Error, CustomStringConvertible {
     public var report: UploadReport
 
     public var description: String {
-        let resume = "What was written is in the journal: run the same command again to resume."
+        var resume = "What was written is in the journal: run the same command again to resume."
+        if report.jobsLeftRunning > 0 {
+            resume += " \(report.jobsLeftRunning) asynchronous job\(report.jobsLeftRunning == 1 ? " keeps" : "s keep") running on the server: "
+                + "the next run reads \(report.jobsLeftRunning == 1 ? "its" : "their") results instead of sending the entries again (--cancel-on-interrupt cancels jobs on Ctrl-C)."
+        }
+        if report.jobsCancelled > 0 {
+            resume += " \(report.jobsCancelled) asynchronous job\(report.jobsCancelled == 1 ? " was" : "s were") cancelled (DELETE on the status URL); "
+                + "the next run sends their entries again (safe: conditional updates)."
+        }
         switch reason {
         case .interrupted:
             return "interrupted after \(HumanDuration.describe(report.seconds)): \(report.written) written in this run. \(resume)"
@@ -138,6 +171,8 @@ public enum UploadRefusal: Error, CustomStringConvertible {
     case preflight([String])
     /// Resources the folder's references expect on the server (`known-identifiers.txt`) that it does not hold.
     case knownIdentifiersMissing([String], of: Int)
+    /// A folder packed for asynchronous batches (bodies over the synchronous limit), uploaded without `--async`.
+    case needsAsync
 
     public var description: String {
         switch self {
@@ -153,6 +188,9 @@ public enum UploadRefusal: Error, CustomStringConvertible {
             let shown = errors.prefix(5).map { "\($0.location): \($0.message)" }.joined(separator: "; ")
             return "the artifacts have \(r.errors) validation errors (\(shown)\(errors.count > 5 ? "; …" : "")); run `fhirbundle validate` for all of them. Nothing was sent (--force uploads anyway)."
         case .manifest(let m): return m
+        case .needsAsync:
+            return "this folder was written with --profile medplum-async: its batches may be up to 50 MB, which Medplum takes only as asynchronous "
+                + "jobs (1 MB otherwise). Upload it with --async, or write it again with --profile medplum. Nothing was sent."
         case .knownIdentifiersMissing(let missing, let total):
             return "\(missing.count) of the \(total) resources that known-identifiers.txt says are on the server are not (or not once), so references to them would fail: "
                 + missing.prefix(5).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")
@@ -231,6 +269,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         let altered = validation.findings.filter { Self.integrityRules.contains($0.rule) }
         if !altered.isEmpty { throw UploadRefusal.altered(altered) }
         if validation.errors > 0 && !options.force { throw UploadRefusal.invalid(validation) }
+        if manifest.profile == .medplumAsync && !options.async { throw UploadRefusal.needsAsync }
         if let refusal = options.urlPolicy.refusal(of: options.server) { throw ConnectionFailure.refusedURL(refusal) }
         let target = self.target
         let (root, rootNote) = journalRoot(manifestSHA256: manifestSHA256)
@@ -277,8 +316,23 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         }
         failuresFile = failures
         defer { try? failuresFile?.close() }
-        let context = SendContext(client: client, journal: journal, outage: OutageClock(limit: options.maxOutage), events: events, started: started,
-                                  files: VerifiedFiles(folder: folder, manifest: manifest))
+        let outage = OutageClock(limit: options.maxOutage)
+        let pacer = QuotaPacer()
+        let registry = JobRegistry()
+        let jobs = options.async ? AsyncBatchJobs(client: client, journal: journal, outage: outage, retry: options.retry,
+                                                  cancelOnInterrupt: options.cancelOnInterrupt, registry: registry, pacer: pacer, events: events,
+                                                  firstPoll: options.firstPoll, longestPoll: options.longestPoll) : nil
+        let context = SendContext(client: client, journal: journal, outage: outage, events: events, started: started,
+                                  files: VerifiedFiles(folder: folder, manifest: manifest), pacer: pacer, jobs: jobs)
+        func finishReport() async {
+            let waited = await pacer.waited
+            let counts = registry.counts
+            lock.withLock {
+                report.seconds = Date().timeIntervalSince(started)
+                report.quotaWait = waited
+                (report.asyncJobs, report.jobsLeftRunning, report.jobsCancelled) = counts
+            }
+        }
         let total = plan.steps.reduce(0) { $0 + $1.requests.reduce(0) { $0 + $1.resourceCount } }
         do {
             for number in plan.steps.indices {
@@ -312,6 +366,13 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                     }
                 }
                 let stepCount = plan.steps.count
+                if options.async {
+                    let synchronous = requests.filter { !$0.runsAsJob }.count
+                    if synchronous > 0 {
+                        lock.withLock { report.synchronousSteps.append(name) }
+                        events(.synchronousStep(step: name, requests: synchronous))
+                    }
+                }
                 try await runStep(requests, step: name, context: context) { [self] in
                     let (done, failed) = lock.withLock { (report.written + report.failures + report.skipped, report.failures) }
                     progress(UploadProgress(step: name, stepNumber: number + 1, stepCount: stepCount, resourcesDone: done,
@@ -322,17 +383,15 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         } catch {
             try? journal.sync()
             await client.shutdown()
-            let partial = lock.withLock { () -> UploadReport in
-                report.seconds = Date().timeIntervalSince(started)
-                return report
-            }
+            await finishReport()
+            let partial = lock.withLock { report }
             if let reason = error as? StopReason { throw UploadStopped(reason: reason.reason, report: partial) }
             if error is CancellationError || Task.isCancelled { throw UploadStopped(reason: .interrupted, report: partial) }
             throw error
         }
         await client.shutdown()
-        report.seconds = Date().timeIntervalSince(started)
-        return report
+        await finishReport()
+        return lock.withLock { report }
     }
 
     /// Reads the server's CapabilityStatement and refuses, naming types and counts, what it cannot take.
@@ -442,6 +501,9 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         let started: Date
         /// Bundle bytes as the manifest lists them, or a refusal.
         let files: VerifiedFiles
+        let pacer: QuotaPacer
+        /// With `--async`: how batches are sent as jobs.
+        let jobs: AsyncBatchJobs?
     }
 
     /// Runs a step's requests, at most `concurrency` at once and never two that write the same identifier.
@@ -486,10 +548,32 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         if case .transactionChunk? = request.part { divisible = true }
         var progress = RequestProgress(entryCount: entries.count, alreadyWritten: alreadyWritten, isTransaction: isTransaction, divisible: divisible)
         var sent = SentRequest(entries: entries, successes: [])
+        let jobs = request.runsAsJob ? context.jobs : nil
         while !progress.isDone {
-            let attemptEntries = progress.nextAttempt()
+            var attemptEntries = progress.nextAttempt()
+            // A job an earlier attempt or run submitted is read, not submitted again: its entries still open.
+            var resumed: UploadJournal.PendingJob?
+            if jobs != nil, let pending = journal.pendingJob(of: request.id) {
+                let open = Set(attemptEntries)
+                let held = pending.entries.filter(open.contains)
+                if held.isEmpty {
+                    try journal.recordJobEnded(request: request.id, url: pending.url, how: "its entries are settled")
+                } else {
+                    attemptEntries = held
+                    resumed = pending
+                }
+            }
+            // A batch larger than the server's quota window is sent in parts that fit, so that none meets a 429.
+            var cut = false
+            if jobs == nil, !isTransaction,
+               let fitting = await context.pacer.entriesFitting(attemptEntries.map { resourceTypes(entries[$0]).count }), fitting < attemptEntries.count {
+                attemptEntries = Array(attemptEntries.prefix(fitting))
+                cut = true
+            }
             let body: [UInt8]
-            if attemptEntries.count == entries.count {
+            if resumed != nil {
+                body = []
+            } else if attemptEntries.count == entries.count {
                 body = requestBody
             } else {
                 var subset = bundle
@@ -499,8 +583,29 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                 }
                 body = JSONWriter().bytes(subset)
             }
-            let result = await post(body, client: context.client)
+            var result: Result<BundleResponse, any Error>
+            if let jobs {
+                result = try await jobs.run(body, request: request.id, entries: attemptEntries, resume: resumed?.url)
+                if let resumed, case .success(var response) = result, let outcomes = response.outcomes, outcomes.count == resumed.entries.count {
+                    let open = Set(attemptEntries)
+                    response.outcomes = zip(resumed.entries, outcomes).filter { open.contains($0.0) }.map(\.1)
+                    result = .success(response)
+                }
+            } else {
+                let entryCount = attemptEntries.reduce(0) { $0 + resourceTypes(entries[$1]).count }
+                let points = try await context.pacer.admit(points: context.pacer.estimate(entries: entryCount))
+                result = await post(body, client: context.client)
+                let headers = (try? result.get())?.headers ?? []
+                await context.pacer.settle(points: points, entries: entryCount, headers: headers)
+            }
             if case .failure(let error as ConnectionFailure) = result { throw error }
+            if case .success(let response) = result {
+                let throttled = response.status == 429 ? 1 : (response.outcomes ?? []).filter { $0.status == 429 }.count
+                if throttled > 0 {
+                    lock.withLock { report.throttled += throttled }
+                    await context.pacer.throttled()
+                }
+            }
             var headers: [(name: String, value: String)] = []
             let answer: RequestProgress.Answer
             switch result {
@@ -510,6 +615,12 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                 let problem = "no answer (\(context.client.redactor.redact("\(error)")))"
                 try context.outage.failed(problem)
                 answer = .none(problem: problem)
+            case .success(let response) where response.jobFailure != nil:
+                let issues = response.jobFailure ?? []
+                let safe = Self.replaySafe(attemptEntries.map { entries[$0] })
+                context.events(.jobFailed(request: request.id, issues: issues, resubmitted: safe && progress.attempt < options.retry.maxAttempts))
+                answer = safe ? .none(problem: "the asynchronous job ended in error (" + issues.joined(separator: "; ") + ")")
+                    : .refused(status: 500, issues: issues + ["the job ended in error and its entries are not all conditional updates, so they are not resubmitted"])
             case .success(let response):
                 headers = response.headers
                 if [502, 503, 504].contains(response.status) {
@@ -528,8 +639,13 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                     // Success without the response bundle (a proxy's page, a truncated body): nothing known, retry.
                     answer = .none(problem: "HTTP \(response.status) without a \(isTransaction ? "transaction" : "batch")-response bundle of \(attemptEntries.count) entries"
                         + (response.outcomes.map { " (it has \($0.count))" } ?? ""))
+                } else if response.status == 0 {
+                    answer = .none(problem: response.issues.joined(separator: "; "))  // a job without a usable result
                 } else if RetryPolicy.isRetryable(status: response.status) {
                     answer = .none(problem: "HTTP \(response.status)" + response.issues.map { "; " + $0 }.joined())
+                } else if jobs != nil && response.status != 200 {
+                    answer = .refused(status: response.status, issues: response.issues
+                        + ["the server refused the asynchronous batch (Prefer: respond-async); upload without --async, or ask its administrator"])
                 } else {
                     answer = .refused(status: response.status, issues: response.issues)
                 }
@@ -540,6 +656,10 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
             tally(settlement.succeeded, entries: entries)
             for failure in settlement.failed { recordFailure(request: request, index: failure.index, outcome: failure.outcome, entries: entries) }
             if progress.isDone || settlement.split { continue }
+            if cut && !attemptEntries.contains(where: progress.remaining.contains) {
+                progress.partSettled()
+                continue
+            }
             if !settlement.succeeded.isEmpty || !settlement.failed.isEmpty, progress.perEntry, !progress.remaining.contains(attemptEntries[0]) {
                 continue  // that entry is settled: the next one starts at once
             }
@@ -585,29 +705,21 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         return nil
     }
 
-    private struct Response {
-        var status: Int
-        var headers: [(name: String, value: String)]
-        var outcomes: [EntryOutcome]?
-        var issues: [String]
-    }
-
     /// POSTs a bundle; what the server says is redacted of credentials here, before anything keeps it.
-    private func post(_ body: [UInt8], client: FHIRClient) async -> Result<Response, any Error> {
+    private func post(_ body: [UInt8], client: FHIRClient) async -> Result<BundleResponse, any Error> {
         do {
-            let response = try await client.send(method: .POST, url: client.base, body: body)
-            let json = response.json
-            let redact = client.redactor.redact
-            let outcomes = json.flatMap { EntryOutcome.parse(responseBundle: $0) }?.map { outcome in
-                var o = outcome
-                o.issues = o.issues.map(redact)
-                if let location = o.location { o.location = redact(location) }
-                return o
-            }
-            return .success(Response(status: response.status, headers: response.headers, outcomes: outcomes,
-                                     issues: EntryOutcome.operationOutcomeIssues(json).map(redact)))
+            return .success(BundleResponse(try await client.send(method: .POST, url: client.base, body: body), redactor: client.redactor))
         } catch {
             return .failure(error)
+        }
+    }
+
+    /// Whether entries may be sent again after a job failed part-way: each one a conditional update or delete, or an
+    /// update by id, whose replay leaves the server as one application would.
+    static func replaySafe(_ entries: [JSONValue]) -> Bool {
+        entries.allSatisfy { entry in
+            let method = entry["request"]?["method"]?.stringValue
+            return method == "PUT" || method == "DELETE"
         }
     }
 

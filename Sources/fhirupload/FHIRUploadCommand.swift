@@ -175,6 +175,14 @@ struct Upload: AsyncParsableCommand {
     @Flag(help: "Send each inner transaction of a batch of transactions on its own (servers without nested bundles).")
     var splitTransactions = false
 
+    @Flag(name: .customLong("async"),
+          help: ArgumentHelp("Send batches as Medplum's asynchronous jobs (Prefer: respond-async): outside the FHIR interaction quota, up to 50 MB each; results read when each job ends. Transactions still go synchronously.",
+                             discussion: "See docs/upload.md, \"Asynchronous batches\"."))
+    var asyncBatches = false
+
+    @Flag(help: "With --async: on Ctrl-C, cancel the jobs in flight (DELETE on their status URLs) instead of leaving them running for the next run to read.")
+    var cancelOnInterrupt = false
+
     @Flag(help: "Forget the journal and send everything again.")
     var restart = false
 
@@ -199,6 +207,7 @@ struct Upload: AsyncParsableCommand {
 
     func validate() throws {
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if cancelOnInterrupt && !asyncBatches { throw ValidationError("--cancel-on-interrupt goes with --async") }
     }
 
     func run() async throws {
@@ -209,6 +218,8 @@ struct Upload: AsyncParsableCommand {
         options.force = force
         options.skipPreflight = skipPreflight
         options.journalRoot = journalDir
+        options.async = asyncBatches
+        options.cancelOnInterrupt = cancelOnInterrupt
         options.validation.profile = sizing.profile
         options.validation.limitOverrides = try sizing.overrides()
         let uploader = Uploader(folder: folder, options: options)
@@ -263,6 +274,12 @@ struct Upload: AsyncParsableCommand {
             return "waiting \(HumanDuration.describe(seconds)) before resending \(request): \(reason)"
         case .preflightSkipped(let reason):
             return "note: the server's capabilities were not checked: \(reason)"
+        case .synchronousStep(let step, let requests):
+            return "note: with --async, \(requests) request\(requests == 1 ? "" : "s") of step \(step) go synchronously: transactions must land all or nothing, "
+                + "and an asynchronous job runs its entries one by one"
+        case .jobFailed(let request, let issues, let resubmitted):
+            return "the asynchronous job for \(request) ended in error: \(issues.joined(separator: "; "))"
+                + (resubmitted ? "; its entries are sent again (every one is a conditional update or delete, so a replay is safe)" : "")
         case .batchReferencesUnresolved(let step, let size):
             return "note: the server stored a conditional reference inside a batch entry unresolved (FHIR requires resolution only in transactions); "
                 + "from step \(step) on, batches with conditional references are sent as transactions of \(size) entries"
@@ -276,6 +293,12 @@ struct Upload: AsyncParsableCommand {
         for type in Set(report.created.keys).union(report.updated.keys).union(report.deleted.keys).union(report.failed.keys).sorted() {
             let deleted = report.deleted[type].map { ", \($0) deleted" } ?? ""
             lines.append("  \(type): \(report.created[type] ?? 0) created, \(report.updated[type] ?? 0) updated\(deleted), \(report.failed[type] ?? 0) failed")
+        }
+        if report.asyncJobs > 0 {
+            lines.append("Asynchronous jobs: \(report.asyncJobs) submitted\(report.jobsCancelled > 0 ? ", \(report.jobsCancelled) cancelled" : "")\(report.jobsLeftRunning > 0 ? ", \(report.jobsLeftRunning) still running" : "").")
+        }
+        if report.throttled > 0 || report.quotaWait >= 1 {
+            lines.append("Rate limit: \(report.throttled) answers 429 (retried); requests waited \(HumanDuration.describe(report.quotaWait)) in all to stay within the server's quota.")
         }
         if !report.transactionSteps.isEmpty {
             lines.append("Sent as transactions (the server does not resolve conditional references in batches): \(report.transactionSteps.joined(separator: ", ")).")

@@ -36,6 +36,19 @@ public struct ServerLimits: Sendable {
     /// The resource types its CapabilityStatement lists (each with update, create, conditional update and an
     /// `identifier` search); nil lists none, which a client cannot check against.
     public var offeredTypes: [String]?
+    /// Medplum's FHIR interaction quota; nil for none.
+    public var quota: InteractionQuota?
+    /// Bytes of an asynchronous batch body (`Prefer: respond-async`; Medplum's `maxBatchSize`, 50 MB; body-parser
+    /// reads "50mb" as 50 MiB).
+    public var asyncBodyBytes = 50 << 20
+    /// Whether an asynchronous `transaction` is refused, as Medplum refuses it when the project has the
+    /// `transaction-bundles` feature (without it, Medplum runs it as a non-atomic batch).
+    public var refusesAsyncTransactions = true
+    /// Seconds an asynchronous job spends on each entry (a job that takes minutes has a large value).
+    public var asyncSecondsPerEntry = 0.0
+    /// Answer `GET Binary/id` with a Binary resource (base64 `data`) whatever the Accept header; by default, as
+    /// Medplum does, the raw bytes unless Accept starts with `application/fhir+json`.
+    public var binaryAsResource = false
 
     public init() {}
 }
@@ -48,6 +61,10 @@ struct FHIRService {
     let store: ResourceStore
     let limits: ServerLimits
     let baseURL: String
+    /// Spends quota points for the client; false when they are spent (see `InteractionQuota`).
+    var charge: (Int) -> Bool = { _ in true }
+    /// Counts an entry answered 429 after the quota ran out earlier in its batch.
+    var throttledLater: () -> Void = {}
 
     /// Entry outcome overrides for fault injection: entry index → status that entry gets instead of being applied.
     func handle(_ request: ServiceRequest, entryFaults: [Int: Int] = [:]) -> ServiceResponse {
@@ -81,6 +98,9 @@ struct FHIRService {
             switch bundle["type"]?.stringValue {
             case "batch": response = batch(bundle, entryFaults: entryFaults)
             case "transaction":
+                if !charge((bundle["entry"]?.arrayValue ?? []).reduce(0) { $0 + Self.cost(of: $1) }) {
+                    return failure(429, "throttled", "Too Many Requests")  // a transaction is throttled whole
+                }
                 switch transaction(bundle) {
                 case .success(let r): response = ServiceResponse(status: 200, body: r)
                 case .failure(let error): response = failure(error.status, error.code, error.message)
@@ -90,8 +110,10 @@ struct FHIRService {
             response.bundleEntries = bundle["entry"]?.arrayValue?.count ?? 0
             return response
         case ("GET", let path) where !path.contains("/"):
+            guard charge(InteractionQuota.searchCost) else { return failure(429, "throttled", "Too Many Requests") }
             return search(type: path, query: request.query)
         case ("PUT", let path) where !path.contains("/"):
+            guard charge(InteractionQuota.conditionalWriteCost) else { return failure(429, "throttled", "Too Many Requests") }
             guard let resource = try? JSONParser.parse(request.body) else { return failure(400, "invalid", "The body is not JSON") }
             let url = path + "?" + request.query.map { "\($0.name)=\($0.value)" }.joined(separator: "&")
             switch conditionalUpdate(url: url, decodedQuery: request.query, resource: resource, ids: [:]) {
@@ -99,6 +121,7 @@ struct FHIRService {
             case .failure(let e): return failure(e.status, e.code, e.message)
             }
         case ("GET", let path):
+            guard charge(InteractionQuota.readCost) else { return failure(429, "throttled", "Too Many Requests") }
             let parts = path.split(separator: "/").map(String.init)
             if parts.count == 2, let resource = store.read(type: parts[0], id: parts[1]) { return ServiceResponse(status: 200, body: resource) }
             return failure(404, "not-found", "No resource at \(path)")
@@ -111,37 +134,72 @@ struct FHIRService {
 
     private func batch(_ bundle: JSONValue, entryFaults: [Int: Int]) -> ServiceResponse {
         var responses: [JSONValue] = []
+        var throttled = false
         for (i, entry) in (bundle["entry"]?.arrayValue ?? []).enumerated() {
+            if throttled {
+                throttledLater()
+                responses.append(throttledEntry())
+                continue
+            }
+            if !charge(Self.cost(of: entry)) {
+                // Medplum's BatchProcessor: the entry that found the quota spent and every later one get 429.
+                throttled = true
+                responses.append(throttledEntry())
+                continue
+            }
             if let status = entryFaults[i] {
                 responses.append(responseEntry(status: status, outcome: outcome(status == 429 ? "throttled" : "exception", "Injected failure \(status)")))
                 continue
             }
-            let url = entry["request"]?["url"]?.stringValue ?? ""
-            let method = entry["request"]?["method"]?.stringValue ?? ""
-            if method == "POST" && (url == "/" || url.isEmpty), entry["resource"]?["type"]?.stringValue == "transaction" {
-                guard limits.nestedTransactions else {
-                    responses.append(responseEntry(status: 400, outcome: outcome("not-supported", "Nested transactions are not supported")))
-                    continue
-                }
-                switch transaction(entry["resource"]!) {
-                case .success(let response):
-                    responses.append(.object([JSONMember("resource", response), JSONMember("response", .object([JSONMember("status", .string("200 OK"))]))]))
-                case .failure(let e):
-                    responses.append(responseEntry(status: e.status, outcome: outcome(e.code, e.message)))
-                }
-                continue
-            }
-            store.beginTransaction()
-            switch apply(entry, ids: [:], resolveConditional: limits.resolvesBatchConditionalReferences) {
-            case .success(let r):
-                store.commit()
-                responses.append(responseEntry(status: r.status, location: r.location))
-            case .failure(let e):
-                store.rollback()
-                responses.append(responseEntry(status: e.status, outcome: outcome(e.code, e.message)))
-            }
+            responses.append(batchEntry(entry))
         }
         return ServiceResponse(status: 200, body: responseBundle("batch-response", responses))
+    }
+
+    /// What one batch entry costs against the quota: a conditional write pays for its search too.
+    static func cost(of entry: JSONValue) -> Int {
+        let url = entry["request"]?["url"]?.stringValue ?? ""
+        if url == "/" || url.isEmpty {
+            return (entry["resource"]?["entry"]?.arrayValue ?? []).reduce(0) { $0 + cost(of: $1) }
+        }
+        return url.contains("?") ? InteractionQuota.conditionalWriteCost : InteractionQuota.writeCost
+    }
+
+    private func throttledEntry() -> JSONValue {
+        responseEntry(status: 429, outcome: outcome("throttled", "Too Many Requests"))
+    }
+
+    /// One entry of a batch, applied on its own (a nested transaction all or nothing); its response entry.
+    func batchEntry(_ entry: JSONValue, nestedAsBatch: Bool = false) -> JSONValue {
+        let url = entry["request"]?["url"]?.stringValue ?? ""
+        let method = entry["request"]?["method"]?.stringValue ?? ""
+        if method == "POST" && (url == "/" || url.isEmpty), let inner = entry["resource"], inner["type"]?.stringValue == "transaction" {
+            guard limits.nestedTransactions else {
+                return responseEntry(status: 400, outcome: outcome("not-supported", "Nested transactions are not supported"))
+            }
+            if nestedAsBatch {
+                // Medplum's batch worker routes an inner bundle through a FhirRouter without `config.transactions`
+                // (workers/batch.ts, execBatchJob; fhir-router batch.ts, isTransaction): entry by entry, not atomic.
+                let responses = (inner["entry"]?.arrayValue ?? []).map { batchEntry($0) }
+                return .object([JSONMember("resource", responseBundle("batch-response", responses)),
+                                JSONMember("response", .object([JSONMember("status", .string("200 OK"))]))])
+            }
+            switch transaction(inner) {
+            case .success(let response):
+                return .object([JSONMember("resource", response), JSONMember("response", .object([JSONMember("status", .string("200 OK"))]))])
+            case .failure(let e):
+                return responseEntry(status: e.status, outcome: outcome(e.code, e.message))
+            }
+        }
+        store.beginTransaction()
+        switch apply(entry, ids: [:], resolveConditional: limits.resolvesBatchConditionalReferences) {
+        case .success(let r):
+            store.commit()
+            return responseEntry(status: r.status, location: r.location)
+        case .failure(let e):
+            store.rollback()
+            return responseEntry(status: e.status, outcome: outcome(e.code, e.message))
+        }
     }
 
     /// All or nothing: ids are assigned first (so `urn:uuid:` references to any entry resolve), then every
@@ -351,7 +409,7 @@ struct FHIRService {
 
     // MARK: Responses
 
-    private func responseBundle(_ type: String, _ entries: [JSONValue]) -> JSONValue {
+    func responseBundle(_ type: String, _ entries: [JSONValue]) -> JSONValue {
         .object([JSONMember("resourceType", .string("Bundle")), JSONMember("type", .string(type)), JSONMember("entry", .array(entries))])
     }
 
@@ -376,6 +434,7 @@ struct FHIRService {
         switch status {
         case 200: return "OK"
         case 201: return "Created"
+        case 202: return "Accepted"
         case 400: return "Bad Request"
         case 401: return "Unauthorized"
         case 404: return "Not Found"

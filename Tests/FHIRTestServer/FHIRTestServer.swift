@@ -39,6 +39,19 @@ public enum Fault: Sendable, Equatable {
     case reverseResponses
 }
 
+/// A fault the test server injects into one asynchronous batch job, in the order jobs are submitted.
+public enum JobFault: Sendable, Equatable {
+    /// No fault (to aim a later fault at a later job).
+    case pass
+    /// After applying `afterEntries` entries, the job ends in `error` with an OperationOutcome saying `message`
+    /// (Medplum's `AsyncJobExecutor.failJob`; the server does not retry it).
+    case fail(afterEntries: Int, message: String)
+    /// Each entry of this job takes `secondsPerEntry` (a job that runs for minutes).
+    case slow(secondsPerEntry: Double)
+    /// After `afterEntries` entries the server forgets the job: its status URL answers 404.
+    case forget(afterEntries: Int)
+}
+
 /// A redirect the test server answers with instead of handling a request.
 public struct Redirect: Sendable {
     /// The request path it applies to, exactly (no query): `/fhir/R4`, `/oauth2/token`, `/fhir/R4/Patient`.
@@ -64,20 +77,26 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
     public var tokenURL: String { "http://127.0.0.1:\(port)/oauth2/token" }
 
     private let group: MultiThreadedEventLoopGroup
-    private let lock = NSLock()
-    private let store = ResourceStore()
-    private let limits: ServerLimits
+    let lock = NSLock()
+    let store = ResourceStore()
+    let limits: ServerLimits
     private var channel: (any Channel)?
     private var connections: [ObjectIdentifier: any Channel] = [:]
     private var faults: [Fault] = []
     private var chaos: (rate: Double, generator: SeededGenerator, kinds: [Fault])?
-    private var stats = Statistics()
+    var stats = Statistics()
     /// OAuth2: accepted client id and secret; nil when the server needs no token.
     private var client: (id: String, secret: String)?
     private var tokenLifetime = 3600
     private var tokens: [String: Date] = [:]
     private var redirects: [Redirect] = []
     private var echoSecret = false
+    let ledger: QuotaLedger?
+    var jobs: [String: AsyncJobState] = [:]
+    var jobFaults: [JobFault] = []
+    var binaries: [String: [UInt8]] = [:]
+    /// True while a simulated crash keeps the server down (jobs pause, as Medplum's workers do).
+    var down = false
 
     /// What the server saw.
     public struct Statistics: Sendable {
@@ -94,6 +113,16 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         public var redirected = 0
         /// Trickled answers the client hung up on before their last byte.
         public var tricklesAbandoned = 0
+        /// Asynchronous batch jobs accepted (202), status polls, cancels (DELETE on a status URL) and
+        /// asynchronous kickoffs refused (a transaction, a body over the limit).
+        public var asyncJobs = 0
+        public var asyncPolls = 0
+        public var asyncCancels = 0
+        public var asyncRefused = 0
+        /// Entries and requests answered 429 because the interaction quota was spent.
+        public var throttled = 0
+        /// Result reads (`GET Binary/id`).
+        public var binaryReads = 0
     }
 
     /// Starts a server on a free port of 127.0.0.1.
@@ -106,6 +135,7 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
     private init(group: MultiThreadedEventLoopGroup, limits: ServerLimits) {
         self.group = group
         self.limits = limits
+        ledger = limits.quota.map(QuotaLedger.init)
     }
 
     @discardableResult
@@ -143,6 +173,23 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         lock.withLock { self.faults.append(contentsOf: faults) }
     }
 
+    /// Queues faults for the next asynchronous jobs, one each, in order of submission.
+    public func inject(jobFaults: [JobFault]) {
+        lock.withLock { self.jobFaults.append(contentsOf: jobFaults) }
+    }
+
+    /// The server goes down now (every connection closed, nothing listening, running jobs paused) and comes back
+    /// after `downFor` seconds with its data; a running job resumes from its last checkpoint, so entries since then
+    /// are applied again (Medplum's re-entrant batch worker is at-least-once per entry).
+    public func restart(downFor: Double) {
+        crash(downFor: downFor)
+    }
+
+    /// Asynchronous jobs by status ("accepted", "completed", "error", "cancelled").
+    public var jobStatuses: [String: Int] {
+        lock.withLock { jobs.values.reduce(into: [:]) { $0[$1.status, default: 0] += 1 } }
+    }
+
     /// From now on, each bundle request without a queued fault gets one of `kinds` with probability `rate`
     /// (seeded, so a failing run can be reproduced).
     public func chaos(rate: Double, seed: UInt64, kinds: [Fault]) {
@@ -168,7 +215,11 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
     }
 
     public var statistics: Statistics {
-        return lock.withLock { stats }
+        return lock.withLock {
+            var s = stats
+            s.throttled = ledger?.throttled ?? 0
+            return s
+        }
     }
 
     // MARK: Inspection (tests)
@@ -214,7 +265,7 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
 
     // MARK: Request handling
 
-    fileprivate enum Action {
+    enum Action {
         case respond(status: Int, headers: [(String, String)], body: [UInt8], delay: Double)
         /// Headers with the full Content-Length, then only the first `sent` bytes of the body.
         case stall(status: Int, headers: [(String, String)], body: [UInt8], sent: Int)
@@ -250,77 +301,114 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         let relative = String(path.dropFirst("/fhir/R4".count).drop(while: { $0 == "/" }))
         let request = ServiceRequest(method: method, path: relative, query: FHIRService.decodeQuery(rawQuery), body: body)
         return lock.withLock { () -> Action in
-            let service = FHIRService(store: store, limits: limits, baseURL: "http://127.0.0.1:\(port)/fhir/R4")
-            if client != nil && relative != "metadata" {
-                let auth = headers.first(name: "Authorization") ?? ""
-                let token = auth.hasPrefix("Bearer ") ? String(auth.dropFirst(7)) : ""
-                guard let expiry = tokens[token], expiry > Date() else {
-                    stats.unauthorized += 1
-                    var response = service.failure(401, "login", "Unauthorized")
-                    response.headers.append(("WWW-Authenticate", "Bearer"))
-                    return reply(response)
-                }
-            }
-            guard method == "POST" && relative.isEmpty else { return reply(service.handle(request)) }
-            stats.bundleRequests += 1
-            var fault = faults.isEmpty ? nil : faults.removeFirst()
-            if fault == nil, var c = chaos {
-                if Double.random(in: 0..<1, using: &c.generator) < c.rate { fault = c.kinds.randomElement(using: &c.generator) }
-                chaos = c
-            }
-            if fault != nil && fault != .pass { stats.faultsInjected += 1 }
-            switch fault {
-            case nil, .pass?:
-                return reply(service.handle(request))
-            case .dropConnection:
-                return .drop
-            case .dropAfterApplying:
-                _ = service.handle(request)
-                return .drop
-            case .status(let status, let retryAfter)?:
-                var response = service.failure(status, status == 429 ? "throttled" : "transient", "Injected \(status)")
-                if let retryAfter { response.headers.append(("Retry-After", String(retryAfter))) }
-                return reply(response)
-            case .rateLimitFromEntry(let first, let reset)?:
-                let count = (try? JSONParser.parse(body))?["entry"]?.arrayValue?.count ?? 0
-                var response = service.handle(request, entryFaults: Dictionary(uniqueKeysWithValues: (first..<max(first, count)).map { ($0, 429) }))
-                response.headers.append(("RateLimit", "\"requests\";r=0;t=\(reset)"))
-                return reply(response)
-            case .failEntries(let indexes, let status)?:
-                return reply(service.handle(request, entryFaults: Dictionary(uniqueKeysWithValues: indexes.map { ($0, status) })))
-            case .slow(let seconds)?:
-                if case .respond(let s, let h, let b, _) = reply(service.handle(request)) { return .respond(status: s, headers: h, body: b, delay: seconds) }
-                return .drop
-            case .crash(let downFor)?:
-                return .crash(downFor: downFor)
-            case .notFHIR?:
-                return .respond(status: 200, headers: [("Content-Type", "text/html")], body: Array("<html><body>Welcome</body></html>".utf8), delay: 0)
-            case .stallBody(let bytes)?:
-                guard case .respond(let s, let h, let b, _) = reply(service.handle(request)) else { return .drop }
-                return .stall(status: s, headers: h, body: b, sent: min(bytes, b.count))
-            case .trickle(let interval)?:
-                guard case .respond(let s, let h, let b, _) = reply(service.handle(request)) else { return .drop }
-                return .trickle(status: s, headers: h, body: b, interval: interval)
-            case .echoAuthorization(let status)?:
-                let auth = headers.first(name: "Authorization") ?? "(none)"
-                var response = service.failure(status, "forbidden", "Access denied for Authorization: \(auth) (token \(auth.split(separator: " ").last ?? ""))")
-                response.headers.append(("X-Echo", auth))
-                return reply(response)
-            case .reverseResponses?:
-                var response = service.handle(request)
-                if case .object(var members)? = response.body, let i = members.firstIndex(where: { $0.key == "entry" }),
-                   case .array(let entries) = members[i].value {
-                    members[i].value = .array(entries.reversed())
-                    response.body = .object(members)
-                }
-                return reply(response)
-            case .expireTokens?:
-                tokens = [:]
+            // Medplum keys its quota by membership: here, the client (all tokens are its), or one anonymous user.
+            let key = client?.id ?? "anonymous"
+            let action = route(method: method, relative: relative, request: request, headers: headers, key: key)
+            guard let ledger, relative != "metadata" else { return action }
+            return Self.adding(("RateLimit", ledger.header(key)), to: action)
+        }
+    }
+
+    /// A service whose charges go to `key`'s quota (nil: nothing is charged, as inside an asynchronous job).
+    func service(chargingTo key: String?) -> FHIRService {
+        var service = FHIRService(store: store, limits: limits, baseURL: baseURL)
+        if let ledger, let key {
+            service.charge = { ledger.charge(key, $0) }
+            service.throttledLater = { ledger.countThrottled() }
+        }
+        return service
+    }
+
+    private static func adding(_ header: (String, String), to action: Action) -> Action {
+        switch action {
+        case .respond(let status, let headers, let body, let delay): return .respond(status: status, headers: headers + [header], body: body, delay: delay)
+        case .stall(let status, let headers, let body, let sent): return .stall(status: status, headers: headers + [header], body: body, sent: sent)
+        case .trickle(let status, let headers, let body, let interval): return .trickle(status: status, headers: headers + [header], body: body, interval: interval)
+        case .drop, .crash: return action
+        }
+    }
+
+    /// Handles one FHIR request under the lock.
+    private func route(method: String, relative: String, request: ServiceRequest, headers: HTTPHeaders, key: String) -> Action {
+        let service = self.service(chargingTo: key)
+        if client != nil && relative != "metadata" {
+            let auth = headers.first(name: "Authorization") ?? ""
+            let token = auth.hasPrefix("Bearer ") ? String(auth.dropFirst(7)) : ""
+            guard let expiry = tokens[token], expiry > Date() else {
                 stats.unauthorized += 1
-                var response = service.failure(401, "login", "Token expired")
+                var response = service.failure(401, "login", "Unauthorized")
                 response.headers.append(("WWW-Authenticate", "Bearer"))
                 return reply(response)
             }
+        }
+        if relative.hasPrefix("job/") { return reply(jobRequest(method: method, path: relative, service: service)) }
+        if method == "GET" && relative.hasPrefix("Binary/") { return binary(String(relative.dropFirst(7)), accept: headers.first(name: "Accept") ?? "", service: service) }
+        guard method == "POST" && relative.isEmpty else { return reply(service.handle(request)) }
+        stats.bundleRequests += 1
+        // Medplum's asyncBatchHandler takes over only when the header is exactly this (async-batch.ts).
+        let isAsync = headers.first(name: "Prefer") == "respond-async"
+        let process = { (entryFaults: [Int: Int], reverse: Bool) -> ServiceResponse in
+            isAsync ? self.kickoff(request.body, service: service, entryFaults: entryFaults, reverse: reverse)
+                : service.handle(request, entryFaults: entryFaults)
+        }
+        var fault = faults.isEmpty ? nil : faults.removeFirst()
+        if fault == nil, var c = chaos {
+            if Double.random(in: 0..<1, using: &c.generator) < c.rate { fault = c.kinds.randomElement(using: &c.generator) }
+            chaos = c
+        }
+        if fault != nil && fault != .pass { stats.faultsInjected += 1 }
+        switch fault {
+        case nil, .pass?:
+            return reply(process([:], false))
+        case .dropConnection:
+            return .drop
+        case .dropAfterApplying:
+            _ = process([:], false)
+            return .drop
+        case .status(let status, let retryAfter)?:
+            var response = service.failure(status, status == 429 ? "throttled" : "transient", "Injected \(status)")
+            if let retryAfter { response.headers.append(("Retry-After", String(retryAfter))) }
+            return reply(response)
+        case .rateLimitFromEntry(let first, let reset)?:
+            let count = (try? JSONParser.parse(request.body))?["entry"]?.arrayValue?.count ?? 0
+            var response = process(Dictionary(uniqueKeysWithValues: (first..<max(first, count)).map { ($0, 429) }), false)
+            response.headers.append(("RateLimit", "\"requests\";r=0;t=\(reset)"))
+            return reply(response)
+        case .failEntries(let indexes, let status)?:
+            return reply(process(Dictionary(uniqueKeysWithValues: indexes.map { ($0, status) }), false))
+        case .slow(let seconds)?:
+            if case .respond(let s, let h, let b, _) = reply(process([:], false)) { return .respond(status: s, headers: h, body: b, delay: seconds) }
+            return .drop
+        case .crash(let downFor)?:
+            return .crash(downFor: downFor)
+        case .notFHIR?:
+            return .respond(status: 200, headers: [("Content-Type", "text/html")], body: Array("<html><body>Welcome</body></html>".utf8), delay: 0)
+        case .stallBody(let bytes)?:
+            guard case .respond(let s, let h, let b, _) = reply(process([:], false)) else { return .drop }
+            return .stall(status: s, headers: h, body: b, sent: min(bytes, b.count))
+        case .trickle(let interval)?:
+            guard case .respond(let s, let h, let b, _) = reply(process([:], false)) else { return .drop }
+            return .trickle(status: s, headers: h, body: b, interval: interval)
+        case .echoAuthorization(let status)?:
+            let auth = headers.first(name: "Authorization") ?? "(none)"
+            var response = service.failure(status, "forbidden", "Access denied for Authorization: \(auth) (token \(auth.split(separator: " ").last ?? ""))")
+            response.headers.append(("X-Echo", auth))
+            return reply(response)
+        case .reverseResponses?:
+            if isAsync { return reply(process([:], true)) }
+            var response = service.handle(request)
+            if case .object(var members)? = response.body, let i = members.firstIndex(where: { $0.key == "entry" }),
+               case .array(let entries) = members[i].value {
+                members[i].value = .array(entries.reversed())
+                response.body = .object(members)
+            }
+            return reply(response)
+        case .expireTokens?:
+            tokens = [:]
+            stats.unauthorized += 1
+            var response = service.failure(401, "login", "Token expired")
+            response.headers.append(("WWW-Authenticate", "Bearer"))
+            return reply(response)
         }
     }
 
@@ -355,7 +443,7 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         }
     }
 
-    private func reply(_ response: ServiceResponse) -> Action {
+    func reply(_ response: ServiceResponse) -> Action {
         if let n = response.bundleEntries, stats.bundleEntryCounts.count < 10_000 { stats.bundleEntryCounts.append(n) }
         var headers = response.headers
         var body: [UInt8] = []
@@ -378,10 +466,17 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         }
         listener?.close(promise: nil)
         for c in open { c.close(promise: nil) }
+        lock.withLock {
+            down = true
+            for job in jobs.values { job.rewindToCheckpoint() }
+        }
         Task {
             try await Task.sleep(nanoseconds: UInt64(downFor * 1_000_000_000))
             for _ in 0..<50 {
-                if (try? await self.bind(port: self.port)) != nil { return }
+                if (try? await self.bind(port: self.port)) != nil {
+                    self.lock.withLock { self.down = false }
+                    return
+                }
                 try await Task.sleep(nanoseconds: 100_000_000)
             }
         }

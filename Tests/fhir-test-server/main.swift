@@ -7,6 +7,9 @@ import Foundation
 //   --fault KIND                           answer every bundle request with a fault: stall-body, trickle,
 //                                          retry-after=SECONDS, status=CODE, echo-authorization, reverse
 //   --unresolved-batch-references          store conditional references in batch entries as written
+//   --quota POINTS/SECONDS                 Medplum's FHIR interaction quota, scaled: POINTS per client per window
+//                                          of SECONDS (Medplum: 50000/60; a conditional update costs 120)
+//   --async-seconds-per-entry SECONDS      how long an asynchronous job spends on each entry
 let arguments = CommandLine.arguments
 
 func value(after option: String) -> String? {
@@ -29,6 +32,15 @@ func fault(_ text: String) -> Fault? {
 
 var limits = ServerLimits()
 if arguments.contains("--unresolved-batch-references") { limits.resolvesBatchConditionalReferences = false }
+if let text = value(after: "--quota") {
+    let parts = text.split(separator: "/").map(String.init)
+    guard parts.count == 2, let points = Int(parts[0]), let seconds = Double(parts[1]), points > 0, seconds > 0 else {
+        FileHandle.standardError.write(Data("fhir-test-server: --quota takes POINTS/SECONDS, e.g. 50000/60\n".utf8))
+        exit(64)
+    }
+    limits.quota = InteractionQuota(points: points, windowSeconds: seconds)
+}
+if let text = value(after: "--async-seconds-per-entry"), let seconds = Double(text) { limits.asyncSecondsPerEntry = seconds }
 let server = try await FHIRTestServer.start(limits: limits)
 if let id = value(after: "--client-id"), let secret = value(after: "--client-secret") {
     server.requireClientCredentials(id: id, secret: secret)
@@ -43,5 +55,7 @@ if let text = value(after: "--fault") {
 FileHandle.standardOutput.write(Data((server.baseURL + "\n").utf8))
 while readLine() != nil {}
 let counts = server.resourceCounts
-FileHandle.standardError.write(Data("fhir-test-server: \(counts.values.reduce(0, +)) resources, \(server.statistics.bundleRequests) bundle requests\n".utf8))
+let stats = server.statistics
+FileHandle.standardError.write(Data(("fhir-test-server: \(counts.values.reduce(0, +)) resources, \(stats.bundleRequests) bundle requests, "
+    + "\(stats.asyncJobs) asynchronous jobs, \(stats.asyncPolls) polls, \(stats.throttled) answered 429 by the quota\n").utf8))
 try await server.shutdown()
