@@ -97,6 +97,7 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
     var binaries: [String: [UInt8]] = [:]
     /// True while a simulated crash keeps the server down (jobs pause, as Medplum's workers do).
     var down = false
+    private var triggers: [(condition: @Sendable (Statistics) -> Bool, action: @Sendable () -> Void)] = []
 
     /// What the server saw.
     public struct Statistics: Sendable {
@@ -171,6 +172,13 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
     /// Queues faults for the next bundle requests, one each, in order.
     public func inject(_ faults: [Fault]) {
         lock.withLock { self.faults.append(contentsOf: faults) }
+    }
+
+    /// Runs `action` once, on the server's thread, as soon as the statistics meet `condition` (checked as each
+    /// request arrives): a test that kills a client at the Nth request then does not depend on its own task being
+    /// scheduled in time on a loaded machine.
+    public func when(_ condition: @escaping @Sendable (Statistics) -> Bool, _ action: @escaping @Sendable () -> Void) {
+        lock.withLock { triggers.append((condition, action)) }
     }
 
     /// Queues faults for the next asynchronous jobs, one each, in order of submission.
@@ -300,6 +308,12 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         }
         let relative = String(path.dropFirst("/fhir/R4".count).drop(while: { $0 == "/" }))
         let request = ServiceRequest(method: method, path: relative, query: FHIRService.decodeQuery(rawQuery), body: body)
+        let fired = lock.withLock { () -> [@Sendable () -> Void] in
+            let due = triggers.filter { $0.condition(stats) }
+            triggers.removeAll { $0.condition(stats) }
+            return due.map(\.action)
+        }
+        for action in fired { action() }
         return lock.withLock { () -> Action in
             // Medplum keys its quota by membership: here, the client (all tokens are its), or one anonymous user.
             let key = client?.id ?? "anonymous"

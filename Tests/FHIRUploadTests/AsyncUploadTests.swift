@@ -106,9 +106,9 @@ struct AsyncUploadTests {
         try await UploadFixtures.withServer(limits: limits) { server, folder in
             let arguments = [folder, "--server", server.baseURL, "--async", "--quiet"]
             let first = try UploadFixtures.startUploader(arguments)
-            while server.statistics.asyncJobs < 1 && first.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
-            try await Task.sleep(nanoseconds: 100_000_000)
-            kill(first.processIdentifier, SIGKILL)
+            // Killed at its first poll: the job is journalled by then, and runs for 0.8 s.
+            let pid = first.processIdentifier
+            server.when({ $0.asyncPolls >= 1 }) { kill(pid, SIGKILL) }
             first.waitUntilExit()
             #expect(first.terminationReason == .uncaughtSignal)
             let journal = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/journal.ndjson", encoding: .utf8)
@@ -133,9 +133,8 @@ struct AsyncUploadTests {
             let stderr = NSTemporaryDirectory() + "async-interrupt-\(UUID().uuidString).txt"
             let arguments = [folder, "--server", server.baseURL, "--async", "--quiet"] + (cancel ? ["--cancel-on-interrupt"] : [])
             let first = try UploadFixtures.startUploader(arguments, stderr: stderr)
-            while server.statistics.asyncJobs < 1 && first.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
-            try await Task.sleep(nanoseconds: 200_000_000)
-            kill(first.processIdentifier, SIGINT)
+            let pid = first.processIdentifier
+            server.when({ $0.asyncPolls >= 1 }) { kill(pid, SIGINT) }
             first.waitUntilExit()
             let said = (try? String(contentsOfFile: stderr, encoding: .utf8)) ?? ""
             #expect(first.terminationStatus == 130, "\(said)")

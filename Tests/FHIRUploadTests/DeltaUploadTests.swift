@@ -41,8 +41,8 @@ struct DeltaUploadTests {
             let arguments = [folders.delta, "--server", server.baseURL, "--concurrency", "4", "--quiet"]
             let killedErrors = dir + "/killed-run.stderr"
             let killed = try UploadFixtures.startUploader(arguments, stderr: killedErrors)
-            while server.statistics.bundleRequests < before + 12 && killed.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
-            kill(killed.processIdentifier, SIGKILL)
+            let pid = killed.processIdentifier
+            server.when({ $0.bundleRequests >= before + 12 }) { kill(pid, SIGKILL) }
             killed.waitUntilExit()
             // A run that ended before the kill says why (its status and standard error).
             let why = killed.terminationReason == .uncaughtSignal ? ""

@@ -34,8 +34,8 @@ struct ResilienceTests {
             // Every answer comes late, so the kill lands while bundles are written but not yet acknowledged.
             server.chaos(rate: 1, seed: 1, kinds: [.slow(seconds: 0.03)])
             let first = try UploadFixtures.startUploader([folder, "--server", server.baseURL, "--concurrency", "8", "--quiet"])
-            while server.statistics.bundleRequests < afterRequests && first.isRunning { try await Task.sleep(nanoseconds: 2_000_000) }
-            kill(first.processIdentifier, SIGKILL)
+            let pid = first.processIdentifier
+            server.when({ $0.bundleRequests >= afterRequests }) { kill(pid, SIGKILL) }
             first.waitUntilExit()
             #expect(first.terminationReason == .uncaughtSignal)
             let journal = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/journal.ndjson", encoding: .utf8)
