@@ -219,15 +219,16 @@ struct QuotaUploadTests {
 
     @Test func aPacedUploadUnderTheQuotaMeetsNo429() async throws {
         var limits = ServerLimits()
-        // About 26,000 conditional updates at 120 points: some 3.1 million points, in windows of 400,000 per second.
-        limits.quota = InteractionQuota(points: 400_000, windowSeconds: 1)
+        // About 26,000 conditional updates at 120 points: some 3.1 million points, in windows of 250,000 per second
+        // (less than the debug build sends unpaced).
+        limits.quota = InteractionQuota(points: 250_000, windowSeconds: 1)
         try await UploadFixtures.withServer(limits: limits, folder: UploadFixtures.syntheaCopy) { server, folder in
             var options = UploadFixtures.options(server)
             options.concurrency = 8
             let report = try await Uploader(folder: folder, options: options).run()
             #expect(report.failures == 0)
             #expect(report.throttled == 0 && server.statistics.throttled == 0, "\(report.throttled) answers 429")
-            #expect(report.quotaWait > 1)  // it had to wait for windows to reset
+            #expect(report.quotaWait > 0)  // it had to wait for windows to reset
             try await expectExactlyTheArtifacts(folder, on: server)
         }
     }
