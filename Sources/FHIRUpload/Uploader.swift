@@ -247,7 +247,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         let directory = target.directory(inRoot: journalRoot(manifestSHA256: manifestSHA256).path)
         let record = TargetRecord.read(directory: directory)
         let current = record?.manifestSHA256 == manifestSHA256 ? record : nil
-        let plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
+        let plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: splitTransactions(manifest),
                                        batchesAsTransactions: current?.resolvesBatchConditionalReferences == false)
         var written = 0
         if current != nil && !options.restart && FileManager.default.fileExists(atPath: directory + "/" + UploadJournal.fileName) {
@@ -277,7 +277,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         let client = FHIRClient(base: options.server, credentials: options.credentials, timeout: options.timeout, policy: options.urlPolicy)
         if !options.skipPreflight {
             let known = TargetRecord.read(directory: directory)
-            let preflightPlan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
+            let preflightPlan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: splitTransactions(manifest),
                                                     batchesAsTransactions: known?.manifestSHA256 == manifestSHA256 && known?.resolvesBatchConditionalReferences == false)
             do {
                 try await preflight(preflightPlan.needs, client: client, events: events)
@@ -304,7 +304,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
             record.resolvesBatchConditionalReferences = nil
             try record.write(directory: directory)
         }
-        var plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
+        var plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: splitTransactions(manifest),
                                        batchesAsTransactions: record.resolvesBatchConditionalReferences == false)
         report.target = target
         if record.resolvesBatchConditionalReferences == false { report.transactionSteps = Self.stepsWithTransactionChunks(plan) }
@@ -357,7 +357,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
                                 try? failuresFile?.truncate(atOffset: failuresMark)
                                 _ = try? failuresFile?.seekToEnd()
                             }
-                            plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: options.splitTransactions,
+                            plan = try UploadPlan.make(folder: folder, manifest: manifest, splitTransactions: splitTransactions(manifest),
                                                        batchesAsTransactions: true)
                             requests = plan.steps[number].requests
                             report.transactionSteps = Self.stepsWithTransactionChunks(plan)
@@ -415,6 +415,13 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         let known = KnownIdentifiers.parse(text)
         let (missing, _) = try await Verifier(folder: folder, options: options).missingKnownIdentifiers(known, client: client)
         if !missing.isEmpty { throw UploadRefusal.knownIdentifiersMissing(missing, of: known.count) }
+    }
+
+    /// Whether inner transactions go one per request: when asked, and for a `medplum-async` folder, whose batches of
+    /// transactions are packed for a 50 MB job body but must go synchronously (all or nothing), where Medplum
+    /// takes 1 MB.
+    private func splitTransactions(_ manifest: Manifest) -> Bool {
+        options.splitTransactions || manifest.profile == .medplumAsync
     }
 
     /// Findings that mean the folder is not what `convert` wrote.
