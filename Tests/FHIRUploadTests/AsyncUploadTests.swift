@@ -1,5 +1,7 @@
+import FHIRConvert
 import FHIRModel
 import FHIRTestServer
+import FHIRTestSupport
 @testable import FHIRUpload
 import Foundation
 import Testing
@@ -178,6 +180,41 @@ struct AsyncUploadTests {
             #expect(report.failed["Patient"] == 2)  // and what refers to them
             let failures = try String(contentsOfFile: UploadFixtures.targetFolder(folder) + "/failures.ndjson", encoding: .utf8)
             #expect(failures.contains("upload without --async"))
+        }
+    }
+
+    @Test func aSynchronousBodyOver1MBIs413AndTheSameBodyAsAJobIsAccepted() async throws {
+        var limits = ServerLimits()
+        limits.asyncBodyBytes = 3_000_000
+        try await UploadFixtures.withServer(limits: limits) { server, _ in
+            let client = FHIRClient(base: server.baseURL, credentials: .none, timeout: 10)
+            func batch(bytes: Int) -> [UInt8] {
+                let filler = String(repeating: "x", count: bytes)
+                return Array(#"{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Basic","identifier":[{"system":"s","value":"1"}],"code":{"text":"\#(filler)"}},"request":{"method":"PUT","url":"Basic?identifier=s|1"}}]}"#.utf8)
+            }
+            let synchronous = try await client.send(method: .POST, url: client.base, body: batch(bytes: 1_500_000))
+            let job = try await client.send(method: .POST, url: client.base, body: batch(bytes: 1_500_000), prefer: "respond-async")
+            let tooLarge = try await client.send(method: .POST, url: client.base, body: batch(bytes: 3_500_000), prefer: "respond-async")
+            await client.shutdown()
+            #expect(synchronous.status == 413)  // Medplum's maxJsonSize, 1 MB
+            #expect(job.status == 202 && job.headers.contains { $0.name == "Content-Location" && $0.value.hasPrefix(server.baseURL + "/job/") })
+            #expect(tooLarge.status == 413)  // maxBatchSize
+        }
+    }
+
+    @Test func aFolderConvertedWithTheMedplumAsyncProfileUploadsWithAsync() async throws {
+        try await UploadFixtures.withServer(folder: {
+            let dir = NSTemporaryDirectory() + "async-profile-\(UUID().uuidString)"
+            var options = ConvertOptions(mappingPath: TestRepository.fixture("medplum-example/mapping.yaml"), outputPath: dir)
+            options.profile = .medplumAsync
+            _ = try Converter(options: options).run()
+            return dir
+        }) { server, folder in
+            let report = try await Uploader(folder: folder, options: Self.asyncOptions(server)).run()
+            #expect(report.failures == 0 && report.asyncJobs == 2)
+            // The batch of transactions goes one inner transaction per request, synchronously (1 MB each at most).
+            #expect(report.requests == 4)
+            try await expectExactlyTheArtifacts(folder, on: server)
         }
     }
 
