@@ -73,7 +73,6 @@ struct AsyncBatchJobs: Sendable {
     let cancelOnInterrupt: Bool
     let registry: JobRegistry
     let pacer: QuotaPacer
-    let events: @Sendable (UploadEvent) -> Void
     /// First wait between polls, and the longest (each poll waits half as long again as the last).
     var firstPoll = 0.2
     var longestPoll = 10.0

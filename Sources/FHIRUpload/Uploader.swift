@@ -320,7 +320,7 @@ public final class Uploader: @unchecked Sendable {  // `report` and `failuresFil
         let pacer = QuotaPacer()
         let registry = JobRegistry()
         let jobs = options.async ? AsyncBatchJobs(client: client, journal: journal, outage: outage, retry: options.retry,
-                                                  cancelOnInterrupt: options.cancelOnInterrupt, registry: registry, pacer: pacer, events: events,
+                                                  cancelOnInterrupt: options.cancelOnInterrupt, registry: registry, pacer: pacer,
                                                   firstPoll: options.firstPoll, longestPoll: options.longestPoll) : nil
         let context = SendContext(client: client, journal: journal, outage: outage, events: events, started: started,
                                   files: VerifiedFiles(folder: folder, manifest: manifest), pacer: pacer, jobs: jobs)
