@@ -104,7 +104,8 @@ struct AsyncBatchJobs: Sendable {
             }
             guard let named = statusURL(response) else {
                 return .success(BundleResponse(status: 202, headers: response.headers, outcomes: nil,
-                                               issues: ["202 Accepted without a job status URL (no Content-Location)"]))
+                                               issues: ["202 Accepted without a job status URL on the server's origin (Content-Location missing, "
+                                                        + "or naming another origin, which is never contacted)"]))
             }
             url = named
             try journal.recordJob(request: request, url: url, entries: entries)

@@ -17,7 +17,8 @@ actor QuotaPacer {
     private var inFlight = 0
     /// The most points seen left in a window: what a fresh window holds at least.
     private var windowPoints: Int?
-    /// Points one entry costs: Medplum's conditional update until a request alone in flight measures it.
+    /// Points one entry costs: Medplum's conditional update, raised when a request alone in flight measures more or
+    /// entries meet a 429 (never lowered: an underestimate is what causes 429s).
     private(set) var pointsPerEntry = 120.0
     /// Seconds requests spent waiting for the quota, summed over requests.
     private(set) var waited = 0.0
@@ -25,10 +26,9 @@ actor QuotaPacer {
     private var known = false
     private var quota = false
 
-    /// The points a request of `entries` entries is expected to cost (`fixed` for one whose cost does not depend on
-    /// its entries, like an asynchronous kickoff, a single write).
-    func estimate(entries: Int, fixed: Int? = nil) -> Int {
-        fixed ?? Int((Double(entries) * pointsPerEntry).rounded(.up))
+    /// The points a request writing `entries` resources is expected to cost.
+    func estimate(entries: Int) -> Int {
+        Int((Double(entries) * pointsPerEntry).rounded(.up))
     }
 
     /// Waits until `points` can be spent without exceeding the quota; returns them, to be given back to `settle`.
@@ -63,7 +63,8 @@ actor QuotaPacer {
         }
     }
 
-    /// The answer to a request admitted with `points` (nil when it got none) and what it says of the quota.
+    /// The answer to a request admitted with `points` (`headers` empty when it got none) and what it says of the
+    /// quota; `points` 0 for a request that was not admitted (a poll), whose answer still reports the quota.
     func settle(points: Int, entries: Int, headers: [(name: String, value: String)]) {
         let alone = inFlight == points
         inFlight = max(0, inFlight - points)

@@ -309,9 +309,13 @@ public final class FHIRTestServer: @unchecked Sendable {  // mutable state behin
         let relative = String(path.dropFirst("/fhir/R4".count).drop(while: { $0 == "/" }))
         let request = ServiceRequest(method: method, path: relative, query: FHIRService.decodeQuery(rawQuery), body: body)
         let fired = lock.withLock { () -> [@Sendable () -> Void] in
-            let due = triggers.filter { $0.condition(stats) }
-            triggers.removeAll { $0.condition(stats) }
-            return due.map(\.action)
+            var due: [@Sendable () -> Void] = []
+            triggers.removeAll { trigger in
+                guard trigger.condition(stats) else { return false }
+                due.append(trigger.action)
+                return true
+            }
+            return due
         }
         for action in fired { action() }
         return lock.withLock { () -> Action in
