@@ -27,12 +27,34 @@ extension ArtifactValidator {
         checkEntries(0, file: file, step: step, transactionCounter: &transactionCounter)
     }
 
-    /// `request.method` and `request.url` string tokens of an entry.
-    func request(_ entry: Int) -> (method: Int, url: Int)? {
-        let tape = self.tape
-        guard let request = tape.member(entry, "request"), let method = tape.member(request, "method"), tape.kind(method) == .string,
-              let url = tape.member(request, "url"), tape.kind(url) == .string else { return nil }
-        return (method, url)
+    /// The tokens of a bundle entry that the checks read, each found once.
+    struct EntryTokens {
+        let entry: Int
+        let resource: Int?
+        /// The resource's `resourceType`, when it is a string.
+        let resourceType: Int?
+        let request: Int?
+        let method: Int?
+        let url: Int?
+        /// `request.method` and `request.url` when both are strings.
+        let validRequest: (method: Int, url: Int)?
+        /// Whether `request.url` is a string with a search (`?`): a conditional write.
+        let urlIsSearch: Bool
+
+        init(_ tape: JSONTape, _ entry: Int) {
+            self.entry = entry
+            resource = tape.member(entry, "resource")
+            resourceType = resource.flatMap { tape.member($0, "resourceType") }.flatMap { tape.kind($0) == .string ? $0 : nil }
+            request = tape.member(entry, "request")
+            method = request.flatMap { tape.member($0, "method") }
+            url = request.flatMap { tape.member($0, "url") }
+            if let method, tape.kind(method) == .string, let url, tape.kind(url) == .string {
+                validRequest = (method, url)
+            } else {
+                validRequest = nil
+            }
+            urlIsSearch = url.flatMap { tape.withString($0) { $0.contains(UInt8(ascii: "?")) } } ?? false
+        }
     }
 
     func checkEntries(_ bundle: Int, file: String, step: Int32, transactionCounter: inout Int32) {
@@ -55,18 +77,18 @@ extension ArtifactValidator {
         // A transaction is known by its bundle's number.
         let transaction: Int32 = isTransaction ? bundleSerial : -1
         if isTransaction { transactionCounter += 1 }
-        var entries: [Int] = []
+        // Each entry's tokens, looked up once for the passes below.
+        var entries: [EntryTokens] = []
         if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {
             entries.reserveCapacity(tape.count(list))
-            tape.forEachItem(list) { _, entry in entries.append(entry) }
+            tape.forEachItem(list) { _, entry in entries.append(EntryTokens(tape, entry)) }
         }
         if isTransaction {
             var conditional = 0
             var updates = 0
-            for entry in entries {
-                guard let request = tape.member(entry, "request") else { continue }
-                if let url = tape.member(request, "url"), tape.withString(url, { $0.contains(UInt8(ascii: "?")) }) == true { conditional += 1 }
-                if let method = tape.member(request, "method"), tape.equals(method, "PUT") || tape.equals(method, "PATCH") { updates += 1 }
+            for entry in entries where entry.request != nil {
+                if entry.urlIsSearch { conditional += 1 }
+                if let method = entry.method, tape.equals(method, "PUT") || tape.equals(method, "PATCH") { updates += 1 }
             }
             if entries.count > limits.transactionEntries {
                 findings.append(Finding(rule: .transactionEntries, file: file, pointer: pointer(bundle) + "/entry", message: "the transaction has \(entries.count) entries, more than \(limits.transactionEntries)"))
@@ -87,14 +109,13 @@ extension ArtifactValidator {
         var hashes: [UInt128] = []
         var hashRanges: [Range<Int>] = []
         hashRanges.reserveCapacity(entries.count)
-        for entry in entries {
+        for tokens in entries {
             // Index first, so that references within this bundle resolve whatever the entry order.
             let first = hashes.count
-            let resource = tape.member(entry, "resource")
-            let resourceTypeToken = resource.flatMap { tape.member($0, "resourceType") }.flatMap { tape.kind($0) == .string ? $0 : nil }
+            let entry = tokens.entry, resource = tokens.resource, resourceTypeToken = tokens.resourceType
             // An inner transaction (POSTed to /) is indexed entry by entry when it is read; a Bundle written as a
             // resource (a document) is a resource like any other.
-            let isInnerTransaction = request(entry).map { tape.equals($0.url, "/") } ?? false
+            let isInnerTransaction = tokens.validRequest.map { tape.equals($0.url, "/") } ?? false
             if let resource, let resourceTypeToken, !isInnerTransaction {
                 let place = EntryPlace(step: step, transaction: transaction, bundle: bundleSerial, position: Int32(hashRanges.count), data: false)
                 index(resource, typeToken: resourceTypeToken, place: place, hashes: &hashes)
@@ -105,14 +126,15 @@ extension ArtifactValidator {
             if fullUrls[key] != nil {
                 findings.append(Finding(rule: .fullUrlDuplicate, file: file, pointer: pointer(fullUrl), message: "fullUrl \(tape.string(fullUrl)!) appears twice in the bundle"))
             }
-            if tape.hasPrefix(fullUrl, "urn:uuid:"), !PrimitiveFormats.isValid(tape.string(fullUrl)!, type: "uuid") {
+            if tape.hasPrefix(fullUrl, "urn:uuid:"), tape.withString(fullUrl, { PrimitiveFormats.check($0, .uuid) }) != true {
                 findings.append(Finding(rule: .fullUrlInvalid, file: file, pointer: pointer(fullUrl), message: "'\(tape.string(fullUrl)!)' is not a valid urn:uuid"))
             }
             fullUrls[key] = resourceTypeToken.map { typeName($0) } ?? ""
         }
         var references: [FoundReference] = []
-        for (i, entry) in entries.enumerated() {
-            guard let (method, url) = request(entry) else {
+        for (i, tokens) in entries.enumerated() {
+            let entry = tokens.entry
+            guard let (method, url) = tokens.validRequest else {
                 findings.append(Finding(rule: .entryRequest, file: file, pointer: pointer(entry) + "/request", message: "the entry has no request.method and request.url"))
                 continue
             }
@@ -122,14 +144,14 @@ extension ArtifactValidator {
                 let target = tape.string(url) ?? ""
                 let namesOne = target.contains("?") ? ConditionalURL.parseIdentifier(target) != nil
                     : target.split(separator: "/", omittingEmptySubsequences: false).count == 2 && !target.hasPrefix("/") && !target.hasSuffix("/")
-                if tape.member(entry, "resource") != nil || !namesOne {
+                if tokens.resource != nil || !namesOne {
                     findings.append(Finding(rule: .entryRequest, file: file, pointer: pointer(entry) + "/request",
                                             message: "a DELETE entry must have no resource and must name one resource: Type?identifier=system|value or Type/id"))
                 }
                 continue
             }
-            guard let resource = tape.member(entry, "resource") else { continue }
-            let resourceTypeToken = tape.member(resource, "resourceType").flatMap { tape.kind($0) == .string ? $0 : nil }
+            guard let resource = tokens.resource else { continue }
+            let resourceTypeToken = tokens.resourceType
             let isPost = tape.equals(method, "POST")
             let isBundle = resourceTypeToken.map { tape.equals($0, "Bundle") } ?? false
             if isPost && tape.equals(url, "/") {
@@ -146,7 +168,7 @@ extension ArtifactValidator {
             let typeMatches = isPatchBody || tape.withString(url) { u -> Bool in
                 let urlType = u.prefix { $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "/") }
                 guard let resourceTypeToken else { return urlType.isEmpty }
-                return tape.withString(resourceTypeToken) { $0.elementsEqual(urlType) } ?? false
+                return tape.withString(resourceTypeToken) { sameBytes($0, UnsafeBufferPointer(rebasing: urlType)) } ?? false
             }!
             if !typeMatches {
                 let urlType = tape.string(url)!.prefix { $0 != "?" && $0 != "/" }
@@ -154,7 +176,7 @@ extension ArtifactValidator {
                                         message: "request.url is for \(urlType) but the resource is a \(resourceTypeToken.map { typeName($0) } ?? "")"))
             }
             if isPost {
-                if let ifNoneExist = tape.member(entry, "request").flatMap({ tape.member($0, "ifNoneExist") }), tape.kind(ifNoneExist) == .string {
+                if let ifNoneExist = tokens.request.flatMap({ tape.member($0, "ifNoneExist") }), tape.kind(ifNoneExist) == .string {
                     // A conditional create: a replay finds the resource and creates nothing.
                     checkConditionalKey(entry: entry, resource: resource, search: ifNoneExist, typeToken: resourceTypeToken, file: file, create: true)
                 } else {
@@ -162,11 +184,9 @@ extension ArtifactValidator {
                                             message: "POST \(tape.string(url)!) creates a new \(resourceTypeToken.map { typeName($0) } ?? "") on every replay"))
                 }
             }
-            if tape.equals(method, "PUT") {
+            if tokens.urlIsSearch && tape.equals(method, "PUT") {
                 checkConditionalUpdate(entry: entry, resource: resource, url: url, file: file)
-                if tape.withString(url, { $0.contains(UInt8(ascii: "?")) }) == true {
-                    checkConditionalKey(entry: entry, resource: resource, search: url, typeToken: resourceTypeToken, file: file, create: false)
-                }
+                checkConditionalKey(entry: entry, resource: resource, search: url, typeToken: resourceTypeToken, file: file, create: false)
             }
             resources += 1
             bundleTypeCounts.add(tape, typeToken: resourceTypeToken)
@@ -196,36 +216,45 @@ extension ArtifactValidator {
         let tape = self.tape
         var references: [FoundReference] = []
         checkStructure(bundle, file: file, envelope: true, references: &references)
-        let type = tape.member(bundle, "type").flatMap { tape.string($0) } ?? ""
+        // The type is compared in place: a batch of transactions has an envelope for each of its transactions.
+        let typeToken = tape.member(bundle, "type")
+        func typeIs(_ names: StaticString...) -> Bool {
+            guard let typeToken else { return false }
+            return names.contains { tape.equals(typeToken, $0) }
+        }
+        func typeText() -> String { typeToken.flatMap { tape.string($0) } ?? "" }
         func invariant(_ id: String, _ token: Int, _ message: String) {
             findings.append(Finding(rule: .bundleInvariant, file: file, pointer: pointer(token), message: "\(id): \(message)"))
         }
-        if let total = tape.member(bundle, "total"), type != "searchset" && type != "history" {
+        if let total = tape.member(bundle, "total"), !typeIs("searchset", "history") {
             invariant("bdl-1", total, "total is only for a searchset or history bundle")
         }
         // bdl-3 and bdl-4 depend on the type: not judged when the type itself is wrong (reported above).
-        let knownType = ["document", "message", "transaction", "transaction-response", "batch", "batch-response", "history", "searchset", "collection"].contains(type)
-        let requests = !knownType || ["batch", "transaction", "history"].contains(type)
-        let responses = ["batch-response", "transaction-response", "history"].contains(type)
+        let knownType = typeIs("document", "message", "transaction", "transaction-response", "batch", "batch-response", "history", "searchset", "collection")
+        let requests = !knownType || typeIs("batch", "transaction", "history")
+        let responses = typeIs("batch-response", "transaction-response", "history")
+        let searchset = typeIs("searchset")
         var first: Int?
         if let list = tape.member(bundle, "entry"), tape.kind(list) == .array {
             tape.forEachItem(list) { position, entry in
                 guard tape.kind(entry) == .object else { return }
                 let resource = tape.member(entry, "resource")
                 if position == 0 { first = resource }
-                if let search = tape.member(entry, "search"), type != "searchset" {
+                if let search = tape.member(entry, "search"), !searchset {
                     invariant("bdl-2", search, "entry.search is only for a searchset bundle")
                 }
-                if let request = tape.member(entry, "request"), !requests {
+                let request = tape.member(entry, "request")
+                if let request, !requests {
+                    let type = typeText()
                     invariant("bdl-3", request, "entry.request is only for a batch, transaction or history bundle, not \(type.isEmpty ? "this one" : "a \(type)")")
                 }
                 let response = tape.member(entry, "response")
                 if let response, !responses {
                     invariant("bdl-4", response, "entry.response is only for a batch-response, transaction-response or history bundle")
                 } else if response == nil && responses && knownType {
-                    invariant("bdl-4", entry, "an entry of a \(type) bundle needs a response")
+                    invariant("bdl-4", entry, "an entry of a \(typeText()) bundle needs a response")
                 }
-                if resource == nil && tape.member(entry, "request") == nil && response == nil {
+                if resource == nil && request == nil && response == nil {
                     invariant("bdl-5", entry, "the entry has neither a resource nor a request or response")
                 }
                 if let fullUrl = tape.member(entry, "fullUrl"), tape.contains(fullUrl, "/_history/") {
@@ -233,16 +262,18 @@ extension ArtifactValidator {
                 }
             }
         }
-        let firstType = first.flatMap { tape.member($0, "resourceType") }.flatMap { tape.string($0) }
-        if type == "document" {
+        func firstIs(_ type: StaticString) -> Bool {
+            first.flatMap { tape.member($0, "resourceType") }.map { tape.equals($0, type) } ?? false
+        }
+        if typeIs("document") {
             let identifier = tape.member(bundle, "identifier")
             if identifier.flatMap({ tape.member($0, "system") }) == nil || identifier.flatMap({ tape.member($0, "value") }) == nil {
                 invariant("bdl-9", bundle, "a document needs an identifier with a system and a value")
             }
             if tape.member(bundle, "timestamp") == nil { invariant("bdl-10", bundle, "a document needs a timestamp") }
-            if firstType != "Composition" { invariant("bdl-11", bundle, "a document's first entry must be a Composition") }
+            if !firstIs("Composition") { invariant("bdl-11", bundle, "a document's first entry must be a Composition") }
         }
-        if type == "message" && firstType != "MessageHeader" { invariant("bdl-12", bundle, "a message's first entry must be a MessageHeader") }
+        if typeIs("message") && !firstIs("MessageHeader") { invariant("bdl-12", bundle, "a message's first entry must be a MessageHeader") }
     }
 
     /// A resource type's name: the tables' own string for R4 types (no allocation), else the token's text.
@@ -255,7 +286,6 @@ extension ArtifactValidator {
     /// searches for.
     func checkConditionalUpdate(entry: Int, resource: Int, url: Int, file: String) {
         let tape = self.tape
-        guard tape.withString(url, { $0.contains(UInt8(ascii: "?")) }) == true else { return }
         if tape.member(resource, "id") != nil {
             findings.append(Finding(rule: .idInConditionalUpdate, file: file, pointer: pointer(entry) + "/resource/id", message: "a conditional update body must not contain id"))
         }
@@ -268,7 +298,7 @@ extension ArtifactValidator {
                 if let identifiers {
                     tape.forEachItem(identifiers) { _, identifier in
                         guard !carries, let s = tape.member(identifier, "system"), let v = tape.member(identifier, "value") else { return }
-                        carries = tape.withString(s, { $0.elementsEqual(system) }) == true && tape.withString(v, { $0.elementsEqual(value) }) == true
+                        carries = tape.withString(s, { sameBytes($0, system) }) == true && tape.withString(v, { sameBytes($0, value) }) == true
                     }
                 }
                 return carries ? nil : String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self)
@@ -300,16 +330,17 @@ extension ArtifactValidator {
             } ?? nil
         }
         guard let hash = hash ?? nil else { return }
-        guard var e = index[hash], e.count > 0 else {
-            if create {
-                findings.append(Finding(rule: .conditionalIdentifierMissing, file: file, pointer: pointer(entry) + "/resource/identifier",
-                                        message: "the conditional create searches for identifier \(tape.string(search) ?? ""), which the resource does not carry"))
-            }
-            return
+        // One probe: the entry was indexed moments ago, so it is there unless the resource lacks the identifier.
+        let carried = index.update(hash, startingAt: IndexEntry()) { e -> Bool in
+            guard e.count > 0 else { return false }
+            e.used = true
+            if create { e.conditionalCreates += 1 }
+            return true
         }
-        e.used = true
-        if create { e.conditionalCreates += 1 }
-        index[hash] = e
+        if !carried && create {
+            findings.append(Finding(rule: .conditionalIdentifierMissing, file: file, pointer: pointer(entry) + "/resource/identifier",
+                                    message: "the conditional create searches for identifier \(tape.string(search) ?? ""), which the resource does not carry"))
+        }
     }
 
     /// A resource in a data bundle or file of its own: checked, indexed, its references resolved.

@@ -124,15 +124,15 @@ extension ArtifactValidator {
         let first = hashes.count
         identifierHashes(resource, typeToken: typeToken, into: &hashes)
         for hash in hashes[first...] {
-            var e = index[hash] ?? IndexEntry()
-            e.count += 1
-            if e.step < 0 || step < e.step {
-                e.step = step
-                e.bundle = place.bundle
-                e.transaction = transaction
-                e.position = place.position
+            index.update(hash, startingAt: IndexEntry()) { e in
+                e.count += 1
+                if e.step < 0 || step < e.step {
+                    e.step = step
+                    e.bundle = place.bundle
+                    e.transaction = transaction
+                    e.position = place.position
+                }
             }
-            index[hash] = e
         }
     }
 

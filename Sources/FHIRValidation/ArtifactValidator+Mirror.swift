@@ -55,11 +55,7 @@ extension ArtifactValidator {
         var urns = references.filter { tape.hasPrefix($0.token, "urn:") }
         guard !urns.isEmpty else {
             if creditsMirror {
-                for hash in identifiers {
-                    var e = index[hash] ?? IndexEntry()
-                    e.ndjsonCount += 1
-                    index[hash] = e
-                }
+                for hash in identifiers { index.update(hash, startingAt: IndexEntry()) { $0.ndjsonCount += 1 } }
             }
             return
         }
@@ -158,7 +154,7 @@ extension ArtifactValidator {
         }
         if coded {
             codedCounter = CodedValueCounter()
-            codedPlans = [:]
+            codedPlans = []
         }
         var hashes: [UInt128] = []
         for file in ndjsonFiles {
@@ -169,11 +165,7 @@ extension ArtifactValidator {
                 guard identifiers else { return }
                 hashes.removeAll(keepingCapacity: true)
                 identifierKeys.hashes(tape, 0, typeToken: typeToken, into: &hashes)
-                for hash in hashes {
-                    var e = index[hash] ?? IndexEntry()
-                    e.ndjsonCount += 1
-                    index[hash] = e
-                }
+                for hash in hashes { index.update(hash, startingAt: IndexEntry()) { $0.ndjsonCount += 1 } }
             }
         }
     }

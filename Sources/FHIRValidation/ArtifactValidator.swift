@@ -140,7 +140,7 @@ public final class ArtifactValidator {
     var deleteEntries = 0
     var codedCounter = CodedValueCounter()
     /// Per resource type (index of `StructureTables.types`), its coded top-level elements.
-    var codedPlans: [Int32: [CodedElementPlan]] = [:]
+    var codedPlans: [[CodedElementPlan]?] = []
     @exclusivity(unchecked) var pending: [PendingReference] = []
     /// The bundle resources checked (folders with a manifest), by resource type (index of `StructureTables.types`),
     /// for their NDJSON mirror lines; and the urn references of the twins that have some.

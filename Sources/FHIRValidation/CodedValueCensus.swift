@@ -1,6 +1,10 @@
 import FHIRDefinitions
 import FHIRModel
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How often each value of the coded elements at the top of the resources appears: `Patient.gender` → female 2,
 /// `Encounter.class` → `…/v3-ActCode|AMB` 2, `Condition.clinicalStatus` → `…/condition-clinical|active` 3,
 /// `Condition.code` → the code systems of its codings. For the review
@@ -75,6 +79,11 @@ struct CodedElementPlan {
     /// The element's number in the counter.
     var element: Int32 = 0
 
+    /// Whether `key` (a member name's bytes) names this element.
+    func matches(_ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        key.count == self.key.count && self.key.withUnsafeBufferPointer { memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }
+    }
+
     /// The top-level elements of `type` whose type is code, Coding or CodeableConcept (choice types left out: their
     /// JSON keys vary); an empty list for an unknown type.
     static func plan(for type: String) -> [CodedElementPlan] {
@@ -97,18 +106,20 @@ struct CodedElementPlan {
 extension ArtifactValidator {
     /// Counts the coded elements of the resource at the root of the tape (of resource type index `type`).
     func countCodedValues(type: Int32, root: Int = 0, typeName: () -> String?) {
-        if codedPlans[type] == nil {
+        let t = Int(type)
+        if t >= codedPlans.count { codedPlans.append(contentsOf: repeatElement(nil, count: t + 1 - codedPlans.count)) }
+        if codedPlans[t] == nil {
             var plan = typeName().map(CodedElementPlan.plan(for:)) ?? []
             for i in plan.indices { plan[i].element = codedCounter.element(plan[i].label) }
-            codedPlans[type] = plan
+            codedPlans[t] = plan
         }
-        let plan = codedPlans[type]!
+        let plan = codedPlans[t]!
         if plan.isEmpty { return }
         let tape = self.tape
         let none: StaticString = "(no system)"
         let empty: [UInt8] = []
         tape.forEachMember(root) { key, value in
-            guard let element = tape.withString(key, { k in plan.first { $0.key.count == k.count && $0.key.elementsEqual(k) } }) ?? nil else { return }
+            guard let element = tape.withString(key, { k in plan.first { $0.matches(k) } }) ?? nil else { return }
             func coding(_ c: Int, full: Bool) {
                 guard tape.kind(c) == .object else { return }
                 func withSystem(_ body: (UnsafeBufferPointer<UInt8>) -> Void) {
@@ -122,24 +133,19 @@ extension ArtifactValidator {
                     empty.withUnsafeBufferPointer { codedCounter.add(element.element, system, suffix: $0) }
                 }
             }
-            func concept(_ c: Int, codes: Bool) {
-                guard tape.kind(c) == .object, let codings = tape.member(c, "coding"), tape.kind(codings) == .array else { return }
-                tape.forEachItem(codings) { _, item in coding(item, full: codes) }
-            }
-            let items: [Int]
-            if tape.kind(value) == .array {
-                var list: [Int] = []
-                tape.forEachItem(value) { _, item in list.append(item) }
-                items = list
-            } else {
-                items = [value]
-            }
-            for item in items {
+            func count(_ item: Int) {
                 switch element.kind {
                 case .code: if tape.kind(item) == .string { tape.withString(item) { codedCounter.add(element.element, $0) } }
                 case .coding: coding(item, full: true)
-                case .codeableConcept(let codes): concept(item, codes: codes)
+                case .codeableConcept(let codes):
+                    guard tape.kind(item) == .object, let codings = tape.member(item, "coding"), tape.kind(codings) == .array else { return }
+                    tape.forEachItem(codings) { _, c in coding(c, full: codes) }
                 }
+            }
+            if tape.kind(value) == .array {
+                tape.forEachItem(value) { _, item in count(item) }
+            } else {
+                count(value)
             }
         }
     }

@@ -160,7 +160,7 @@ struct JSONTape: Sendable {
 
     /// Whether string tokens `a` and `b` hold the same value (escapes undone).
     func sameString(_ a: Int, _ b: Int) -> Bool {
-        withString(a) { x in withString(b) { y in x.elementsEqual(y) } ?? false } ?? false
+        withString(a) { x in withString(b) { y in sameBytes(x, y) } ?? false } ?? false
     }
 
     /// The value of the first member of object `i` whose key is the string token `key` without its first
@@ -591,4 +591,10 @@ private struct TapeBuilder {
         }
         return true
     }
+}
+
+/// Whether two byte ranges hold the same bytes (`elementsEqual` compares element by element, generically).
+@inline(__always)
+func sameBytes(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+    a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
 }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Checks primitive values against the formats of FHIR R4's primitive types.
 ///
 /// Byte-level equivalents of the regular expressions published in the R4 definitions (the test suite checks them
@@ -174,9 +178,10 @@ enum PrimitiveFormats {
     }
 
     private static func uuid(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
-        let prefix = Array("urn:uuid:".utf8)
-        guard p.count == prefix.count + 36, Array(p[0..<prefix.count]) == prefix else { return false }
-        for (k, b) in p[prefix.count...].enumerated() {
+        let prefix: StaticString = "urn:uuid:"
+        let n = prefix.utf8CodeUnitCount
+        guard p.count == n + 36, memcmp(p.baseAddress!, prefix.utf8Start, n) == 0 else { return false }
+        for (k, b) in p[n...].enumerated() {
             if k == 8 || k == 13 || k == 18 || k == 23 {
                 if b != 0x2D { return false }
             } else if !(isDigit(b) || (b >= 0x61 && b <= 0x66)) {
