@@ -107,7 +107,7 @@ struct ConversionRun {
 
     /// Reads every source that lookups index, once per source, into the lookup tables (as bytes: no String per field).
     private mutating func buildLookups() throws -> LookupTables {
-        let tables = LookupTables(mapping: mapping)
+        var tables = LookupTables.Builder(mapping: mapping)
         let stepSources = Set(mapping.steps.map(\.sourceIndex))
         let bySource = Dictionary(grouping: mapping.lookups.indices, by: { mapping.lookups[$0].sourceIndex })
         for sourceIndex in bySource.keys.sorted() {
@@ -131,7 +131,7 @@ struct ConversionRun {
                 }
             }
         }
-        return tables
+        return tables.build()
     }
 
     private mutating func noteDuplicate(lookup: String, keyColumns: [String], file: String, line: Int) {

@@ -5,30 +5,64 @@ import FHIRSources
 import Glibc
 #endif
 
-/// The lookup tables of a mapping, filled from their sources before the steps run.
+/// The lookup tables of a mapping, filled from their sources (`Builder`) before the steps run, then only read.
 ///
 /// A lookup holds a whole source in memory, so its rows are kept as bytes in one arena per table, with an
 /// open-addressing index on the key: a row costs its bytes plus about 30, where a dictionary of String arrays cost
-/// several hundred and an allocation per field. Only the columns the mapping reads are kept.
-public final class LookupTables: @unchecked Sendable {
-    private var tables: [LookupTable]
+/// several hundred and an allocation per field. Only the columns the mapping reads are kept. Built, the tables are
+/// constants (`Sendable`, checked by the compiler): reading them needs no lock and no exclusivity check.
+public final class LookupTables: Sendable {
+    private let tables: [LookupTable]
 
-    /// Tables that keep every column (tests and tools that fill them by hand).
-    public init(count: Int) {
-        tables = (0..<count).map { _ in LookupTable(keep: nil) }
-    }
+    /// The tables being filled: one thread fills them, then `build()` freezes them.
+    public struct Builder {
+        private var tables: [LookupTableStorage]
 
-    /// Tables for `mapping`'s lookups, keeping only the columns its templates read.
-    public init(mapping: CompiledMapping) {
-        tables = mapping.lookups.map { LookupTable(keep: $0.columnsRead) }
-    }
+        /// Tables that keep every column (tests and tools that fill them by hand).
+        public init(count: Int) {
+            tables = (0..<count).map { _ in LookupTableStorage(keep: nil) }
+        }
 
-    /// Adds a row to lookup `index`. Returns false when a single-row lookup already holds `key`.
-    public func add(index: Int, key: String, row: [FieldValue], multiple isMultiple: Bool) -> Bool {
-        var record = RecordBytes()
-        record.set(SourceRecord(line: 0, values: row))
-        var key = key
-        return key.withUTF8 { tables[index].add(key: $0, record: record, multiple: isMultiple) }
+        /// Tables for `mapping`'s lookups, keeping only the columns its templates read.
+        public init(mapping: CompiledMapping) {
+            tables = mapping.lookups.map { LookupTableStorage(keep: $0.columnsRead) }
+        }
+
+        /// Adds a row to lookup `index`. Returns false when a single-row lookup already holds `key`.
+        public mutating func add(index: Int, key: String, row: [FieldValue], multiple isMultiple: Bool) -> Bool {
+            var record = RecordBytes()
+            record.set(SourceRecord(line: 0, values: row))
+            var key = key
+            return key.withUTF8 { tables[index].add(key: $0, record: record, multiple: isMultiple) }
+        }
+
+        /// Adds `record` to lookup `index` under the values of its `keyColumns` (of a list, its first item). A key of
+        /// several columns is stored as `LookupKey.composite` of their values; a row whose key columns are all empty
+        /// cannot be found and is not kept.
+        public mutating func add(index: Int, record: RecordBytes, keyColumns: [Int], multiple isMultiple: Bool) -> Added {
+            guard keyColumns.count == 1 else {
+                let parts = keyColumns.map { column in
+                    record.lists.first(where: { $0.field == column }).map { $0.items.first ?? "" }
+                        ?? record.withField(column) { String(decoding: $0, as: UTF8.self) }
+                }
+                if parts.allSatisfy(\.isEmpty) { return .emptyKey }
+                var key = LookupKey.composite(parts)
+                return key.withUTF8 { tables[index].add(key: $0, record: record, multiple: isMultiple) } ? .added : .duplicate(key: parts.joined(separator: ", "))
+            }
+            let keyColumn = keyColumns[0]
+            if let list = record.lists.first(where: { $0.field == keyColumn }) {
+                guard var key = list.items.first, !key.isEmpty else { return .emptyKey }
+                return key.withUTF8 { tables[index].add(key: $0, record: record, multiple: isMultiple) } ? .added : .duplicate(key: key)
+            }
+            return record.withField(keyColumn) { key in
+                if key.isEmpty { return .emptyKey }
+                return tables[index].add(key: key, record: record, multiple: isMultiple)
+                    ? .added : .duplicate(key: String(decoding: key, as: UTF8.self))
+            }
+        }
+
+        /// The tables as they are now, to be read.
+        public func build() -> LookupTables { LookupTables(tables.map(LookupTable.init)) }
     }
 
     /// What adding a record to a lookup did.
@@ -40,41 +74,18 @@ public final class LookupTables: @unchecked Sendable {
         case duplicate(key: String)
     }
 
-    /// Adds `record` to lookup `index` under the values of its `keyColumns` (of a list, its first item). A key of
-    /// several columns is stored as `LookupKey.composite` of their values; a row whose key columns are all empty
-    /// cannot be found and is not kept.
-    public func add(index: Int, record: RecordBytes, keyColumns: [Int], multiple isMultiple: Bool) -> Added {
-        guard keyColumns.count == 1 else {
-            let parts = keyColumns.map { column in
-                record.lists.first(where: { $0.field == column }).map { $0.items.first ?? "" }
-                    ?? record.withField(column) { String(decoding: $0, as: UTF8.self) }
-            }
-            if parts.allSatisfy(\.isEmpty) { return .emptyKey }
-            var key = LookupKey.composite(parts)
-            return key.withUTF8 { tables[index].add(key: $0, record: record, multiple: isMultiple) } ? .added : .duplicate(key: parts.joined(separator: ", "))
-        }
-        let keyColumn = keyColumns[0]
-        if let list = record.lists.first(where: { $0.field == keyColumn }) {
-            guard var key = list.items.first, !key.isEmpty else { return .emptyKey }
-            return key.withUTF8 { tables[index].add(key: $0, record: record, multiple: isMultiple) } ? .added : .duplicate(key: key)
-        }
-        return record.withField(keyColumn) { key in
-            if key.isEmpty { return .emptyKey }
-            return tables[index].add(key: key, record: record, multiple: isMultiple)
-                ? .added : .duplicate(key: String(decoding: key, as: UTF8.self))
-        }
-    }
+    private init(_ tables: [LookupTable]) { self.tables = tables }
 
     func row(_ index: Int, _ key: String) -> LookupRow? {
         let table = tables[index]
-        return table.first(key).map { LookupRow(table: table, row: $0) }
+        return table.storage.first(key).map { LookupRow(table: table, row: $0) }
     }
 
     func rows(_ index: Int, _ key: String) -> [LookupRow] {
         let table = tables[index]
-        guard var row = table.first(key) else { return [] }
+        guard var row = table.storage.first(key) else { return [] }
         var out = [LookupRow(table: table, row: row)]
-        while let next = table.next(after: row) {
+        while let next = table.storage.next(after: row) {
             out.append(LookupRow(table: table, row: next))
             row = next
         }
@@ -93,33 +104,38 @@ public enum LookupKey {
 }
 
 /// One row of a lookup table, as an expression value: its fields become Strings only when read.
-struct LookupRow {
+struct LookupRow: Sendable {
     let table: LookupTable
     let row: Int
 
-    func value(_ column: Int) -> Value { table.value(row: row, column: column) }
+    func value(_ column: Int) -> Value { table.storage.value(row: row, column: column) }
+}
+
+/// A built lookup table: its storage, frozen. A class, so that expression values refer to it without copying it.
+final class LookupTable: Sendable {
+    let storage: LookupTableStorage
+
+    init(_ storage: LookupTableStorage) { self.storage = storage }
 }
 
 /// The rows of one lookup: bytes in an arena, an index from key to first row, and a chain for multi-row keys.
-// Filled by one thread, then only read: the state skips the runtime exclusivity checks.
-final class LookupTable: @unchecked Sendable {
+/// A value: filled in a `LookupTables.Builder`, then read through a `LookupTable`'s constant.
+struct LookupTableStorage: Sendable {
     /// Columns kept (nil: all); the others read as empty.
     private let keep: [Bool]?
     /// Key and kept fields of every row, back to back.
-    @exclusivity(unchecked) private var bytes = RenderBuffer(capacity: 1 << 16)
+    private var bytes: [UInt8] = []
     /// Per row: where its key ends, then where each of its fields ends. A row starts where the one before ends.
-    @exclusivity(unchecked) private var ends: [Int] = []
-    @exclusivity(unchecked) private var width = -1
+    private var ends: [Int] = []
+    private var width = -1
     /// List-valued fields (repeated XML children), by `row * width + column`; empty spans in `bytes`.
-    @exclusivity(unchecked) private var lists: [Int: [String]] = [:]
+    private var lists: [Int: [String]] = [:]
     /// Open addressing: the high 32 bits of the key's hash, and the row + 1 (0 for an empty slot).
-    @exclusivity(unchecked) private var slots: [UInt64] = Array(repeating: 0, count: 1 << 10)
+    private var slots: [UInt64] = Array(repeating: 0, count: 1 << 10)
     /// Rows with the same key, in order: `chain[row]` is the next row + 1, or 0; `tails` the last row per slot.
-    @exclusivity(unchecked) private var chain: [UInt32] = []
-    @exclusivity(unchecked) private var tails: [UInt32] = []
-    @exclusivity(unchecked) private(set) var count = 0
-
-    deinit { bytes.free() }
+    private var chain: [UInt32] = []
+    private var tails: [UInt32] = []
+    private(set) var count = 0
 
     init(keep: Set<Int>?) {
         if let keep, let highest = keep.max() {
@@ -135,7 +151,7 @@ final class LookupTable: @unchecked Sendable {
     }
 
     /// Stores the row under `key`; false (storing nothing) when the table is single-row and already holds the key.
-    func add(key: UnsafeBufferPointer<UInt8>, record: RecordBytes, multiple: Bool) -> Bool {
+    mutating func add(key: UnsafeBufferPointer<UInt8>, record: RecordBytes, multiple: Bool) -> Bool {
         if width < 0 { width = record.ends.count }
         precondition(record.ends.count == width, "every row of a source has the same fields")
         let hash = Self.hash(key)
@@ -154,12 +170,12 @@ final class LookupTable: @unchecked Sendable {
             count += 1
         }
         if multiple { chain.append(0) }
-        bytes.append(bytes: key)
+        bytes.append(contentsOf: key)
         ends.append(bytes.count)
         record.bytes.withUnsafeBufferPointer { p in
             var from = 0
             for (column, to) in record.ends.enumerated() {
-                if kept(column) { bytes.append(bytes: UnsafeBufferPointer(rebasing: p[from..<to])) }
+                if kept(column) { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: p[from..<to])) }
                 ends.append(bytes.count)
                 from = to
             }
@@ -191,7 +207,7 @@ final class LookupTable: @unchecked Sendable {
             if !lists.isEmpty, let items = lists[row * width + column] { return .list(items.map { $0.isEmpty ? .null : .string($0) }) }
             return .null
         }
-        return .string(String(decoding: UnsafeBufferPointer(start: bytes.base + start, count: end - start), as: UTF8.self))
+        return bytes.withUnsafeBufferPointer { .string(String(decoding: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self)) }
     }
 
     /// The slot holding `key`, or the empty slot where it goes.
@@ -207,26 +223,24 @@ final class LookupTable: @unchecked Sendable {
     }
 
     private func keyEquals(row: Int, _ key: UnsafeBufferPointer<UInt8>) -> Bool {
-        let stored = self.key(row: row)
-        guard stored.count == key.count else { return false }
-        return key.isEmpty || memcmp(stored.baseAddress!, key.baseAddress!, key.count) == 0
+        withKey(row: row) { stored in stored.count == key.count && (key.isEmpty || memcmp(stored.baseAddress!, key.baseAddress!, key.count) == 0) }
     }
 
-    /// The key bytes of `row`, in the arena (valid until the next add).
-    private func key(row: Int) -> UnsafeBufferPointer<UInt8> {
+    /// Calls `body` with the key bytes of `row`, in the arena.
+    private func withKey<R>(row: Int, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
         let at = row * (width + 1)
         let start = at == 0 ? 0 : ends[at - 1]
-        return UnsafeBufferPointer(start: bytes.base + start, count: ends[at] - start)
+        return bytes.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[start..<ends[at]])) }
     }
 
-    private func grow() {
+    private mutating func grow() {
         let old = slots
         let oldTails = tails
         slots = Array(repeating: 0, count: old.count * 2)
         if !oldTails.isEmpty { tails = Array(repeating: 0, count: slots.count) }
         let mask = slots.count - 1
         for (i, slot) in old.enumerated() where slot != 0 {
-            var j = Int(truncatingIfNeeded: Self.hash(key(row: Int(slot & 0xFFFF_FFFF) - 1))) & mask
+            var j = Int(truncatingIfNeeded: withKey(row: Int(slot & 0xFFFF_FFFF) - 1) { Self.hash($0) }) & mask
             while slots[j] != 0 { j = (j + 1) & mask }
             slots[j] = slot
             if !oldTails.isEmpty { tails[j] = oldTails[i] }

@@ -9,11 +9,14 @@ struct LookupTablesTests {
     }
 
     @Test func singleRowLookupFindsEveryKeyAcrossGrowthAndKeepsTheFirstOfADuplicate() {
-        let tables = LookupTables(count: 1)
+        var builder = LookupTables.Builder(count: 1)
         for i in 0..<5_000 {
-            #expect(tables.add(index: 0, key: "K\(i)", row: [.single("K\(i)"), .single("value \(i)")], multiple: false))
+            let added = builder.add(index: 0, key: "K\(i)", row: [.single("K\(i)"), .single("value \(i)")], multiple: false)
+            #expect(added)
         }
-        #expect(!tables.add(index: 0, key: "K42", row: [.single("K42"), .single("second")], multiple: false))
+        let second = builder.add(index: 0, key: "K42", row: [.single("K42"), .single("second")], multiple: false)
+        #expect(!second)
+        let tables = builder.build()
         for i in stride(from: 0, to: 5_000, by: 7) {
             #expect(texts(tables.row(0, "K\(i)").map { [$0] } ?? [], column: 1) == ["value \(i)"])
         }
@@ -24,10 +27,11 @@ struct LookupTablesTests {
     }
 
     @Test func multiRowLookupGivesEveryRowOfAKeyInFileOrder() {
-        let tables = LookupTables(count: 1)
+        var builder = LookupTables.Builder(count: 1)
         for i in 0..<3_000 {
-            _ = tables.add(index: 0, key: "P\(i % 300)", row: [.single("P\(i % 300)"), .single("\(i)")], multiple: true)
+            _ = builder.add(index: 0, key: "P\(i % 300)", row: [.single("P\(i % 300)"), .single("\(i)")], multiple: true)
         }
+        let tables = builder.build()
         for p in [0, 1, 150, 299] {
             #expect(texts(tables.rows(0, "P\(p)"), column: 1) == stride(from: p, to: 3_000, by: 300).map(String.init))
         }
@@ -35,8 +39,9 @@ struct LookupTablesTests {
     }
 
     @Test func emptyFieldsAreNullAndListFieldsStayLists() {
-        let tables = LookupTables(count: 1)
-        _ = tables.add(index: 0, key: "A", row: [.single("A"), .single(""), .list(["x", "", "y"]), .list([])], multiple: false)
+        var builder = LookupTables.Builder(count: 1)
+        _ = builder.add(index: 0, key: "A", row: [.single("A"), .single(""), .list(["x", "", "y"]), .list([])], multiple: false)
+        let tables = builder.build()
         let row = tables.row(0, "A")!
         guard case .null = row.value(1) else { Issue.record("an empty field reads as null"); return }
         guard case .list(let items) = row.value(2), items.count == 3, case .string("y") = items[2], case .null = items[1] else {
@@ -46,15 +51,20 @@ struct LookupTablesTests {
     }
 
     @Test func aKeyColumnThatIsEmptyIsNotStoredAndADuplicateNamesItsKey() {
-        let tables = LookupTables(count: 1)
+        var builder = LookupTables.Builder(count: 1)
         var record = RecordBytes()
         record.set(SourceRecord(line: 2, values: [.single(""), .single("x")]))
-        #expect(tables.add(index: 0, record: record, keyColumns: [0], multiple: false) == .emptyKey)
+        let emptyKey = builder.add(index: 0, record: record, keyColumns: [0], multiple: false)
+        #expect(emptyKey == .emptyKey)
         record.set(SourceRecord(line: 3, values: [.single("K"), .single("x")]))
-        #expect(tables.add(index: 0, record: record, keyColumns: [0], multiple: false) == .added)
-        #expect(tables.add(index: 0, record: record, keyColumns: [0], multiple: false) == .duplicate(key: "K"))
+        let firstK = builder.add(index: 0, record: record, keyColumns: [0], multiple: false)
+        #expect(firstK == .added)
+        let secondK = builder.add(index: 0, record: record, keyColumns: [0], multiple: false)
+        #expect(secondK == .duplicate(key: "K"))
         record.set(SourceRecord(line: 4, values: [.list(["L1", "L2"]), .single("y")]))
-        #expect(tables.add(index: 0, record: record, keyColumns: [0], multiple: false) == .added)
+        let listKey = builder.add(index: 0, record: record, keyColumns: [0], multiple: false)
+        #expect(listKey == .added)
+        let tables = builder.build()
         #expect(tables.row(0, "L1") != nil && tables.row(0, "L2") == nil)  // a list key files the row under its first item
     }
 
@@ -79,8 +89,9 @@ struct LookupTablesTests {
             """
         let m = try compileMapping(yaml, fields: ["encounters": ["id"], "notes": ["note_id", "encounter_id", "kind", "summary"]])
         #expect(m.lookups[0].columnsRead == [2])
-        let tables = LookupTables(mapping: m)
-        _ = tables.add(index: 0, key: "E1", row: [.single("N1"), .single("E1"), .single("AMB"), .single("a long text")], multiple: false)
+        var builder = LookupTables.Builder(mapping: m)
+        _ = builder.add(index: 0, key: "E1", row: [.single("N1"), .single("E1"), .single("AMB"), .single("a long text")], multiple: false)
+        let tables = builder.build()
         let row = try #require(tables.row(0, "E1"))
         guard case .string("AMB") = row.value(2) else { Issue.record("a read column is kept"); return }
         guard case .null = row.value(3), case .null = row.value(0) else { Issue.record("unread columns are not kept"); return }

@@ -243,8 +243,9 @@ struct GroupEvaluationTests {
 
     @Test func urnUUIDReferencesPointAtTheGroupMembersDerivedFullUrl() throws {
         let m = try compileMapping(yaml, fields: ["patients": ["id"], "encounters": ["id", "patient_id"], "notes": ["note_id", "encounter_id"]])
-        let tables = LookupTables(count: 1)
-        _ = tables.add(index: 0, key: "E1", row: [.single("N1"), .single("E1")], multiple: false)
+        var builder = LookupTables.Builder(count: 1)
+        _ = builder.add(index: 0, key: "E1", row: [.single("N1"), .single("E1")], multiple: false)
+        let tables = builder.build()
         let evaluator = StepEvaluator(mapping: m, stepIndex: 1, lookups: tables)
         let produced = try #require(evaluator.evaluate([.single("E1"), .single("P1")]).success)
         #expect(produced.count == 2)
@@ -266,8 +267,9 @@ struct GroupEvaluationTests {
     func ndjsonFormRefersToGroupMembersConditionally(template: String, expected: String) throws {
         let m = try compileMapping(yaml.replacingOccurrences(of: #"encounter: { reference: "{{ uuid('encounter') }}" }"#, with: template),
                                    fields: ["patients": ["id"], "encounters": ["id", "patient_id"], "notes": ["note_id", "encounter_id"]])
-        let tables = LookupTables(count: 1)
-        _ = tables.add(index: 0, key: "E1", row: [.single("N1"), .single("E1")], multiple: false)
+        var builder = LookupTables.Builder(count: 1)
+        _ = builder.add(index: 0, key: "E1", row: [.single("N1"), .single("E1")], multiple: false)
+        let tables = builder.build()
         let produced = try #require(StepEvaluator(mapping: m, stepIndex: 1, lookups: tables).evaluate([.single("E1"), .single("P1")]).success)
         let urn = produced[0].fullUrl
         let bundleForm = String(decoding: produced[1].bytes, as: UTF8.self)

@@ -20,7 +20,7 @@ func mappingError(_ yaml: String, fields: [String: [String]]) -> MappingError? {
 
 /// Evaluates one row of step `step` (by name) and returns the resources as compact JSON strings, or the failure.
 func evaluate(_ mapping: CompiledMapping, step: String, row: [String], lookups: [(lookup: String, rows: [[String]])] = []) -> Result<[String], RowFailure> {
-    let tables = LookupTables(mapping: mapping)
+    var builder = LookupTables.Builder(mapping: mapping)
     for (name, rows) in lookups {
         guard let index = mapping.lookups.firstIndex(where: { $0.name == name }) else {
             return .failure(RowFailure("test setup: the mapping has no lookup '\(name)'"))
@@ -28,12 +28,13 @@ func evaluate(_ mapping: CompiledMapping, step: String, row: [String], lookups: 
         let spec = mapping.lookups[index]
         for r in rows {
             let key = spec.keyColumns.count == 1 ? r[spec.keyColumns[0]] : LookupKey.composite(spec.keyColumns.map { r[$0] })
-            _ = tables.add(index: index, key: key, row: r.map { .single($0) }, multiple: spec.multiple)
+            _ = builder.add(index: index, key: key, row: r.map { .single($0) }, multiple: spec.multiple)
         }
     }
     guard let stepIndex = mapping.steps.firstIndex(where: { $0.name == step }) else {
         return .failure(RowFailure("test setup: the mapping has no step '\(step)'"))
     }
+    let tables = builder.build()
     let evaluator = StepEvaluator(mapping: mapping, stepIndex: stepIndex, lookups: tables)
     return evaluator.evaluate(row.map { .single($0) }).map { $0.map { String(decoding: $0.bytes, as: UTF8.self) } }
 }
