@@ -117,7 +117,8 @@ extension ArtifactValidator {
 
     /// True when NDJSON line `bytes`, not parsed, is the very bytes of the next twin of `type` and that twin has no
     /// urn references: its resource was checked in its bundle and its identifiers counted then (`recordTwin`).
-    func mirrorLineIsTwin(_ bytes: UnsafeBufferPointer<UInt8>, type: Int32) -> Bool {
+    /// `hash`: the line's `ParallelLines.trimmedHash`.
+    func mirrorLineIsTwin(_ bytes: UnsafeBufferPointer<UInt8>, hash: UInt64, type: Int32) -> Bool {
         let t = Int(type)
         let n = mirrorTwins[t].position
         guard n < mirrorTwins[t].hashes.count else { return false }
@@ -125,11 +126,7 @@ extension ArtifactValidator {
         while c < mirrorTwins[t].withURNs.count && mirrorTwins[t].withURNs[c].position < n { c += 1 }
         mirrorTwins[t].urnCursor = c
         if c < mirrorTwins[t].withURNs.count && mirrorTwins[t].withURNs[c].position == n { return false }
-        var start = 0
-        var end = bytes.count
-        while start < end && NDJSONLine.isSpace(bytes[start]) { start += 1 }
-        while end > start && NDJSONLine.isSpace(bytes[end - 1]) { end -= 1 }
-        guard UInt64(truncatingIfNeeded: FastHash.hash128(UnsafeBufferPointer(rebasing: bytes[start..<end]))) == mirrorTwins[t].hashes[n] else { return false }
+        guard hash == mirrorTwins[t].hashes[n] else { return false }
         mirrorTwins[t].position += 1
         mirrorTwins[t].matchedPlain += 1
         return true

@@ -28,10 +28,11 @@ extension ArtifactValidator {
             self.findings.append(Finding(rule: .fileTooLarge, file: file, line: line,
                                          message: "the line is longer than the \(self.options.maxJSONBytes) bytes a resource may have; it is not checked. Raise --max-json-bytes if it is one resource"))
         }
-        let digest = FileStreaming.forEachLine(folder + "/" + file, digest: verify, maxLine: options.maxJSONBytes, tooLong: tooLong) { line, bytes in
+        // A line's hash comes from the workers that read ahead (with more than one thread), else it is worked out here.
+        func check(_ line: Int, _ bytes: UnsafeBufferPointer<UInt8>, _ hash: UInt64?) {
             if line & 0xFFF == 0 && !cancelled { cancelled = options.isCancelled() }
             if cancelled || NDJSONLine.isBlank(bytes) { return }
-            if skipsTwins && lastType >= 0 && mirrorLineIsTwin(bytes, type: lastType) {
+            if skipsTwins && lastType >= 0 && mirrorLineIsTwin(bytes, hash: hash ?? ParallelLines.trimmedHash(bytes), type: lastType) {
                 counts.known[Int(lastType)] += 1
                 return
             }
@@ -81,6 +82,10 @@ extension ArtifactValidator {
             let place = EntryPlace(step: step ?? 0, transaction: -1, bundle: -1, position: Int32(line), data: true)
             for reference in references { checkReference(reference, file: file, line: line, place: place, isTransaction: false, fullUrls: [:]) }
         }
+        let path = folder + "/" + file
+        let digest = options.threads > 1
+            ? ParallelLines.forEachLine(path, digest: verify, maxLine: options.maxJSONBytes, threads: options.threads - 1, tooLong: tooLong) { check($0, $1, $2) }
+            : FileStreaming.forEachLine(path, digest: verify, maxLine: options.maxJSONBytes, tooLong: tooLong) { check($0, $1, nil) }
         for (type, n) in counts.byName { ndjsonTypeCounts[type, default: 0] += n }
         if whileWritten, let digest {
             writtenDigests[file] = digest
