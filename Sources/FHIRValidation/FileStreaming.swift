@@ -173,17 +173,14 @@ enum ParallelLines {
         var buffer = s.carry
         s.carry = []
         while true {
-            let filled = buffer.count
-            buffer.append(contentsOf: repeatElement(0, count: s.chunkSize))
+            // Read into the new chunk's own storage (no zero fill, no copy but the carry's few bytes).
             let n: Int
             do {
-                let reader = s.reader
-                n = try buffer.withUnsafeMutableBytes { try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
+                (buffer, n) = try read(&s, after: buffer)
             } catch {
                 s.state = .done
                 return .unreadable
             }
-            buffer.removeLast(s.chunkSize - n)
             if s.skipping {
                 if let nl = buffer.firstIndex(of: 0x0A) {
                     buffer.removeFirst(nl + 1)
@@ -216,6 +213,20 @@ enum ParallelLines {
                 return .tooLong
             }
         }
+    }
+
+    /// `prefix` followed by up to a chunk of the file; the bytes read (0 at its end).
+    private static func read(_ s: inout Source, after prefix: [UInt8]) throws -> ([UInt8], Int) {
+        var n = 0
+        let reader = s.reader
+        let buffer = try [UInt8](unsafeUninitializedCapacity: prefix.count + s.chunkSize) { p, count in
+            prefix.withUnsafeBufferPointer { q in
+                if let from = q.baseAddress { p.baseAddress!.initialize(from: from, count: q.count) }
+            }
+            n = try reader.read(into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: p[prefix.count...])))
+            count = prefix.count + n
+        }
+        return (buffer, n)
     }
 
     /// A chunk's lines: where each starts and ends, and its hash; lines over `maxLine` marked.
