@@ -213,9 +213,16 @@ extension ArtifactValidator {
     /// The Bundle itself, without its entries' resources: its elements (type, timestamp, entry.request.method, unknown
     /// keys, ...) as for any resource, and the Bundle invariants of FHIR R4 that concern its shape.
     func checkEnvelope(_ bundle: Int, file: String) {
-        let tape = self.tape
+        // A worker that prepared the file checked the envelope whole (its structure, then its invariants).
+        let prepared = prechecked[-1 - bundle] != nil
         var references: [FoundReference] = []
         checkStructure(bundle, file: file, envelope: true, references: &references)
+        if !prepared { Self.checkInvariants(of: bundle, tape, file: file, into: &findings) }
+    }
+
+    /// The Bundle invariants of FHIR R4 that concern its shape (those on fullUrls are checked with the entries): a
+    /// function of the bundle alone, so that a worker can check them ahead.
+    static func checkInvariants(of bundle: Int, _ tape: JSONTape, file: String, into findings: inout [Finding]) {
         // The type is compared in place: a batch of transactions has an envelope for each of its transactions.
         let typeToken = tape.member(bundle, "type")
         func typeIs(_ names: StaticString...) -> Bool {
@@ -224,7 +231,7 @@ extension ArtifactValidator {
         }
         func typeText() -> String { typeToken.flatMap { tape.string($0) } ?? "" }
         func invariant(_ id: String, _ token: Int, _ message: String) {
-            findings.append(Finding(rule: .bundleInvariant, file: file, pointer: pointer(token), message: "\(id): \(message)"))
+            findings.append(Finding(rule: .bundleInvariant, file: file, pointer: tape.pointer(to: token, from: 0), message: "\(id): \(message)"))
         }
         if let total = tape.member(bundle, "total"), !typeIs("searchset", "history") {
             invariant("bdl-1", total, "total is only for a searchset or history bundle")

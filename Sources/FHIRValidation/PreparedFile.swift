@@ -17,7 +17,7 @@ struct PreparedFile: Sendable {
     var parsed = false
     /// SHA-256 of the bytes read, when the manifest lists the file.
     var sha256: String?
-    /// Structure checks done: a resource's by its token, a bundle envelope's by `-1 - token`.
+    /// Structure checks done: a resource's by its token, a bundle envelope's (with its invariants) by `-1 - token`.
     var checked: [Int: CheckedStructure] = [:]
     /// The identifier hashes of the resources checked (`CheckedStructure.identifierHashes` ranges).
     var identifierHashes: [UInt128] = []
@@ -46,6 +46,7 @@ struct PreparedFile: Sendable {
         var keys = IdentifierKeys()
         var done = CheckedStructure()
         checker.check(tape, root: bundle, pointerRoot: 0, file: file, line: nil, envelope: true, findings: &done.findings, references: &done.references)
+        ArtifactValidator.checkInvariants(of: bundle, tape, file: file, into: &done.findings)
         checked[-1 - bundle] = done
         guard let list = tape.member(bundle, "entry"), tape.kind(list) == .array else { return }
         tape.forEachItem(list) { _, entry in
