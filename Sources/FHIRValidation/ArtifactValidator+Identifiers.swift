@@ -85,8 +85,13 @@ extension ArtifactValidator {
         var other: [String: Int] = [:]
 
         mutating func add(_ tape: JSONTape, typeToken: Int?) {
-            if let t = typeToken, let i = StructureTables.r4.resourceType(tape, t) {
-                known[Int(i)] += 1
+            add(typeToken.flatMap { StructureTables.r4.resourceType(tape, $0) }, tape, typeToken: typeToken)
+        }
+
+        /// Counts a resource whose type index (`StructureTables.resourceType`) is known: `type`, nil when none.
+        mutating func add(_ type: Int32?, _ tape: JSONTape, typeToken: Int?) {
+            if let type {
+                known[Int(type)] += 1
             } else {
                 other[typeToken.flatMap { tape.string($0) } ?? "", default: 0] += 1
             }
@@ -104,26 +109,14 @@ extension ArtifactValidator {
         identifierKeys.hash(type: type, system: system, value: value)
     }
 
-    /// Appends the hashes of `Type|system|value` for the identifiers of the resource at token `resource` (each once)
-    /// to `out`: the worker's when it worked them out (see `PreparedFile`).
-    func identifierHashes(_ resource: Int, typeToken: Int, into out: inout [UInt128]) {
-        if let done = prechecked[resource], let range = done.identifierHashes {
-            out.append(contentsOf: preparedHashes[range])
-            return
-        }
-        identifierKeys.hashes(tape, resource, typeToken: typeToken, into: &out)
-    }
-
-    /// Records the identifiers of a resource written at `place`, appending their hashes.
-    func index(_ resource: Int, typeToken: Int, place: EntryPlace, hashes: inout [UInt128]) {
+    /// Records the identifiers (`hashes`, see `IdentifierKeys.hashes`) of a resource written at `place`.
+    func index(_ resource: Int, typeToken: Int, place: EntryPlace, hashes: ArraySlice<UInt128>) {
         let tape = self.tape
         let step = place.step, transaction = place.transaction
         if let id = tape.member(resource, "id"), let idText = tape.string(id), let type = tape.string(typeToken) {
             literalIDs.insert(type + "/" + idText)
         }
-        let first = hashes.count
-        identifierHashes(resource, typeToken: typeToken, into: &hashes)
-        for hash in hashes[first...] {
+        for hash in hashes {
             index.update(hash, startingAt: IndexEntry()) { e in
                 e.count += 1
                 if e.step < 0 || step < e.step {
@@ -137,11 +130,14 @@ extension ArtifactValidator {
     }
 
     func checkIdentifiersHaveSystems(_ resource: Int, file: String, line: Int?) {
-        let tape = self.tape
+        Self.checkIdentifiersHaveSystems(tape, resource, file: file, line: line, into: &findings)
+    }
+
+    static func checkIdentifiersHaveSystems(_ tape: JSONTape, _ resource: Int, file: String, line: Int?, into findings: inout [Finding]) {
         guard let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array else { return }
         tape.forEachItem(identifiers) { _, identifier in
             if tape.member(identifier, "system") == nil {
-                findings.append(Finding(rule: .identifierNoSystem, file: file, line: line, pointer: pointer(identifier), message: "the identifier has no system"))
+                findings.append(Finding(rule: .identifierNoSystem, file: file, line: line, pointer: tape.pointer(to: identifier, from: 0), message: "the identifier has no system"))
             }
         }
     }

@@ -39,35 +39,31 @@ extension ArtifactValidator {
         let targets: Int32
     }
 
-    /// Records the bundle resource at token `resource`, checked with `references` found in it.
+    /// Records the bundle resource at token `resource`, with its facts (the hash of its bytes, its urn references).
     ///
     /// A twin without urn references credits its `identifiers` to the NDJSON counts at once, as its mirror line
     /// will have them: a line with the twin's very bytes is then neither parsed again (`mirrorLineIsTwin`) nor
     /// counted, and `settleMirrorCredit` rescans the NDJSON files should any such twin miss its line.
-    func recordTwin(_ resource: Int, type: Int32, references: [FoundReference], identifiers: ArraySlice<UInt128>) {
-        let tape = self.tape
+    func recordTwin(_ resource: Int, type: Int32, facts twin: ResourceFacts, identifiers: ArraySlice<UInt128>) {
         let t = Int(type)
-        mirrorTwins[t].hashes.append(UInt64(truncatingIfNeeded: tape.hashOfBytes(resource)))
+        mirrorTwins[t].hashes.append(twin.bytesHash)
         // Its mirror line has the same coded values (only references may differ): counted here, once.
         if creditsCodedValues && options.countCodedValues {
             countCodedValues(type: type, root: resource) { tables.types[t].name }
         }
-        var urns = references.filter { tape.hasPrefix($0.token, "urn:") }
-        guard !urns.isEmpty else {
+        guard !twin.urns.isEmpty else {
             if creditsMirror {
                 for hash in identifiers { index.update(hash, startingAt: IndexEntry()) { $0.ndjsonCount += 1 } }
             }
             return
         }
-        urns.sort { $0.token < $1.token }
         let start = Int32(twinReferences.count)
-        for r in urns { twinReferences.append(TwinReference(offset: Int32(r.token - resource), targets: r.targets)) }
-        let masked = maskedHash(tape, resource, twinReferences[Int(start)...].lazy.map { resource + Int($0.offset) })
-        mirrorTwins[t].withURNs.append((Int32(mirrorTwins[t].hashes.count - 1), masked, start..<Int32(twinReferences.count)))
+        for r in facts.urns[twin.urns] { twinReferences.append(TwinReference(offset: Int32(r.token - resource), targets: r.targets)) }
+        mirrorTwins[t].withURNs.append((Int32(mirrorTwins[t].hashes.count - 1), twin.maskedHash, start..<Int32(twinReferences.count)))
     }
 
     /// The hash of a resource's bytes without the values of string tokens `skipped` (in order).
-    private func maskedHash(_ tape: JSONTape, _ resource: Int, _ skipped: some Sequence<Int>) -> UInt64 {
+    static func maskedHash(_ tape: JSONTape, _ resource: Int, _ skipped: some Sequence<Int>) -> UInt64 {
         var h: UInt64 = 0
         var from = tape.start(resource)
         for token in skipped {
@@ -98,7 +94,7 @@ extension ArtifactValidator {
         let twin = mirrorTwins[t].withURNs[c]
         let references = twinReferences[Int(twin.references.lowerBound)..<Int(twin.references.upperBound)]
         for r in references where Int(r.offset) >= tape.tokenCount || tape.kind(Int(r.offset)) != .string { return nil }
-        guard exact || maskedHash(tape, 0, references.lazy.map { Int($0.offset) }) == twin.masked else { return nil }
+        guard exact || Self.maskedHash(tape, 0, references.lazy.map { Int($0.offset) }) == twin.masked else { return nil }
         let place = EntryPlace(step: 0, transaction: -1, bundle: -1, position: Int32(line), data: true)
         for r in references {
             let token = Int(r.offset)

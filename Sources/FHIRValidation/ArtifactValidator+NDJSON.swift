@@ -56,7 +56,7 @@ extension ArtifactValidator {
             // A twin's coded values were counted when its bundle was read.
             if options.countCodedValues, let type, !(twin != nil && creditsCodedValues) { countCodedValues(type: type) { tape.string(typeToken) } }
             hashes.removeAll(keepingCapacity: true)
-            identifierHashes(0, typeToken: typeToken, into: &hashes)
+            identifierKeys.hashes(tape, 0, typeToken: typeToken, into: &hashes)
             // A plain twin's identifiers were counted when its bundle was read.
             if !(twin == .plain && creditsMirror) {
                 for hash in hashes {

@@ -9,52 +9,53 @@ import Glibc
 
 // The reference pass: urn:uuid, conditional and literal references, their order and target types.
 extension ArtifactValidator {
+    /// Classifies `reference` (with `identifierKeys`) and checks it: for references the workers did not classify.
     func checkReference(_ reference: FoundReference, file: String, line: Int?, place: EntryPlace, isTransaction: Bool, fullUrls: [UInt128: String]) {
+        checkReference(PreparedReference(tape, reference, keys: &identifierKeys), file: file, line: line, place: place,
+                       isTransaction: isTransaction, fullUrls: fullUrls)
+    }
+
+    func checkReference(_ prepared: PreparedReference, file: String, line: Int?, place: EntryPlace, isTransaction: Bool, fullUrls: [UInt128: String]) {
         let tape = self.tape
+        let reference = prepared.found
         let token = reference.token
         var targetType: String?
-        if tape.hasPrefix(token, "urn:uuid:") || tape.hasPrefix(token, "urn:oid:") {
+        switch prepared.kind {
+        case .urn(let hash):
             guard isTransaction || (place.data && !fullUrls.isEmpty) else {
                 findings.append(Finding(rule: .urnInBatch, file: file, line: line, pointer: pointer(token),
                                         message: "\(tape.string(token)!) is a urn reference \(place.data ? "outside a bundle" : "in a batch")"))
                 return
             }
-            guard let type = fullUrls[tape.withString(token) { FastHash.hash128($0) }!] else {
+            guard let type = fullUrls[hash] else {
                 findings.append(Finding(rule: .urnUnresolved, file: file, line: line, pointer: pointer(token), message: "no entry of this transaction has fullUrl \(tape.string(token)!)"))
                 return
             }
             targetType = type
-        } else if let search = tape.withString(token, { v -> (type: String, hash: UInt128?)? in
-            guard let q = v.firstIndex(of: UInt8(ascii: "?")), !v[..<q].contains(UInt8(ascii: "/")) else { return nil }
-            let type = UnsafeBufferPointer(rebasing: v[..<q])
-            let hash = Self.identifierQuery(v).flatMap { query in withParsedToken(query) { system, value in identifierHash(type: type, system: system, value: value) } }
-            return (String(decoding: type, as: UTF8.self), hash)
-        }) ?? nil {
-            targetType = search.type
-            guard let hash = search.hash else { return }
+        case .search(let type, let identifier):
+            targetType = type
+            guard let hash = identifier else { return }
             // `system|value`, for messages (worked out again from the token: rarely needed).
             let description = {
-                self.tape.withString(token) { v in
-                    Self.identifierQuery(v).flatMap { query in
-                        self.withParsedToken(query) { system, value in String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self) }
+                tape.withString(token) { v in
+                    IdentifierSearch.query(v).flatMap { query in
+                        IdentifierSearch.withParsedToken(query) { system, value in String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self) }
                     }
                 }.flatMap { $0 } ?? ""
             }
-            if !knownIdentifiers.isEmpty && knownIdentifiers.contains(search.type + "|" + description()) {
-                return checkTarget(reference, targetType, file, line)
-            }
+            if !knownIdentifiers.isEmpty && knownIdentifiers.contains(type + "|" + description()) { break }
             guard var e = index[hash], e.count > 0 else {
                 // Perhaps written by a later bundle: decided once every bundle is indexed.
-                pending.append(PendingReference(hash: hash, description: description(), type: search.type, place: place,
+                pending.append(PendingReference(hash: hash, description: description(), type: type, place: place,
                                                 file: file, line: line, pointer: pointer(token)))
-                return checkTarget(reference, targetType, file, line)
+                break
             }
             if !e.used {
                 e.used = true
                 index[hash] = e
             }
-            checkConditional(e, description: description, type: search.type, place: place, file: file, line: line, pointer: { self.pointer(token) })
-        } else {
+            checkConditional(e, description: description, type: type, place: place, file: file, line: line, pointer: { self.pointer(token) })
+        case .other:
             let value = tape.string(token)!
             if value.hasPrefix("#") || tape.contains(token, "://") {
                 return  // contained, or an absolute URL outside these artifacts
@@ -130,10 +131,13 @@ extension ArtifactValidator {
                                     message: "a \(targetType) cannot be referenced here; allowed: \(targets.joined(separator: ", "))"))
         }
     }
+}
 
+/// The identifier searches of conditional references and writes (`Type?identifier=system|value`), read in place.
+enum IdentifierSearch {
     /// Calls `body` with `system` and `value` of a token search (`system|value`), undoing percent-encoding and
     /// FHIR's backslash escapes; nil when the token has no `|`.
-    func withParsedToken<R>(_ token: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> R) -> R? {
+    static func withParsedToken<R>(_ token: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> R) -> R? {
         if !token.contains(UInt8(ascii: "%")) && !token.contains(UInt8(ascii: "\\")) {
             // The usual case: split in place.
             guard let bar = token.firstIndex(of: UInt8(ascii: "|")) else { return nil }
@@ -167,11 +171,44 @@ extension ArtifactValidator {
     }
 
     /// The query of a search URL that starts with `identifier=`, after it (`Type?identifier=…`).
-    static func identifierQuery(_ url: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
+    static func query(_ url: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
         guard let q = url.firstIndex(of: UInt8(ascii: "?")) else { return nil }
         let query = UnsafeBufferPointer(rebasing: url[(q + 1)...])
         let prefix: StaticString = "identifier="
         guard query.count >= prefix.utf8CodeUnitCount, memcmp(query.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0 else { return nil }
         return UnsafeBufferPointer(rebasing: query[prefix.utf8CodeUnitCount...])
+    }
+}
+
+/// A reference found by `ResourceChecker`, classified: what its check needs that depends on its text alone, worked out
+/// by the worker that prepares its bundle (see `BundleFacts`).
+struct PreparedReference: Sendable {
+    enum Kind: Sendable {
+        /// `urn:uuid:` or `urn:oid:`, with the hash of its text (the fullUrl it names).
+        case urn(UInt128)
+        /// A search (`Type?…`): its type, and the hash of `Type|system|value` when it searches by identifier.
+        case search(type: String, identifier: UInt128?)
+        /// A literal, contained or absolute reference.
+        case other
+    }
+
+    let found: FoundReference
+    let kind: Kind
+
+    init(_ tape: JSONTape, _ found: FoundReference, keys: inout IdentifierKeys) {
+        self.found = found
+        let token = found.token
+        if tape.hasPrefix(token, "urn:uuid:") || tape.hasPrefix(token, "urn:oid:") {
+            kind = .urn(tape.withString(token) { FastHash.hash128($0) }!)
+            return
+        }
+        kind = tape.withString(token) { v -> Kind in
+            guard let q = v.firstIndex(of: UInt8(ascii: "?")), !v[..<q].contains(UInt8(ascii: "/")) else { return .other }
+            let type = UnsafeBufferPointer(rebasing: v[..<q])
+            let hash = IdentifierSearch.query(v).flatMap { query in
+                IdentifierSearch.withParsedToken(query) { system, value in keys.hash(type: type, system: system, value: value) }
+            }
+            return .search(type: String(decoding: type, as: UTF8.self), identifier: hash)
+        } ?? .other
     }
 }

@@ -146,10 +146,8 @@ public final class ArtifactValidator {
     /// for their NDJSON mirror lines; and the urn references of the twins that have some.
     @exclusivity(unchecked) var mirrorTwins = [MirrorTwins](repeating: MirrorTwins(), count: StructureTables.r4.types.count)
     @exclusivity(unchecked) var twinReferences: [TwinReference] = []
-    /// The structure checks a worker did on the file being checked (see `PreparedFile`).
-    @exclusivity(unchecked) var prechecked: [Int: CheckedStructure] = [:]
-    /// The identifier hashes a worker worked out, which `prechecked` entries refer to.
-    @exclusivity(unchecked) var preparedHashes: [UInt128] = []
+    /// The facts of the bundles of the file being checked (see `BundleFacts`).
+    @exclusivity(unchecked) var facts = BundleFacts()
     @exclusivity(unchecked) var pendingLiterals: [(literal: String, file: String, line: Int?, pointer: String)] = []
 
     public init(folder: String, options: ValidationOptions = ValidationOptions()) {
@@ -227,7 +225,8 @@ public final class ArtifactValidator {
         let order = steps.flatMap { $0 }
         let jsonOrder = order.filter { !$0.hasSuffix(".ndjson") }
         let preparation = options.threads > 1 && jsonOrder.count > 1
-            ? FilePreparation(files: jsonOrder, folder: folder, digest: Set(unverified.keys), maxBytes: options.maxJSONBytes, threads: options.threads)
+            ? FilePreparation(files: jsonOrder, folder: folder, digest: Set(unverified.keys), maxBytes: options.maxJSONBytes, twins: !foreign,
+                              threads: options.threads)
             : nil
         defer { preparation?.cancel() }
         var position = 0
@@ -247,7 +246,7 @@ public final class ArtifactValidator {
                     continue
                 }
                 let prepared = preparation?.next() ?? PreparedFile(file: file, folder: folder, digest: unverified[file] != nil,
-                                                                   maxBytes: options.maxJSONBytes, checkStructure: false)
+                                                                   maxBytes: options.maxJSONBytes)
                 check(prepared, step: Int32(s))
             }
         }
@@ -258,9 +257,8 @@ public final class ArtifactValidator {
         guard accept(prepared) else { return }
         let file = prepared.file
         tape = prepared.tape
-        prechecked = prepared.checked
-        preparedHashes = prepared.identifierHashes
-        defer { prechecked = [:] }
+        facts = prepared.facts
+        defer { facts = BundleFacts() }
         let size = tape.bytes.count
         if let sha256 = prepared.sha256, unverified[file] != nil { checkDigest(file, sha256: sha256, size: size) }
         guard prepared.parsed else {
@@ -382,14 +380,9 @@ public final class ArtifactValidator {
         }
     }
 
-    /// The structure check of the resource at `root` (or, with `envelope`, of a bundle without its entries): the
-    /// worker's when it did it, else done now.
+    /// The structure check of the resource at `root` (or, with `envelope`, of a bundle without its entries) that is
+    /// not part of a batch or transaction (those are checked with their bundle's facts).
     func checkStructure(_ root: Int, file: String, envelope: Bool = false, references: inout [FoundReference]) {
-        if let done = prechecked[envelope ? -1 - root : root] {
-            findings.append(contentsOf: done.findings)
-            references.append(contentsOf: done.references)
-            return
-        }
         checker.check(tape, root: root, pointerRoot: 0, file: file, line: nil, envelope: envelope, findings: &findings, references: &references)
     }
 

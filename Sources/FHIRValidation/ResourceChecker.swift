@@ -15,7 +15,8 @@ struct FoundReference: Sendable {
 /// It reads the resource in place on a `JSONTape`; JSON pointers and FHIR paths are worked out from token positions
 /// only when there is something to report.
 struct ResourceChecker {
-    let tables = StructureTables.r4
+    let tables: StructureTables
+    init(tables: StructureTables = .r4) { self.tables = tables }
 
     /// Where the resource being checked is, for findings.
     private struct Place {

@@ -15,7 +15,7 @@ extension ArtifactValidator {
         }
         fedFiles.append(file)
         while stepTypeCounts.count <= step { stepTypeCounts.append(TypeCounts()) }
-        let prepared = prepared ?? PreparedFile(file: file, folder: folder, digest: true, maxBytes: options.maxJSONBytes, checkStructure: false)
+        let prepared = prepared ?? PreparedFile(file: file, folder: folder, digest: true, maxBytes: options.maxJSONBytes)
         if let sha256 = prepared.sha256 { writtenDigests[file] = (sha256, prepared.tape.bytes.count) }
         check(prepared, step: Int32(step))
     }
@@ -90,9 +90,10 @@ public final class ValidationWhileWriting: Sendable {
             // order against the others.
             let workers = max(1, options.threads - 1)
             let prepared = OrderedParallelMap<Written, (Written, PreparedFile?)>(
-                threads: workers, window: 2 * workers + 2, source: files, produce: { $0.take() }, work: { written in
+                threads: workers, window: 2 * workers + 2, source: files, produce: { $0.take() }, workerState: { PreparationWorker() },
+                work: { worker, written in
                     guard case .bundle(let file, _) = written else { return (written, nil) }
-                    return (written, PreparedFile(file: file, folder: folder, digest: true, maxBytes: options.maxJSONBytes))
+                    return (written, PreparedFile(file: file, folder: folder, digest: true, maxBytes: options.maxJSONBytes, worker: &worker))
                 })
             while let (written, file) = prepared.next() { validator.check(written, prepared: file) }
             let result: Result<ValidationReport, any Error> = files.isAbandoned ? .failure(ValidationCancelled()) : Result { try validator.finishWritten() }

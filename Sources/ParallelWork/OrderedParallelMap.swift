@@ -37,9 +37,18 @@ public final class OrderedParallelMap<Input: Sendable, Output: Sendable>: Sendab
     private let threads: Int
 
     /// Starts `threads` workers. `produce` gives the inputs in order (nil: no more); `work` turns each into its output.
-    public init<Source: ~Copyable>(threads: Int, window: Int, source: consuming sending Source,
-                                   produce: @escaping @Sendable (inout Source) -> Input?,
-                                   work: @escaping @Sendable (Input) -> Output) {
+    public convenience init<Source: ~Copyable>(threads: Int, window: Int, source: consuming sending Source,
+                                               produce: @escaping @Sendable (inout Source) -> Input?,
+                                               work: @escaping @Sendable (Input) -> Output) {
+        self.init(threads: threads, window: window, source: source, produce: produce, workerState: {}, work: { _, input in work(input) })
+    }
+
+    /// The same, where each worker thread has state of its own, made by `workerState` on that thread and passed to
+    /// each of its `work` calls: buffers to reuse, or copies of shared tables (see `StructureTables.r4Copy`).
+    public init<Source: ~Copyable, WorkerState>(threads: Int, window: Int, source: consuming sending Source,
+                                                produce: @escaping @Sendable (inout Source) -> Input?,
+                                                workerState: @escaping @Sendable () -> WorkerState,
+                                                work: @escaping @Sendable (inout WorkerState, Input) -> Output) {
         self.threads = max(1, threads)
         space = DispatchSemaphore(value: max(window, self.threads))
         let feed = Mutex(Feed(source: source))
@@ -48,6 +57,7 @@ public final class OrderedParallelMap<Input: Sendable, Output: Sendable>: Sendab
             finished.enter()
             let thread = Thread { [self] in
                 defer { finished.leave() }
+                var state = workerState()
                 while true {
                     space.wait()
                     if cancelled.load(ordering: .relaxed) { break }
@@ -63,7 +73,7 @@ public final class OrderedParallelMap<Input: Sendable, Output: Sendable>: Sendab
                         return (feed.nextIndex, input)
                     }
                     guard let (index, input) = taken else { break }
-                    let output = work(input)
+                    let output = work(&state, input)
                     results.withLock { _ = $0.waiting.updateValue(output, forKey: index) }
                     arrived.signal()
                 }
@@ -125,11 +135,17 @@ private final class FeedBox<Feed: ~Copyable>: Sendable {
 extension OrderedParallelMap where Input == Int {
     /// `work(0)`, `work(1)`, … `work(count - 1)`, in that order.
     public convenience init(threads: Int, window: Int, count: Int, work: @escaping @Sendable (Int) -> Output) {
+        self.init(threads: threads, window: window, count: count, workerState: {}, work: { _, i in work(i) })
+    }
+
+    /// The same, with state of each worker's own (see `init(threads:window:source:produce:workerState:work:)`).
+    public convenience init<WorkerState>(threads: Int, window: Int, count: Int, workerState: @escaping @Sendable () -> WorkerState,
+                                         work: @escaping @Sendable (inout WorkerState, Int) -> Output) {
         self.init(threads: threads, window: window, source: 0, produce: { next in
             guard next < count else { return nil }
             defer { next += 1 }
             return next
-        }, work: work)
+        }, workerState: workerState, work: work)
     }
 }
 

@@ -112,4 +112,29 @@ struct StructureCheckTests {
             #expect(tape.forbiddenControlCharacter(0) == control, "\(json)")
         }
     }
+
+    @Test func aFileReadIntoANewOrAReusedTapeHasExactlyItsBytes() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("tape-read-\(getpid())-\(UInt64.random(in: 0...UInt64.max))").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        // Empty, small, and larger than the first read's storage, in both orders of one reused tape.
+        let contents: [[UInt8]] = [[], Array("[1]".utf8), Array(("[" + String(repeating: "\"abc\",", count: 40_000) + "1]").utf8), Array("{}".utf8)]
+        var reused = JSONTape()
+        for (i, bytes) in contents.enumerated() {
+            let path = folder + "/\(i).json"
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            var fresh = JSONTape()
+            guard case .read = fresh.read(path) else { Issue.record("file \(i) not read"); continue }
+            #expect(fresh.bytes == bytes, "file \(i), new tape")
+            guard case .read = reused.read(path) else { Issue.record("file \(i) not read again"); continue }
+            #expect(reused.bytes == bytes, "file \(i), reused tape")
+            #expect(reused.parse() == !bytes.isEmpty)
+        }
+        var limited = JSONTape()
+        guard case .tooLarge(let size) = limited.read(folder + "/2.json", limit: 1000) else {
+            Issue.record("a file over the limit was read")
+            return
+        }
+        #expect(size == contents[2].count)
+    }
 }

@@ -19,6 +19,28 @@ struct OrderedParallelMapTests {
         #expect(map.next() == nil)
     }
 
+    @Test func eachWorkerHasStateOfItsOwnMadeOnItsThread() {
+        // The state records the thread that made it; every call that gets it must run on that thread.
+        struct Owned {
+            let thread = pthread_self()
+            var calls = 0
+        }
+        let made = Atomic<Int>(0)
+        let map = OrderedParallelMap<Int, Bool>(threads: 3, window: 6, count: 300, workerState: { () -> Owned in
+            made.add(1, ordering: .relaxed)
+            return Owned()
+        }) { state, i in
+            state.calls += 1
+            usleep(UInt32((i * 31) % 200))
+            return pthread_equal(state.thread, pthread_self()) != 0
+        }
+        var outputs: [Bool] = []
+        while let output = map.next() { outputs.append(output) }
+        #expect(outputs.count == 300)
+        #expect(outputs.allSatisfy { $0 })
+        #expect(made.load(ordering: .relaxed) <= 3)
+    }
+
     @Test func inputsAreProducedInOrderOneAtATime() {
         // `produce` reads a sequence (here, a counter checked for overlap), as a file is read in chunks.
         let busy = Atomic<Int>(0)
