@@ -78,6 +78,14 @@ public struct HashedKeyMap<Value> {
         slots.compactMap { $0.key == 0 ? nil : ($0.key, $0.value) }
     }
 
+    /// How many values satisfy `predicate`, without a copy of the entries (an index of a million identifiers is 32 MB).
+    @inlinable
+    public func count(where predicate: (Value) -> Bool) -> Int {
+        var n = 0
+        for s in slots where s.key != 0 && predicate(s.value) { n += 1 }
+        return n
+    }
+
     /// Inlinable so that it is specialized for `Value` where it is used: unspecialized, every slot was copied
     /// through the generic value witnesses (a memmove call per slot: 3% of a conversion with validation).
     @inlinable

@@ -149,8 +149,7 @@ extension ArtifactValidator {
     }
 
     func compareNDJSONWithBundles() {
-        var mismatches = 0
-        for (_, e) in index.entries where e.count != e.ndjsonCount { mismatches += 1 }
+        let mismatches = index.count { $0.count != $0.ndjsonCount }
         if mismatches > 0 {
             findings.append(Finding(rule: .ndjsonBundleMismatch, file: "ndjson/", message: "\(mismatches) identifiers appear a different number of times in the NDJSON files and in the bundles"))
         }
