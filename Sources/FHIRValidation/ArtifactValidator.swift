@@ -203,7 +203,7 @@ public final class ArtifactValidator {
             // Not written by fhirbundle: any FHIR data, in the order its references ask for.
             foreign = true
             let dataFiles = all.filter { ($0.hasSuffix(".json") || $0.hasSuffix(".ndjson")) && !isJournal($0) && $0 != "rejects.ndjson" }
-            let order = UploadOrder.infer(folder: folder, files: dataFiles, maxJSONBytes: options.maxJSONBytes)
+            let order = UploadOrder.infer(folder: folder, files: dataFiles, maxJSONBytes: options.maxJSONBytes, threads: options.threads)
             inferred = order
             steps = order.steps
             for cycle in order.cycles {
