@@ -241,10 +241,7 @@ enum ConditionalWrite {
                 return carries ? nil : String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self)
             }
         } ?? .none
-        if case .some(.some(let description)) = missing {
-            return UpdateFacts(hasID: tape.member(resource, "id") != nil, missingIdentifier: description)
-        }
-        return UpdateFacts(hasID: tape.member(resource, "id") != nil, missingIdentifier: nil)
+        return UpdateFacts(hasID: tape.member(resource, "id") != nil, missingIdentifier: missing ?? nil)
     }
 
     /// The hash of `Type|system|value` that a conditional update's url or a conditional create's `ifNoneExist`

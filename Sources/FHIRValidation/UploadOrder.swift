@@ -166,9 +166,10 @@ struct FileFacts: Sendable {
         if let q = r.firstIndex(of: UInt8(ascii: "?")) {
             let type = UnsafeBufferPointer(rebasing: r[..<q])
             let query = UnsafeBufferPointer(rebasing: r[(q + 1)...])
-            let prefix = Array("identifier=".utf8)
-            guard !type.isEmpty, query.starts(with: prefix), !query.contains(UInt8(ascii: "&")), !query.contains(UInt8(ascii: ",")) else { return nil }
-            let token = UnsafeBufferPointer(rebasing: query[prefix.count...])
+            let prefix: StaticString = "identifier="
+            let prefixBytes = UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
+            guard !type.isEmpty, query.starts(with: prefixBytes), !query.contains(UInt8(ascii: "&")), !query.contains(UInt8(ascii: ",")) else { return nil }
+            let token = UnsafeBufferPointer(rebasing: query[prefixBytes.count...])
             guard let bar = token.firstIndex(of: UInt8(ascii: "|")) else { return nil }
             return hash(type, UnsafeBufferPointer(rebasing: token[..<bar]), UnsafeBufferPointer(rebasing: token[(bar + 1)...]), separator: UInt8(ascii: "|"))
         }
