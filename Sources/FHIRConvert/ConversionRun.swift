@@ -14,6 +14,8 @@ struct ConversionRun {
     let layout: BundleLayout
     let folder: ArtifactFolder
     let knownIdentifiers: Set<String>
+    /// Worker threads that evaluate rows (see `StepWorkers`); 0: the converter thread evaluates them itself.
+    let evaluationThreads: Int
     weak var progress: (any ConvertProgress)?
 
     private var rejects: HashingFileWriter
@@ -32,8 +34,6 @@ struct ConversionRun {
     /// Identifier hash → line that first produced it; a second row with the same identifier is a reject, because a
     /// conditional update would silently overwrite the first.
     private var seenIdentifiers = IdentifierIndex()
-    /// The identifier hashes of the row being handled (reused from row to row).
-    private var rowHashes: [UInt128] = []
     private let compact = JSONWriter()
 
     let isCancelled: @Sendable () -> Bool
@@ -41,10 +41,11 @@ struct ConversionRun {
     let written: ((ValidationWhileWriting.Written) -> Void)?
 
     init(mapping: CompiledMapping, profile: ServerProfile, limits: BundleLimits, layout: BundleLayout, folder: ArtifactFolder,
-         knownIdentifiers: Set<String> = [], progress: (any ConvertProgress)?, isCancelled: @escaping @Sendable () -> Bool,
+         knownIdentifiers: Set<String> = [], evaluationThreads: Int = 0, progress: (any ConvertProgress)?, isCancelled: @escaping @Sendable () -> Bool,
          written: ((ValidationWhileWriting.Written) -> Void)? = nil) throws {
         self.written = written
         self.knownIdentifiers = knownIdentifiers
+        self.evaluationThreads = evaluationThreads
         self.isCancelled = isCancelled
         self.mapping = mapping
         self.profile = profile
@@ -114,7 +115,7 @@ struct ConversionRun {
             let indexes = bySource[sourceIndex]!
             let names = indexes.map { mapping.lookups[$0].name }.joined(separator: ", ")
             let task = "lookup \(names)"
-            try read(sourceIndex: sourceIndex, task: task, reportReaderRejects: !stepSources.contains(sourceIndex), as: .bytes) { record, run in
+            try read(sourceIndex: sourceIndex, task: task, readerRejects: stepSources.contains(sourceIndex) ? .count : .file, as: .bytes) { record, run in
                 guard case .bytes(let record) = record else { return }
                 for li in indexes {
                     let lookup = run.mapping.lookups[li]
@@ -171,54 +172,74 @@ struct ConversionRun {
         let before = rejectCount
         stepWriters = Array(repeating: nil, count: step.resources.count)
         let produced = RowResources()
-        let group = RowGroup(row: produced)
 
-        /// Converts one group: a row, or in a grouping step the rows that share the group columns. A
-        /// reject of a group files each of its rows, so that rows read = rows converted + rejects.
-        /// `records` holds a group's rows (the first is `first`), and is empty in steps that do not group: no array
-        /// per row on that path.
-        func convert(_ first: SourceRecord, group records: [SourceRecord], _ run: inout ConversionRun) throws {
-            let rowsOfGroup = records.map(\.values)
+        /// Checks, bundles and writes what a row (or a group's rows) became. A reject of a group files each of its
+        /// rows, so that rows read = rows converted + rejects. `records` holds a group's rows (the first is
+        /// `first`), and is empty in steps that do not group: no array per row on that path.
+        func write(_ first: SourceRecord, group records: [SourceRecord], _ outcome: RowOutcome, _ row: RenderedRow,
+                   _ run: inout ConversionRun) throws {
             func reject(_ reason: String, key: String?, value: String? = nil, identities: [String] = []) throws {
                 for (i, r) in (records.isEmpty ? [first] : records).enumerated() {
                     try run.reject(sourceIndex: step.sourceIndex, line: r.line, task: task, key: key, reason: reason, value: value,
                                    identities: i == 0 ? identities : [])
                 }
             }
-            if let failure = evaluator.evaluate(first.values, group: rowsOfGroup, into: produced) {
-                try reject(failure.message, key: evaluator.rejectKey(first.values, group: rowsOfGroup), value: failure.value,
-                           identities: evaluator.identities(ofRejected: first.values, group: rowsOfGroup))
-                return
+            switch outcome {
+            case .failed(let failure, let key, let identities):
+                return try reject(failure.message, key: key, value: failure.value, identities: identities)
+            case .filtered(let key):
+                return try reject("filtered: the $if of every resource of this step is false", key: key)
+            case .produced:
+                break
             }
-            let count = produced.resources.count
-            if count == 0 {
-                try reject("filtered: the $if of every resource of this step is false", key: evaluator.rejectKey(first.values, group: rowsOfGroup))
-                return
-            }
-            // Fields are read in place: a copy of a `Resource` retains its three strings.
-            run.rowHashes.removeAll(keepingCapacity: true)
-            for i in 0..<count { run.rowHashes.append(FastHash.hash128(produced.resources[i].conditionalURL)) }
-            for (i, h) in run.rowHashes.enumerated() {
-                if let firstLine = run.seenIdentifiers.line(of: h) {
-                    try reject("duplicate identifier: line \(firstLine) already produced \(step.resources[produced.resources[i].member].resourceType) with this identifier; a conditional update would overwrite it",
-                               key: produced.resources[i].identifierValue)
-                    return
+            // Fields are read in place (`resources[k].member`): a copy of a `Resource` retains its three strings.
+            let resources = row.resources
+            for k in resources.indices {
+                if let firstLine = run.seenIdentifiers.line(of: resources[k].conditionalURLHash) {
+                    return try reject("duplicate identifier: line \(firstLine) already produced \(step.resources[resources[k].member].resourceType) with this identifier; a conditional update would overwrite it",
+                                      key: resources[k].identifierValue)
                 }
             }
             do {
-                try assembler.add(group: group)
+                try assembler.add(group: row)
             } catch let tooLarge as GroupTooLarge {
-                try reject(tooLarge.message + "; raise the limit or split the group", key: produced.resources[0].identifierValue,
-                           identities: evaluator.identities(ofRejected: first.values, group: rowsOfGroup))
-                return
+                return try reject(tooLarge.message + "; raise the limit or split the group", key: resources.first?.identifierValue,
+                                  identities: evaluator.identities(ofRejected: first.values, group: records.map(\.values)))
             }
-            for h in run.rowHashes { run.seenIdentifiers.insert(h, line: first.line) }
-            for i in 0..<count {
-                let member = produced.resources[i].member
-                try produced.withNDJSONForm(i) { try run.writeNDJSON(member: member, of: step, line: $0) }
-                perMember[member] += 1
+            for k in resources.indices {
+                run.seenIdentifiers.insert(resources[k].conditionalURLHash, line: first.line)
+                try run.writeNDJSON(member: resources[k].member, of: step, line: row.ndjsonForm(k - resources.startIndex))
+                perMember[resources[k].member] += 1
             }
             groups += 1
+        }
+
+        func write(_ batch: StepWorkers.Batch, _ run: inout ConversionRun) throws {
+            try batch.rendered.withRows { row in
+                for item in batch.items {
+                    switch item {
+                    case .rows(let first, let records, let outcome, let resources):
+                        try write(first, group: records, outcome, row(resources), &run)
+                    case .reject(let line, let reason, let value):
+                        try run.reject(sourceIndex: step.sourceIndex, line: line, task: task, key: nil, reason: reason, value: value)
+                    }
+                }
+            }
+        }
+
+        // Rows are evaluated on worker threads when there are several and the step's values do not depend on the
+        // rows before; the items reach `write` in the same order either way.
+        var workers = evaluationThreads > 0 && !step.countsOccurrences
+            ? StepWorkers(mapping: mapping, stepIndex: index, lookups: lookups, threads: evaluationThreads) : nil
+        func next(_ item: StepItem, _ run: inout ConversionRun) throws {
+            if workers != nil { return try workers!.add(item) { try write($0, &run) } }
+            switch item {
+            case .rows(let first, let records):
+                let outcome = evaluator.convert(first.values, group: records.map(\.values), into: produced)
+                try produced.withRow { try write(first, group: records, outcome, $0, &run) }
+            case .reject(let line, let reason, let value):
+                try run.reject(sourceIndex: step.sourceIndex, line: line, task: task, key: nil, reason: reason, value: value)
+            }
         }
 
         var grouper = step.group.map { RowGrouper(columns: $0.columns, window: $0.window) }
@@ -226,35 +247,37 @@ struct ConversionRun {
             for outcome in outcomes {
                 switch outcome {
                 case .group(let records):
-                    try convert(records[0], group: records, &run)
+                    try next(.rows(first: records[0], group: records), &run)
                 case .late(let record, let firstLine):
                     let columns = step.group!.columnNames.joined(separator: ", ")
-                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: nil,
-                                   reason: "rows with these values of \(columns) already formed a group at line \(firstLine), written when \(step.group!.window) rows had passed without another; sort the file by \(columns), or raise group.within")
+                    try next(.reject(line: record.line, reason: "rows with these values of \(columns) already formed a group at line \(firstLine), written when \(step.group!.window) rows had passed without another; sort the file by \(columns), or raise group.within", value: nil), &run)
                 case .tooLarge(let record):
-                    try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: nil,
-                                   reason: "its group already has \(RowGrouper.maxRowsPerGroup) rows, the most one group may hold; check group.by")
+                    try next(.reject(line: record.line, reason: "its group already has \(RowGrouper.maxRowsPerGroup) rows, the most one group may hold; check group.by", value: nil), &run)
                 }
             }
         }
 
-        try read(sourceIndex: step.sourceIndex, task: task, reportReaderRejects: true, as: .strings) { record, run in
-            guard case .strings(let record) = record else { return }
-            rows += 1
-            guard step.group != nil else { return try convert(record, group: [], &run) }
-            switch evaluator.joinsGroup(record.values) {
-            case .failure(let failure):
-                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: nil, reason: failure.message, value: failure.value)
+        try read(sourceIndex: step.sourceIndex, task: task, readerRejects: .inRowOrder, as: .strings) { record, run in
+            switch record {
+            case .strings(let record):
+                rows += 1
+                guard step.group != nil else { return try next(.rows(first: record, group: []), &run) }
+                switch evaluator.joinsGroup(record.values) {
+                case .failure(let failure):
+                    return try next(.reject(line: record.line, reason: failure.message, value: failure.value), &run)
+                case .success(false):
+                    return try next(.reject(line: record.line, reason: "filtered: group.where is false for this row", value: nil), &run)
+                case .success(true):
+                    try handle(grouper!.add(record), &run)
+                }
+            case .rejected(let line, let reason):
+                try next(.reject(line: line, reason: reason, value: nil), &run)
+            case .bytes:
                 return
-            case .success(false):
-                try run.reject(sourceIndex: step.sourceIndex, line: record.line, task: task, key: nil, reason: "filtered: group.where is false for this row")
-                return
-            case .success(true):
-                break
             }
-            try handle(grouper!.add(record), &run)
         }
         if var grouper { try handle(grouper.finish(), &self) }
+        try workers?.finish { try write($0, &self) }
         try assembler.finish()
         rejected = rejectCount - before
         var counts: [String: Int] = [:]
@@ -278,10 +301,21 @@ struct ConversionRun {
         case strings(SourceRecord)
         /// Valid during the call only: the next record reuses its storage.
         case bytes(RecordBytes)
+        /// A record the reader could not read (with `.inRowOrder`).
+        case rejected(line: Int, reason: String)
+    }
+    /// What `read` does with the records its reader rejects.
+    private enum ReaderRejects {
+        /// Files them at once.
+        case file
+        /// Hands them to `handle` (as `.rejected`), which files them in row order with the rows' own rejects.
+        case inRowOrder
+        /// Counts them only: a step reading the same source files them.
+        case count
     }
 
     /// Streams a source, handing records to `handle` and filing the reader's own rejects; records source statistics.
-    private mutating func read(sourceIndex: Int, task: String, reportReaderRejects: Bool, as reading: Reading,
+    private mutating func read(sourceIndex: Int, task: String, readerRejects: ReaderRejects, as reading: Reading,
                                _ handle: (Record, inout ConversionRun) throws -> Void) throws {
         let source = mapping.sources[sourceIndex]
         let reader: any RecordReader
@@ -319,7 +353,11 @@ struct ConversionRun {
                 try handle(record.map { .strings($0) } ?? .bytes(bytes), &self)
             case .reject(let line, let reason):
                 readerRejectCount += 1
-                if reportReaderRejects { try reject(sourceIndex: sourceIndex, line: line, task: task, key: nil, reason: reason) }
+                switch readerRejects {
+                case .file: try reject(sourceIndex: sourceIndex, line: line, task: task, key: nil, reason: reason)
+                case .inRowOrder: try handle(.rejected(line: line, reason: reason), &self)
+                case .count: break
+                }
             }
             if rows & 0xFFF == 0 {
                 progress?.advanced(rows: rows, bytes: reader.bytesRead)
@@ -374,14 +412,12 @@ struct ConversionRun {
     }
 }
 
-/// A row's resources as the bundle assembler reads them: straight from the evaluator's buffer.
-private struct RowGroup: EntryGroup {
-    let row: RowResources
+/// A row's resources as the bundle assembler reads them: in place, where they were rendered.
+extension RenderedRow: EntryGroup {
+    public var entryCount: Int { count }
 
-    var entryCount: Int { row.resources.count }
-
-    func withEntry<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>, String, String) throws -> R) rethrows -> R {
-        try row.withBundleForm(i) { try body($0, row.resources[i].conditionalURL, row.resources[i].fullUrl) }
+    public func withEntry<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>, String, String) throws -> R) rethrows -> R {
+        let k = resources.startIndex + i
+        return try body(bundleForm(i), resources[k].conditionalURL, resources[k].fullUrl)
     }
 }
-

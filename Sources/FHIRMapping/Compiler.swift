@@ -147,7 +147,8 @@ public struct MappingCompiler {
             }
             steps.append(CompiledStep(
                 name: step.name, sourceIndex: si, bundle: kind, resources: resources,
-                usesLocalReferences: scope.usesLocalReferences, dependsOn: Array(Set(scope.dependsOn)).sorted(), group: group, location: step.location))
+                usesLocalReferences: scope.usesLocalReferences, countsOccurrences: scope.countsOccurrences,
+                dependsOn: Array(Set(scope.dependsOn)).sorted(), group: group, location: step.location))
         }
         for i in lookups.indices { lookups[i].columnsRead = columnsRead[lookups[i].sourceIndex] ?? [] }
         let unused = sources.indices.compactMap { si -> UnusedColumns? in
@@ -184,7 +185,7 @@ public struct MappingCompiler {
         return placed.map { i in
             let s = steps[i]
             return CompiledStep(name: s.name, sourceIndex: s.sourceIndex, bundle: s.bundle, resources: s.resources,
-                                usesLocalReferences: s.usesLocalReferences, dependsOn: s.dependsOn.map { position[$0]! }.sorted(),
+                                usesLocalReferences: s.usesLocalReferences, countsOccurrences: s.countsOccurrences, dependsOn: s.dependsOn.map { position[$0]! }.sorted(),
                                 group: s.group, location: s.location)
         }
     }

@@ -30,6 +30,9 @@ struct Scope {
     let stepNames: [String]
     var dependsOn: [Int]
     var usesLocalReferences: Bool
+    /// Whether an expression calls `occurrence()`, whose value depends on the rows before: the step's rows are then
+    /// evaluated in file order, on one thread.
+    var countsOccurrences = false
     /// Columns read from rows of other sources (lookup results), by source index: what a lookup table keeps.
     var columnsRead: [Int: Set<Int>] = [:]
     /// Every column an expression reads, the step's own included, by source index: the summary lists the others.
@@ -245,6 +248,7 @@ struct Scope {
             return (.call(.hashID, try values()), .scalar)
         case "occurrence":
             try arity(1...16, "the values that identify a record: occurrence(PATIENT, DATE, CODE) gives 1 the first time they appear together, 2 the second time, ...")
+            countsOccurrences = true
             return (.call(.occurrence, try values()), .scalar)
         case "concat":
             try arity(1...32, "one or more values")

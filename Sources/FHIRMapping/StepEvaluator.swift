@@ -1,8 +1,8 @@
 import FHIRModel
 import FHIRSources
 
-/// Turns the rows of one step into resources, in file order on one thread: `occurrence()` counts the rows seen so
-/// far, so the evaluator is not `Sendable`.
+/// Turns the rows of one step into resources. `occurrence()` counts the rows seen so far, so an evaluator is not
+/// `Sendable`: each thread has its own, and a step that counts occurrences is evaluated by one, in file order.
 public struct StepEvaluator {
     public let mapping: CompiledMapping
     public let step: CompiledStep
@@ -51,8 +51,9 @@ public struct StepEvaluator {
                 let urn = step.bundle == .batch
                     ? "" : NameUUID.urn(type: resource.resourceType, system: resource.identifierSystem, value: value)
                 // `Type?identifier=system|value`: the member's update URL, and what NDJSON refers to it by.
+                let url = ConditionalURL.appending(token: value, to: resource.conditionalURLPrefix)
                 out.resources.append(RowResources.Resource(
-                    member: i, identifierValue: value, conditionalURL: ConditionalURL.appending(token: value, to: resource.conditionalURLPrefix),
+                    member: i, identifierValue: value, conditionalURL: url, conditionalURLHash: FastHash.hash128(url),
                     fullUrl: urn, bundleForm: 0..<0, ndjsonForm: 0..<0))
             }
             if step.usesLocalReferences {
@@ -98,6 +99,15 @@ public struct StepEvaluator {
         } catch {
             return RowFailure("\(error)")
         }
+    }
+
+    /// What a row became, for the conversion: its resources (rendered into `out`, emptied first), or the reason it
+    /// did not with what its reject names. The same on any thread, for a step that does not count occurrences.
+    public func convert(_ row: [FieldValue], group: [[FieldValue]] = [], into out: RowResources) -> RowOutcome {
+        if let failure = evaluate(row, group: group, into: out) {
+            return .failed(failure, rejectKey: rejectKey(row, group: group), identities: identities(ofRejected: row, group: group))
+        }
+        return out.resources.isEmpty ? .filtered(rejectKey: rejectKey(row, group: group)) : .produced
     }
 
     /// The aliases a group's templates start with: its rows, in the group's slot.
