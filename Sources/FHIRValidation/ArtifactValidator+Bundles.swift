@@ -81,6 +81,8 @@ extension ArtifactValidator {
         // resource like any other.
         var indexed: [Range<Int>] = []
         indexed.reserveCapacity(entries.count)
+        // No identifier indexed again from here on: no resource of the bundle needs looking up again for duplicates.
+        let repeatsBefore = repeatedIdentifiers
         for (position, entry) in entries.enumerated() {
             let tokens = entry.tokens
             let isInnerTransaction = tokens.validRequest.map { tape.equals($0.url, "/") } ?? false
@@ -167,7 +169,7 @@ extension ArtifactValidator {
             let hashes = facts.identifierHashes[indexed[i]]
             if !foreign, let type { recordTwin(resource, type: type, facts: resourceFacts, identifiers: hashes) }
             findings.append(contentsOf: facts.findings[resourceFacts.systemFindings])
-            for hash in hashes where (index[hash]?.count ?? 0) > 1 {
+            for hash in hashes where repeatedIdentifiers != repeatsBefore && (index[hash]?.count ?? 0) > 1 {
                 if let resourceTypeToken { sightDuplicate(hash, resource: resource, typeToken: resourceTypeToken, file: file, line: nil) }
             }
             // A Bundle written as a resource (a document, a collection) is stored as it is: its references resolve

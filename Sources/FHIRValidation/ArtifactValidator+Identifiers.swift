@@ -119,6 +119,7 @@ extension ArtifactValidator {
         for hash in hashes {
             index.update(hash, startingAt: IndexEntry()) { e in
                 e.count += 1
+                if e.count > 1 { repeatedIdentifiers += 1 }
                 if e.step < 0 || step < e.step {
                     e.step = step
                     e.bundle = place.bundle

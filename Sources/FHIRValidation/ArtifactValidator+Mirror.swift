@@ -75,14 +75,15 @@ extension ArtifactValidator {
 
     /// Checks the mirror line on the tape (a resource of `type`) against its twin: `.plain` or `.sameButURNs` when
     /// that is all it needs (the very bytes of the twin, or the same but for the text of its urn references, whose
-    /// new text is checked here, as data); nil when the line must be checked whole.
-    func checkAgainstTwin(type: Int32, file: String, line: Int) -> TwinMatch? {
+    /// new text is checked here, as data); nil when the line must be checked whole. `lineHash`: the line's
+    /// `ParallelLines.trimmedHash` when known, the hash of the resource's bytes (the line parsed as one object).
+    func checkAgainstTwin(type: Int32, file: String, line: Int, lineHash: UInt64?) -> TwinMatch? {
         let tape = self.tape
         let t = Int(type)
         let n = mirrorTwins[t].position
         mirrorTwins[t].position += 1
         guard n < mirrorTwins[t].hashes.count else { return nil }
-        let exact = mirrorTwins[t].hashes[n] == UInt64(truncatingIfNeeded: tape.hashOfBytes(0))
+        let exact = mirrorTwins[t].hashes[n] == lineHash ?? UInt64(truncatingIfNeeded: tape.hashOfBytes(0))
         var c = mirrorTwins[t].urnCursor
         while c < mirrorTwins[t].withURNs.count && mirrorTwins[t].withURNs[c].position < n { c += 1 }
         mirrorTwins[t].urnCursor = c

@@ -52,7 +52,7 @@ extension ArtifactValidator {
             counts.add(tape, typeToken: typeToken)
             let type = tables.resourceType(tape, typeToken)
             if let type { lastType = type }
-            let twin = mirror ? type.flatMap { checkAgainstTwin(type: $0, file: file, line: line) } : nil
+            let twin = mirror ? type.flatMap { checkAgainstTwin(type: $0, file: file, line: line, lineHash: hash) } : nil
             // A twin's coded values were counted when its bundle was read.
             if options.countCodedValues, let type, !(twin != nil && creditsCodedValues) { countCodedValues(type: type) { tape.string(typeToken) } }
             hashes.removeAll(keepingCapacity: true)
@@ -60,14 +60,15 @@ extension ArtifactValidator {
             // A plain twin's identifiers were counted when its bundle was read.
             if !(twin == .plain && creditsMirror) {
                 for hash in hashes {
-                    var e = index[hash] ?? IndexEntry()
-                    e.ndjsonCount += 1
-                    if !mirror {
+                    let shared = index.update(hash, startingAt: IndexEntry()) { e -> Bool in
+                        e.ndjsonCount += 1
+                        guard !mirror else { return false }
                         e.count += 1
+                        if e.count > 1 { repeatedIdentifiers += 1 }
                         if e.step < 0, let step { e.step = step }
-                        if e.count >= 2 { sightDuplicate(hash, resource: 0, typeToken: typeToken, file: file, line: line) }
+                        return e.count >= 2
                     }
-                    index[hash] = e
+                    if shared { sightDuplicate(hash, resource: 0, typeToken: typeToken, file: file, line: line) }
                 }
             }
             if !mirror {

@@ -106,6 +106,9 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) var resources = 0
     /// Identifier (hash of `Type|system|value`) → where resources with it are written.
     @exclusivity(unchecked) var index = HashedKeyMap<IndexEntry>(empty: IndexEntry())
+    /// How many times an identifier was indexed for one more resource than the first: a bundle during whose checks
+    /// this did not change holds no identifier another resource has, and skips looking its identifiers up again.
+    @exclusivity(unchecked) var repeatedIdentifiers = 0
     /// `Type/id` of resources with an id.
     @exclusivity(unchecked) var literalIDs: Set<String> = []
     @exclusivity(unchecked) var duplicates: [DuplicateSighting] = []
@@ -118,9 +121,9 @@ public final class ArtifactValidator {
     var fedFiles: [String] = []
     /// Twins without urn references count their identifiers for the NDJSON mirror when read (see `recordTwin`);
     /// false once `settleMirrorCredit` found the mirror differs and counts line by line.
-    var creditsMirror = true
+    @exclusivity(unchecked) var creditsMirror = true
     /// The same for the coded values (`ValidationOptions.countCodedValues`): every twin counts its own.
-    var creditsCodedValues = true
+    @exclusivity(unchecked) var creditsCodedValues = true
     /// Fed mode: the NDJSON files checked while written.
     var fedNDJSON: Set<String> = []
     var writtenDigests: [String: (sha256: String, size: Int)] = [:]
@@ -138,7 +141,7 @@ public final class ArtifactValidator {
     @exclusivity(unchecked) var stepTypeCounts: [TypeCounts] = []
     /// DELETE entries (a delta's conditional deletes), checked against its manifest.
     var deleteEntries = 0
-    var codedCounter = CodedValueCounter()
+    @exclusivity(unchecked) var codedCounter = CodedValueCounter()
     /// Per resource type (index of `StructureTables.types`), its coded top-level elements.
     var codedPlans: [[CodedElementPlan]?] = []
     @exclusivity(unchecked) var pending: [PendingReference] = []
