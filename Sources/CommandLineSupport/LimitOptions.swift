@@ -53,6 +53,11 @@ public struct KnownIdentifierOptions: ParsableArguments {
         guard let text = try? String(contentsOfFile: knownIdentifiers, encoding: .utf8) else {
             throw ValidationError("cannot read --known-identifiers \(knownIdentifiers)")
         }
+        let bad = KnownIdentifiers.malformedLines(text)
+        if !bad.isEmpty {
+            let lines = bad.prefix(5).map(String.init).joined(separator: ", ") + (bad.count > 5 ? " and \(bad.count - 5) more" : "")
+            throw ValidationError("--known-identifiers \(knownIdentifiers): line \(lines) is neither Type|system|value nor Type/id; fix or remove it (# starts a comment)")
+        }
         return KnownIdentifiers.parse(text)
     }
 }

@@ -36,8 +36,11 @@ public final class ArtifactFolder {
             }
             let contents = (try? fm.contentsOfDirectory(atPath: target)) ?? []
             let foreign = contents.filter { $0 != ".gitkeep" }
-            if !foreign.isEmpty && !contents.contains("manifest.json") {
+            if !foreign.isEmpty && !contents.contains(ManifestFile.name) {
                 throw ArtifactError(path: target, message: "exists, is not empty and holds no manifest.json, so it is not an artifact folder; choose another --out or empty it")
+            }
+            if contents.contains(ManifestFile.name) && ManifestFile.isForeign(inFolder: target) {
+                throw ArtifactError(path: target, message: "holds a manifest.json that fhirbundle did not write (a Bulk Data export's?), so it is not an artifact folder; choose another --out")
             }
         }
         let parent = (target as NSString).deletingLastPathComponent

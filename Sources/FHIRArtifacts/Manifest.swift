@@ -1,4 +1,5 @@
 import FHIRModel
+import Foundation
 
 /// The tool's version, recorded in every manifest.
 public enum FHIRBundleVersion {
@@ -285,4 +286,28 @@ public struct ManifestError: Error, Sendable, CustomStringConvertible {
     public var pointer: String
     public var message: String
     public var description: String { "manifest.json#\(pointer): \(message)" }
+}
+
+/// Tells this tool's `manifest.json` from another's: FHIR Bulk Data exports write one too (`transactionTime`,
+/// `request`, `output`), beside NDJSON that is data from elsewhere.
+public enum ManifestFile {
+    public static let name = "manifest.json"
+    /// The `format` this tool's manifests carry.
+    public static let format = "fhirbundle-artifacts"
+
+    /// True when `folder/manifest.json` is a JSON object whose `format` is not this tool's (a Bulk Data export's
+    /// manifest, another tool's): the folder is not an artifact folder, and the file is not FHIR data. False when
+    /// there is none, and for one that does not parse as an object: that is reported as an invalid manifest of
+    /// this tool's, never taken for data.
+    public static func isForeign(inFolder folder: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: folder + "/" + name) else { return false }
+        let bytes = Array(data)
+        let json: JSONValue
+        do throws(JSONSyntaxError) {
+            json = try bytes.withUnsafeBufferPointer { (p) throws(JSONSyntaxError) -> JSONValue in try JSONParser.parseMembers(p, keep: ["format"]) }
+        } catch {
+            return false
+        }
+        return json["format"]?.stringValue != format
+    }
 }

@@ -54,7 +54,9 @@ struct ForeignInput {
                 if FileManager.default.fileExists(atPath: folder + "/" + path, isDirectory: &isDir), !isDir.boolValue { found.append(path) }
             }
         }
-        if found.contains("manifest.json") {
+        // A Bulk Data export's manifest (or another tool's) beside data from elsewhere: not this tool's, and not data.
+        if found.contains(ManifestFile.name) && ManifestFile.isForeign(inFolder: folder) { found.removeAll { $0 == ManifestFile.name } }
+        if found.contains(ManifestFile.name) {
             found = found.filter { $0.hasPrefix("ndjson/") && $0.hasSuffix(".ndjson") }
         } else {
             found = found.filter { !$0.hasPrefix("upload/") && $0 != "rejects.ndjson" }

@@ -145,18 +145,25 @@ struct RebundlePlan {
         // References: to a resource of the input, they become conditional references by its identifier (or stay
         // urn:uuid: inside one transaction). A resource referring to a rejected one is rejected in turn.
         var fullUrls: [String: [Int]] = [:]
-        var literals: [String: Int] = [:]
+        var literals: [String: [Int]] = [:]
         for (i, f) in facts.enumerated() {
             if let fullUrl = f.fullUrl { fullUrls[fullUrl, default: []].append(i) }
-            if let id = f.id, literals[f.type + "/" + id] == nil { literals[f.type + "/" + id] = i }
+            if let id = f.id { literals[f.type + "/" + id, default: []].append(i) }
         }
         var targets: [[(pointer: String, target: Int, rewrite: Bool)]] = Array(repeating: [], count: facts.count)
+        var otherServers = 0
         for (i, f) in facts.enumerated() {
             for r in f.references {
                 guard let (target, rewrite) = resolve(r, from: i, facts: facts, fullUrls: fullUrls, literals: literals, carriers: carriers)
-                else { continue }
+                else {
+                    if r.kind == .absolute, let literal = literalKey(r.reference), literals[literal] != nil { otherServers += 1 }
+                    continue
+                }
                 targets[i].append((r.pointer, alias[target], rewrite))
             }
+        }
+        if otherServers > 0 {
+            plan.notes.append("\(otherServers) absolute references name a Type/id of the input on another server than the resource's own (its full URL's base, or the referring resource's): they are kept as written, not pointed at the input's resource")
         }
         func rejectReferrers() {
             var changed = true
@@ -262,7 +269,14 @@ struct RebundlePlan {
 
     /// The input resource a reference points at, and whether it must be rewritten (urn:uuid, literal and full-URL
     /// references; a conditional reference stays as it is); nil for a reference outside the input.
-    static func resolve(_ found: ReferenceWalkResult, from i: Int, facts: [ResourceFacts], fullUrls: [String: [Int]], literals: [String: Int],
+    ///
+    /// A `Type/id` names a resource on one server: an absolute URL that is no full URL of the input is the input's
+    /// resource `Type/id` only where that resource comes from the URL's server (its full URL has the same base or,
+    /// without an absolute full URL, the referring resource's has); a relative one resolves against the referring
+    /// resource's base (FHIR's rule for bundles), so it never picks a resource whose full URL names another server.
+    /// Exports from two servers can both hold a `Patient/1`, and pointing one's data at the other's patient is
+    /// the worst thing a migration can do.
+    static func resolve(_ found: ReferenceWalkResult, from i: Int, facts: [ResourceFacts], fullUrls: [String: [Int]], literals: [String: [Int]],
                         carriers: [String: [Int]]) -> (Int, Bool)? {
         let reference = found.reference
         switch found.kind {
@@ -272,8 +286,10 @@ struct RebundlePlan {
             return found.conditionalKey.flatMap { carriers[$0]?.first }.map { ($0, false) }
         case .urn, .absolute:
             guard let candidates = fullUrls[reference] else {
-                if let literal = literalKey(reference), let target = literals[literal] { return (target, true) }
-                return nil
+                guard found.kind == .absolute, let literal = literalKey(reference), let sameType = literals[literal] else { return nil }
+                let base = serverBase(reference)
+                let referrer = facts[i].fullUrl.flatMap(serverBase)
+                return sameType.first { t in (facts[t].fullUrl.flatMap(serverBase) ?? referrer) == base }.map { ($0, true) }
             }
             // The same (inner) bundle first: a fullUrl is unique only there.
             let scope = facts[i].transaction
@@ -281,8 +297,22 @@ struct RebundlePlan {
                 ?? candidates.first { facts[$0].location.file == facts[i].location.file } ?? candidates[0]
             return (target, true)
         case .literal:
-            return literalKey(reference).flatMap { literals[$0] }.map { ($0, true) }
+            guard let literal = literalKey(reference), let sameType = literals[literal] else { return nil }
+            let referrer = facts[i].fullUrl.flatMap(serverBase)
+            return sameType.first { t in referrer == nil || facts[t].fullUrl.flatMap(serverBase).map { $0 == referrer } ?? true }.map { ($0, true) }
         }
+    }
+
+    /// The server base of an absolute `…/Type/id` URL (a `_history` suffix dropped): `https://a.org/fhir` of
+    /// `https://a.org/fhir/Patient/1`; nil for a urn or a URL without `Type/id`.
+    static func serverBase(_ url: String) -> Substring? {
+        guard url.contains("://") else { return nil }
+        var path = Substring(url)
+        if let h = path.range(of: "/_history/") { path = path[..<h.lowerBound] }
+        guard let idSlash = path.lastIndex(of: "/") else { return nil }
+        let typePart = path[..<idSlash]
+        guard let typeSlash = typePart.lastIndex(of: "/"), typePart[typePart.index(after: typeSlash)...].first?.isUppercase == true else { return nil }
+        return path[..<typeSlash]
     }
 
     /// `Type/id` at the end of a literal or absolute reference (a `_history` suffix dropped).

@@ -316,7 +316,8 @@ public final class Verifier: Sendable {
                 let id = resource["id"]?.stringValue
                 if let id { result.seen.append("\(type)/\(id)") }
                 var counted = Set<ExpectedIdentifier>()
-                for identifier in resource["identifier"]?.arrayValue ?? [] {
+                // An array, or one Identifier (Composition, QuestionnaireResponse and a few other types have one).
+                for identifier in resource["identifier"].map({ $0.arrayValue ?? [$0] }) ?? [] {
                     let key = ExpectedIdentifier(type: type, system: identifier["system"]?.stringValue ?? "", value: identifier["value"]?.stringValue ?? "")
                     guard let folderLinks = wanted[key], counted.insert(key).inserted else { continue }
                     counts[key, default: 0] += 1

@@ -135,8 +135,7 @@ extension ArtifactValidator {
     }
 
     static func checkIdentifiersHaveSystems(_ tape: JSONTape, _ resource: Int, file: String, line: Int?, into findings: inout [Finding]) {
-        guard let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array else { return }
-        tape.forEachItem(identifiers) { _, identifier in
+        tape.forEachIdentifier(of: resource) { identifier in
             if tape.member(identifier, "system") == nil {
                 findings.append(Finding(rule: .identifierNoSystem, file: file, line: line, pointer: tape.pointer(to: identifier, from: 0), message: "the identifier has no system"))
             }
@@ -147,14 +146,12 @@ extension ArtifactValidator {
     func sightDuplicate(_ hash: UInt128, resource: Int, typeToken: Int, file: String, line: Int?) {
         let tape = self.tape
         var description = ""
-        if let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array {
-            tape.forEachItem(identifiers) { _, identifier in
-                guard description.isEmpty, let system = tape.member(identifier, "system"), let value = tape.member(identifier, "value") else { return }
-                let h: UInt128? = tape.withString(typeToken) { t in
-                    tape.withString(system) { s in tape.withString(value) { v in identifierHash(type: t, system: s, value: v) } } ?? nil
-                } ?? nil
-                if h == hash { description = (tape.string(system) ?? "") + "|" + (tape.string(value) ?? "") }
-            }
+        tape.forEachIdentifier(of: resource) { identifier in
+            guard description.isEmpty, let system = tape.member(identifier, "system"), let value = tape.member(identifier, "value") else { return }
+            let h: UInt128? = tape.withString(typeToken) { t in
+                tape.withString(system) { s in tape.withString(value) { v in identifierHash(type: t, system: s, value: v) } } ?? nil
+            } ?? nil
+            if h == hash { description = (tape.string(system) ?? "") + "|" + (tape.string(value) ?? "") }
         }
         duplicates.append(DuplicateSighting(hash: hash, file: file, line: line, pointer: line == nil ? pointer(resource) + "/identifier" : "/identifier",
                                             type: typeName(typeToken), identifier: description))

@@ -186,7 +186,9 @@ public final class ArtifactValidator {
             throw ValidationFailure(message: "\(folder): no such folder")
         }
         var ndjsonFiles: [String] = []
-        let all = listFiles()
+        var all = listFiles()
+        // A Bulk Data export's manifest (or another tool's) beside data from elsewhere: not this tool's, and not data.
+        if all.contains(ManifestFile.name) && ManifestFile.isForeign(inFolder: folder) { all.removeAll { $0 == ManifestFile.name } }
         for path in all where path.hasSuffix(".ndjson") && path != "rejects.ndjson" && !isJournal(path) { ndjsonFiles.append(path) }
         var steps: [[String]] = []
         var manifest: Manifest?

@@ -226,17 +226,14 @@ enum ConditionalWrite {
     /// A conditional update (`PUT Type?identifier=system|value`) has no id in its body and carries the identifier it
     /// searches for.
     static func updateFacts(_ tape: JSONTape, resource: Int, url: Int) -> UpdateFacts {
-        let identifiers = tape.member(resource, "identifier").flatMap { tape.kind($0) == .array ? $0 : nil }
         // nil: not an identifier search; else the description of the identifier when the resource lacks it.
         let missing: String?? = tape.withString(url) { u -> String?? in
             guard let token = IdentifierSearch.query(u) else { return .none }
             return IdentifierSearch.withParsedToken(token) { system, value -> String? in
                 var carries = false
-                if let identifiers {
-                    tape.forEachItem(identifiers) { _, identifier in
-                        guard !carries, let s = tape.member(identifier, "system"), let v = tape.member(identifier, "value") else { return }
-                        carries = tape.withString(s, { sameBytes($0, system) }) == true && tape.withString(v, { sameBytes($0, value) }) == true
-                    }
+                tape.forEachIdentifier(of: resource) { identifier in
+                    guard !carries, let s = tape.member(identifier, "system"), let v = tape.member(identifier, "value") else { return }
+                    carries = tape.withString(s, { sameBytes($0, system) }) == true && tape.withString(v, { sameBytes($0, value) }) == true
                 }
                 return carries ? nil : String(decoding: system, as: UTF8.self) + "|" + String(decoding: value, as: UTF8.self)
             }

@@ -154,6 +154,18 @@ struct JSONTape: Sendable {
         }
     }
 
+    /// Calls `body` with the token of each Identifier of the resource at token `resource`: the items of its
+    /// `identifier` array, or its one Identifier object (Bundle, Composition, QuestionnaireResponse and a few other
+    /// types have a single identifier).
+    func forEachIdentifier(of resource: Int, _ body: (_ identifier: Int) -> Void) {
+        guard let identifiers = member(resource, "identifier") else { return }
+        switch kind(identifiers) {
+        case .object: body(identifiers)
+        case .array: forEachItem(identifiers) { _, identifier in if kind(identifier) == .object { body(identifier) } }
+        default: return
+        }
+    }
+
     /// Whether token `i` is a string whose value is `s`.
     func equals(_ i: Int, _ s: StaticString) -> Bool {
         let t = tokens[i]

@@ -125,13 +125,11 @@ struct FileFacts: Sendable {
             if let id = tape.member(resource, "id"), tape.kind(id) == .string {
                 if let h = tape.withString(id, { hash(type, $0, separator: UInt8(ascii: "/")) }) { writes.insert(h) }
             }
-            if let identifiers = tape.member(resource, "identifier"), tape.kind(identifiers) == .array {
-                tape.forEachItem(identifiers) { _, identifier in
-                    guard let system = tape.member(identifier, "system"), tape.kind(system) == .string,
-                          let value = tape.member(identifier, "value"), tape.kind(value) == .string else { return }
-                    let h: UInt128?? = tape.withString(system) { s in tape.withString(value) { v in hash(type, s, v, separator: UInt8(ascii: "|")) } }
-                    if let h = h ?? nil { writes.insert(h) }
-                }
+            tape.forEachIdentifier(of: resource) { identifier in
+                guard let system = tape.member(identifier, "system"), tape.kind(system) == .string,
+                      let value = tape.member(identifier, "value"), tape.kind(value) == .string else { return }
+                let h: UInt128?? = tape.withString(system) { s in tape.withString(value) { v in hash(type, s, v, separator: UInt8(ascii: "|")) } }
+                if let h = h ?? nil { writes.insert(h) }
             }
         }
         collectReferences(tape, resource)

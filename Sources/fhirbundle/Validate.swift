@@ -14,7 +14,8 @@ struct Validate: ParsableCommand {
             `convert` and on any folder of Bundle JSON and NDJSON files.
 
             Exit status: 0 when there is no error (warnings allowed), 1 when there are errors, 2 when validation \
-            could not run (unreadable folder, bad arguments).
+            could not run (a missing or unreadable folder, an unreadable --known-identifiers file), 64 for a usage \
+            error (an unknown option or a bad value).
             """
     )
 

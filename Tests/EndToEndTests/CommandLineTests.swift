@@ -54,6 +54,16 @@ struct CommandLineTests {
         #expect(usage.status == 64)
     }
 
+    @Test func aKnownIdentifiersFileWithALineOfNeitherFormIsRefusedNamingTheLine() throws {
+        let file = NSTemporaryDirectory() + "known-\(UUID().uuidString).txt"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try "# on the server\nPatient|http://x/mrn|1\ngarbage line\nPatient/p1\nPatient/\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let r = try run(["validate", "fixtures/validation/valid", "--known-identifiers", file])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("line 3, 5 is neither Type|system|value nor Type/id"), "\(r.stderr)")
+        #expect(!r.stderr.contains("garbage"))
+    }
+
     @Test func helpExplainsTheCommands() throws {
         let help = try run(["--help"])
         #expect(help.status == 0)

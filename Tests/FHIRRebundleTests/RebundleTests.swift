@@ -163,3 +163,50 @@ struct RebundleRuleTests {
         #expect(try ArtifactValidator(folder: out).run().findings.isEmpty)
     }
 }
+
+/// Data from several servers, and folders that other tools shaped.
+struct RebundleForeignShapesTests {
+    @Test func anAbsoluteReferenceToAnotherServerIsNotPointedAtTheInputsResourceOfThatTypeAndID() throws {
+        // Patient/1 of server a is in the input; the Observation refers to Patient/1 of server b: another person.
+        let dir = try folder(["c.json": #"{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"https://a.example.org/fhir/Patient/1","resource":{"resourceType":"Patient","id":"1","identifier":[{"system":"http://a.example.org/mrn","value":"A-1"}]}},{"fullUrl":"https://a.example.org/fhir/Observation/2","resource":{"resourceType":"Observation","id":"2","status":"final","code":{"text":"x"},"subject":{"reference":"https://b.example.org/fhir/Patient/1"},"performer":[{"reference":"https://a.example.org/fhir/Patient/1/_history/3"}],"focus":[{"reference":"Patient/1"}]}}]}"#])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (summary, out) = try rebundle(dir, profile: .generic)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let observation = try #require(lines(out + "/ndjson/Observation.ndjson").first)
+        #expect(observation["subject"]?["reference"] == .string("https://b.example.org/fhir/Patient/1"))
+        // The same server's patient, absolute (a version of it) or relative to the referrer's base: the input's.
+        #expect(observation["performer"]?.arrayValue?.first?["reference"] == .string("Patient?identifier=http://a.example.org/mrn|A-1"))
+        #expect(observation["focus"]?.arrayValue?.first?["reference"] == .string("Patient?identifier=http://a.example.org/mrn|A-1"))
+        #expect(summary.notes.contains { $0.hasPrefix("1 absolute references name a Type/id of the input on another server") })
+    }
+
+    @Test func aResourceWithOneIdentifierObjectIsKeyedByItAndItsDocumentBundleRebundlesCleanly() throws {
+        let dir = try folder(["document.json": #"{"resourceType":"Bundle","id":"d1","identifier":{"system":"http://example.org/docs","value":"D-1"},"type":"document","timestamp":"2024-01-01T00:00:00Z","entry":[{"fullUrl":"urn:uuid:55555555-5555-4555-8555-555555555555","resource":{"resourceType":"Composition","identifier":{"system":"http://example.org/compositions","value":"C-1"},"status":"final","type":{"text":"note"},"date":"2024-01-01","author":[{"reference":"urn:uuid:66666666-6666-4666-8666-666666666666"}],"title":"Note","subject":{"reference":"urn:uuid:66666666-6666-4666-8666-666666666666"}}},{"fullUrl":"urn:uuid:66666666-6666-4666-8666-666666666666","resource":{"resourceType":"Patient","identifier":[{"system":"http://example.org/mrn","value":"P-1"}]}}]}"#])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (summary, out) = try rebundle(dir, profile: .generic)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        #expect(summary.validation?.errors == 0)
+        #expect(summary.manifest.resourceCounts == ["Composition": 1, "Patient": 1])
+        let bundles = summary.manifest.steps.flatMap(\.bundles)
+        let urls = try bundles.flatMap { path -> [String] in
+            let bundle = try JSONParser.parse(Array(try #require(FileManager.default.contents(atPath: out + "/" + path))))
+            return (bundle["entry"]?.arrayValue ?? []).compactMap { $0["request"]?["url"]?.stringValue }
+        }
+        #expect(urls.contains("Composition?identifier=http://example.org/compositions|C-1"))
+    }
+
+    @Test func aBulkDataExportsManifestIsNotTakenForThisToolsAndItsNDJSONIsRead() throws {
+        let dir = try folder([
+            "manifest.json": #"{"transactionTime":"2024-01-01T00:00:00Z","request":"https://example.org/fhir/$export","requiresAccessToken":true,"output":[{"type":"Patient","url":"https://example.org/files/Patient.ndjson"}],"error":[]}"#,
+            "Patient.ndjson": #"{"resourceType":"Patient","id":"p1","identifier":[{"system":"http://example.org/mrn","value":"1"}]}"# + "\n",
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let report = try ArtifactValidator(folder: dir).run()
+        #expect(report.errors == 0 && report.resources == 1)
+        let (summary, out) = try rebundle(dir)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        #expect(summary.manifest.resourceCounts == ["Patient": 1])
+        // Nor is such a folder an artifact folder that --out may replace.
+        #expect(throws: ArtifactError.self) { try ArtifactFolder(target: dir) }
+    }
+}

@@ -55,6 +55,20 @@ struct ForeignFolderTests {
         #expect(report.inferredOrder?.steps.first == ["patient.json"])
     }
 
+    @Test func aSingleIdentifierObjectIsCarriedByItsUpdateAndOrdersTheFilesReferringToIt() throws {
+        // Composition.identifier is 0..1: one Identifier object, not an array.
+        let dir = try folder([
+            "batch.json": #"{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Composition","identifier":{"system":"http://example.org/docs","value":"D-1"},"status":"final","type":{"text":"note"},"date":"2024-01-01","author":[{"display":"x"}],"title":"Note"},"request":{"method":"PUT","url":"Composition?identifier=http://example.org/docs|D-1"}}]}"#,
+            "b2.json": #"{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Provenance","target":[{"reference":"Composition?identifier=http://example.org/docs|D-1"}],"recorded":"2024-01-01T00:00:00Z","agent":[{"who":{"display":"x"}}]},"request":{"method":"POST","url":"Provenance"}}]}"#,
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = ValidationOptions()
+        options.profile = .generic
+        let report = try ArtifactValidator(folder: dir, options: options).run()
+        #expect(!report.findings.contains { $0.rule == "conditional-identifier-missing" || $0.rule == "conditional-reference-order" }, "\(report.findings)")
+        #expect(report.inferredOrder?.steps == [["batch.json"], ["b2.json"]])
+    }
+
     @Test func aSharedIdentifierIsAnErrorOnlyWhereAConditionalOperationUsesIt() throws {
         let shared = #"{"system":"http://x/family","value":"F1"}"#
         let dir = try folder(["a.json": """
