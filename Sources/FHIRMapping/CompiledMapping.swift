@@ -1,3 +1,4 @@
+import FHIRDefinitions
 import FHIRModel
 import FHIRSources
 
@@ -195,13 +196,25 @@ final class Leaf: Sendable {
     let kind: LeafKind
     /// FHIR path of the element, for reject reasons (`Patient.birthDate`).
     let path: String
+    /// The format a string value must have (`.any`: none to check), and the FHIR type it comes from.
+    let format: PrimitiveFormats.Format
+    let typeName: String
+    /// A `code` element's required value set, when the definitions enumerate it.
+    let requiredCodes: (valueSet: String, codes: Set<String>)?
 
-    init(parts: [CompiledPart], kind: LeafKind, path: String) {
+    init(parts: [CompiledPart], kind: LeafKind, path: String, format: PrimitiveFormats.Format = .any, typeName: String = "string",
+         requiredCodes: (valueSet: String, codes: Set<String>)? = nil) {
         self.parts = parts
         if parts.count == 1, case .expression(let e) = parts[0] { single = e } else { single = nil }
         self.kind = kind
         self.path = path
+        self.format = format
+        self.typeName = typeName
+        self.requiredCodes = requiredCodes
     }
+
+    /// Whether the leaf's values are checked row by row.
+    var checksValues: Bool { format != .any || requiredCodes != nil }
 }
 
 enum CompiledPart: Sendable {

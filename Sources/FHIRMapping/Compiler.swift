@@ -17,6 +17,9 @@ struct ElementInfo {
     /// A required value set binding: a fixed code must be one of its codes. Set on `code` elements, and passed
     /// down from a bound Coding or CodeableConcept to the `code` of its codings.
     var binding: Binding?
+    /// True when `binding` is a bound Coding's or CodeableConcept's, passed down: a concept needs only one coding
+    /// in the value set (the validator's rule), so such codes are checked at compile time, never row by row.
+    var bindingIsInherited = false
 }
 
 /// An element a type requires (min 1 or more), with every JSON key that fills it (`value[x]` has one a type).
@@ -317,6 +320,7 @@ public struct MappingCompiler {
                 // A bound CodeableConcept binds the codes of its codings; a Reference's targets are its reference's.
                 if (typeName == "CodeableConcept" && key == "coding") || (typeName == "Coding" && key == "code") {
                     info?.binding = element?.binding
+                    info?.bindingIsInherited = true
                 }
                 if typeName == "Reference" && key == "reference" { info?.referenceTargets = element?.referenceTargets ?? [] }
             }
@@ -435,6 +439,9 @@ public struct MappingCompiler {
             if let binding = info?.binding, let codes = binding.codes, !codes.contains(text) {
                 throw fail(location(node), "\(path) is bound to the required value set \(binding.valueSet), which has no code '\(text)'\(suggest(text, Array(codes))); its codes are \(Self.listed(codes))")
             }
+            if let info, kind == .string, !PrimitiveFormats.isValid(text, type: info.typeName) {
+                throw fail(location(node), "\(path) is a FHIR \(info.typeName), and '\(text)' is not a valid one")
+            }
             do {
                 return .constant(try LeafCoercion.coerce(text, kind: kind, path: path))
             } catch let failure as RowFailure {
@@ -450,7 +457,13 @@ public struct MappingCompiler {
                 throw fail(location(node), "\(path) is bound to the required value set \(binding.valueSet), but map '\(map.name)' gives '\(code)', which it does not have\(suggest(code, Array(codes))); its codes are \(Self.listed(codes))")
             }
         }
-        return .leaf(Leaf(parts: compiled, kind: kind, path: path))
+        // What each row's value must be, checked as it is rendered: a bad cell rejects its row, not the whole run
+        // at validation. Strings need only be non-empty (an empty value drops the element); narratives are left to
+        // the validation.
+        var format = info.map { PrimitiveFormats.Format(type: $0.typeName) } ?? .any
+        if kind != .string || format == .nonEmpty || format == .xhtml { format = .any }
+        let codes = info?.bindingIsInherited == false ? info?.binding.flatMap { b in b.codes.map { (valueSet: b.valueSet, codes: $0) } } : nil
+        return .leaf(Leaf(parts: compiled, kind: kind, path: path, format: format, typeName: info?.typeName ?? "string", requiredCodes: codes))
     }
 
     /// Every required element of `typeName` must have a key in the template: one it never fills would make every

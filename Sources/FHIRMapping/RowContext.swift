@@ -1,3 +1,4 @@
+import FHIRDefinitions
 import FHIRModel
 import FHIRSources
 
@@ -129,6 +130,7 @@ struct RowContext {
     static func writeLeaf(_ value: Value, _ leaf: Leaf, into out: inout RenderBuffer) throws -> Bool {
         if case .string(let s) = value, leaf.kind == .string {  // the common case, without a JSONValue
             if s.isBlank { return false }
+            if leaf.checksValues { try Self.check(s, leaf) }
             if let control = JSONWriter.writeString(s, into: &out) { throw controlCharacter(control, leaf, s) }
             return true
         }
@@ -186,7 +188,31 @@ struct RowContext {
             return try Self.json(nonEmpty[0], leaf)
         case .string(let s):
             if s.isBlank { return nil }
+            if leaf.checksValues { try check(s, leaf) }
             return try LeafCoercion.coerce(s, kind: leaf.kind, path: leaf.path)
+        }
+    }
+
+    /// A value that its element's FHIR type or required value set refuses fails the row (a reject naming the
+    /// element, with the value beside the reason), as the validation would fail the whole run for it.
+    static func check(_ s: String, _ leaf: Leaf) throws {
+        var s = s
+        if leaf.format != .any, !s.withUTF8({ PrimitiveFormats.check($0, leaf.format) }) {
+            let hint: String
+            switch leaf.format {
+            case .date: hint = "YYYY, YYYY-MM or YYYY-MM-DD; read other layouts with date(value, 'format')"
+            case .dateTime: hint = "YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss with a time zone; read other layouts with dateTime(value, 'format')"
+            case .instant: hint = "YYYY-MM-DDThh:mm:ss with a time zone"
+            case .time: hint = "hh:mm:ss"
+            case .code: hint = "no leading, trailing or doubled spaces"
+            case .id: hint = "1 to 64 letters, digits, '-' and '.'"
+            case .uri: hint = "no spaces"
+            default: hint = "see the FHIR R4 definition of \(leaf.typeName)"
+            }
+            throw RowFailure("\(leaf.path) is a FHIR \(leaf.typeName), but the value is not one (\(hint))", value: s)
+        }
+        if let required = leaf.requiredCodes, !required.codes.contains(s) {
+            throw RowFailure("\(leaf.path) is bound to the required value set \(required.valueSet), which does not have the value; translate the source's codes with map()", value: s)
         }
     }
 }

@@ -1,3 +1,4 @@
+import FHIRDefinitions
 import FHIRModel
 import Glibc
 

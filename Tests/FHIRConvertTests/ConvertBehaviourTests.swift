@@ -118,6 +118,42 @@ struct ConvertBehaviourTests {
         #expect(r.first?["reason"]?.stringValue?.contains("the control character U+\(hex), which FHIR strings forbid") == true, "\(r)")
     }
 
+    /// A value copied as it is must already be what its FHIR type and required value set allow: a bad cell
+    /// rejects its row (with the value beside the reason), instead of failing the whole run at validation.
+    @Test func aCellThatItsElementsFHIRTypeOrRequiredCodesRefuseRejectsItsRowNotTheRun() throws {
+        let dir = temporaryFolder()
+        defer { cleanup(dir) }
+        write("id,dob,sex,seen,phone_kind\n1,1980-01-02,female,2020-01-02T10:00:00Z,phone\n2,01/02/1980,male,,phone\n3,1981-03-04,M,,phone\n4,1982-05-06,male,2020-01-02T10:00:00+14:30,phone\n5,1983-07-08,other,,fax2\n6,0000,unknown,,email\n", to: dir + "/people.csv")
+        write("""
+            version: 1
+            sources:
+              people: { file: people.csv }
+            steps:
+              - name: people
+                source: people
+                bundle: batch
+                resource:
+                  resourceType: Patient
+                  identifier: [{ system: "http://example.org/person", value: "{{ id }}" }]
+                  birthDate: "{{ dob }}"
+                  gender: "{{ sex }}"
+                  telecom: [{ system: "{{ phone_kind }}", value: "555" }]
+                  meta: { lastUpdated: "{{ seen }}" }
+            """, to: dir + "/mapping.yaml")
+        let summary = try convert(dir + "/mapping.yaml", out: dir + "/out")
+        #expect(summary.validation?.errors == 0)
+        #expect(summary.manifest.resourceCounts == ["Patient": 1])
+        let r = try rejects(dir + "/out")
+        let byLine = Dictionary(uniqueKeysWithValues: r.map { (JSONWriter().string($0["line"]!), ($0["reason"]?.stringValue ?? "", $0["value"]?.stringValue)) })
+        #expect(byLine["3"]?.0.hasPrefix("Patient.birthDate is a FHIR date, but the value is not one (YYYY, YYYY-MM or YYYY-MM-DD") == true, "\(r)")
+        #expect(byLine["3"]?.1 == "01/02/1980")
+        #expect(byLine["4"]?.0.hasPrefix("Patient.gender is bound to the required value set http://hl7.org/fhir/ValueSet/administrative-gender") == true)
+        #expect(byLine["5"]?.0.hasPrefix("Patient.meta.lastUpdated is a FHIR instant") == true)
+        #expect(byLine["6"]?.0.hasPrefix("Patient.telecom[0].system is bound to the required value set") == true, "\(byLine)")
+        #expect(byLine["7"]?.0.hasPrefix("Patient.birthDate is a FHIR date") == true)
+        #expect(r.count == 5)
+    }
+
     @Test func twoRunsOnTheSameInputsGiveByteIdenticalArtifacts() throws {
         let dir = temporaryFolder()
         defer { cleanup(dir) }
