@@ -518,7 +518,9 @@ public struct MappingCompiler {
         let lower = name.lowercased()
         let best = candidates.map { ($0, editDistance(lower, $0.lowercased())) }.min { $0.1 < $1.1 }
         guard let best, best.1 <= max(2, name.count / 3) else { return "" }
-        return " (did you mean '\(best.0)'?)"
+        // A name an expression cannot spell plainly is written between backticks.
+        let plain = best.0.first.map { $0 == "_" || $0 == "$" || $0.isLetter } == true && best.0.allSatisfy { $0.isLetter || $0.isNumber || "_$-".contains($0) }
+        return plain ? " (did you mean '\(best.0)'?)" : " (did you mean `\(best.0)`?)"
     }
 }
 

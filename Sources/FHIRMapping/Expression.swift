@@ -133,6 +133,18 @@ private struct Lexer {
                 }
                 if !closed { throw parser.fail(start, "string literal without closing \(c)") }
                 tokens.append(Token(kind: .string, text: s, offset: start))
+            } else if c == "`" {
+                // A column whose name is no plain name: `Date of Birth`, `1st-visit`, an XML attribute's `@id`.
+                i += 1
+                var s = ""
+                while i < chars.count && chars[i] != "`" {
+                    s.unicodeScalars.append(chars[i])
+                    i += 1
+                }
+                if i == chars.count { throw parser.fail(start, "column name without closing `") }
+                i += 1
+                if s.isEmpty { throw parser.fail(start, "empty column name between backticks") }
+                tokens.append(Token(kind: .name, text: s, offset: start))
             } else if "().,[]|".unicodeScalars.contains(c) {
                 tokens.append(Token(kind: .punct, text: String(c), offset: start))
                 i += 1

@@ -143,3 +143,33 @@ struct LookupOnSeveralColumnsTests {
         #expect(e.message == "lookup 'condition' is keyed by 2 columns (patient, code), so it takes 2 keys in that order, e.g. condition[patient, code]")
     }
 }
+
+/// Exports name columns as people do: `Date of Birth`, `1st-visit`; an XML reader's attributes are `@id`.
+struct ColumnNamesBetweenBackticksTests {
+    private let yaml = """
+        version: 1
+        sources:
+          people: { file: people.csv }
+        steps:
+          - name: people
+            source: people
+            bundle: batch
+            resource:
+              resourceType: Patient
+              identifier: [{ system: http://example.org/p, value: "{{ `Patient ID` }}" }]
+              birthDate: "{{ date(`Date of Birth`, 'MM/dd/yyyy') }}"
+              name: [{ text: "{{ `1st-visit` | upper }}" }]
+        """
+
+    @Test func aColumnWhoseNameIsNoPlainNameIsWrittenBetweenBackticks() throws {
+        let m = try compileMapping(yaml, fields: ["people": ["Patient ID", "Date of Birth", "1st-visit"]])
+        let out = evaluate(m, step: "people", row: ["P 1", "03/05/1980", "ann"])
+        let json = try #require(out.success?.first)
+        #expect(json.contains(#""value":"P 1""#) && json.contains(#""birthDate":"1980-03-05""#) && json.contains(#""text":"ANN""#), "\(json)")
+    }
+
+    @Test func aCloseColumnNameIsSuggestedInTheFormThatWorks() {
+        let error = mappingError(yaml.replacingOccurrences(of: "`Patient ID`", with: "PatientID"), fields: ["people": ["Patient ID", "Date of Birth", "1st-visit"]])
+        #expect(error?.message.contains("did you mean `Patient ID`?") == true, "\(String(describing: error))")
+    }
+}
