@@ -66,6 +66,9 @@ struct DateFormat: Sendable, Equatable {
             i += run
         }
         guard fields.contains(.year) else { throw DateFormatError("the format has no year (yyyy)") }
+        // 'mm' is minutes: without an hour, 'yyyy-mm-dd' means months (as 'MM').
+        let hasHour = fields.contains { if case .hour = $0 { return true } else { return false } }
+        if fields.contains(.minute) && !hasHour { throw DateFormatError("'mm' is minutes, and the format has no hour (HH); use 'MM' for the month") }
         self.fields = fields
     }
 

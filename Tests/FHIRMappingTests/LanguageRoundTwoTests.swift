@@ -60,6 +60,11 @@ struct DateFormatsInOrderTests {
         let twice = try #require(mappingError(observationMapping(#"effectiveDateTime: "{{ date(when, 'yyyy', 'yyyy') }}""#), fields: fields))
         #expect(twice.message.contains("the format 'yyyy' is given twice"))
     }
+
+    @Test func minutesWithoutAnHourAreTakenForAMistypedMonth() throws {
+        let e = try #require(mappingError(observationMapping(#"effectiveDateTime: "{{ date(when, 'yyyy-mm-dd') }}""#), fields: fields))
+        #expect(e.message.contains("'mm' is minutes, and the format has no hour (HH); use 'MM' for the month"), "\(e)")
+    }
 }
 
 struct DecimalArithmeticTests {
