@@ -100,7 +100,7 @@ extension RowContext {
             var parts: [String] = []
             for a in args { parts.append(try evaluate(a).text("id")) }
             if parts.allSatisfy(\.isBlank) { return .null }
-            return .string(NameUUID.v5(parts.joined(separator: "|")))
+            return .string(Self.hashID(parts))
         case .concat:
             var s = ""
             for a in args { s += try evaluate(a).text("concat") }
@@ -201,5 +201,28 @@ extension RowContext {
         }
         let t = try v.text("text")
         return t.isEmpty ? .null : .string(transform(t))
+    }
+}
+
+extension RowContext {
+    /// The namespace of `hashId` names whose values hold the separator: fixed forever, like fhirbundle's own.
+    static let escapedHashIDNamespace: [UInt8] = [
+        0x25, 0x92, 0xcf, 0x10, 0xa6, 0xd8, 0x5f, 0x28, 0x91, 0xfe, 0xce, 0xc7, 0xe2, 0x25, 0xbd, 0xfc,
+    ]
+
+    /// `hashId(a, b, ...)`: the version-5 UUID of the values joined with `|`. Values that hold a `|` themselves would
+    /// make `('a|b', 'c')` and `('a', 'b|c')` one id: those are joined with `\|` and `\\` escaped, in a namespace of
+    /// their own, so that every other row keeps the id it always had (ids already on a server stay theirs).
+    static func hashID(_ parts: [String]) -> String {
+        guard parts.count > 1, parts.contains(where: { $0.contains("|") }) else { return NameUUID.v5(parts.joined(separator: "|")) }
+        let escaped = parts.map { part in
+            var e = String.UnicodeScalarView()
+            for c in part.unicodeScalars {
+                if c == "\\" || c == "|" { e.append("\\") }
+                e.append(c)
+            }
+            return String(e)
+        }
+        return NameUUID.v5(escaped.joined(separator: "|"), namespace: escapedHashIDNamespace)
     }
 }

@@ -1,4 +1,5 @@
 import FHIRMapping
+import FHIRModel
 import Testing
 
 /// Observations of a vital sign with a care-plan style lookup keyed by two columns.
@@ -176,5 +177,32 @@ struct ColumnNamesBetweenBackticksTests {
     @Test func aCloseColumnNameIsSuggestedInTheFormThatWorks() {
         let error = mappingError(yaml.replacingOccurrences(of: "`Patient ID`", with: "PatientID"), fields: ["people": ["Patient ID", "Date of Birth", "1st-visit"]])
         #expect(error?.message.contains("did you mean `Patient ID`?") == true, "\(String(describing: error))")
+    }
+}
+
+struct HashIDTests {
+    private func id(_ a: String, _ b: String) throws -> String? {
+        let m = try compileMapping("""
+            version: 1
+            sources:
+              rows: { file: rows.csv }
+            steps:
+              - name: rows
+                source: rows
+                bundle: batch
+                resource:
+                  resourceType: Basic
+                  identifier: [{ system: http://example.org/row, value: "{{ hashId(a, b) }}" }]
+                  code: { text: x }
+            """, fields: ["rows": ["a", "b"]])
+        let json = try #require(evaluate(m, step: "rows", row: [a, b]).success?.first)
+        return json.split(separator: "\"").drop { $0 != "value" }.dropFirst(2).first.map(String.init)
+    }
+
+    @Test func valuesHoldingTheSeparatorGiveDifferentIdsAndOthersKeepTheirs() throws {
+        #expect(try id("a|b", "c") != id("a", "b|c"))
+        #expect(try id("a\\", "|b") != id("a", "\\|b"))
+        // Without a separator in any value, the id is the one hashId always gave.
+        #expect(try id("P1", "2024-01-01") == NameUUID.v5("P1|2024-01-01"))
     }
 }
