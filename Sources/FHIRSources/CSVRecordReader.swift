@@ -162,7 +162,10 @@ public final class CSVRecordReader: RecordReader {
     /// Why a row read whole is still a reject (an unclosed quote, a wrong field count), or nil.
     private func problem(_ row: RawRow) -> String? {
         if row.unterminated {
-            return "a quoted field is never closed (the quote opened on this line runs to the end of the file)"
+            return "a quoted field is never closed (the quote opened on this line runs to the end of the file: every line after it is inside the field, none is read as a row); close or double the quote"
+        }
+        if let field = row.textAfterQuote {
+            return "field \(field + 1) has text after its closing quote; quote the whole field and double the quotes inside it (\"Dr. \"\"Bob\"\" Smith\")"
         }
         guard row.fieldCount == fieldNames.count else {
             return "expected \(fieldNames.count) fields, found \(row.fieldCount)"
@@ -190,6 +193,9 @@ public final class CSVRecordReader: RecordReader {
         var line: Int
         var quoted: Bool
         var unterminated: Bool
+        /// The first field (0-based) with text between its closing quote and the next delimiter: RFC 4180 allows
+        /// none, and reading on would change the value (`"a"b` is not `ab`).
+        var textAfterQuote: Int? = nil
     }
 
     /// The current row's unescaped field bytes, back to back, and where each field ends: reused from row to row so
@@ -209,13 +215,15 @@ public final class CSVRecordReader: RecordReader {
         let rowLine = line
         var inQuotes = false
         var anyQuoted = false
+        var justClosed = false
+        var textAfterQuote: Int?
         while true {
             if start >= end {
                 try fill()
                 if start >= end {
                     // End of file: the last record had no line break.
                     fieldEnds.append(rowBytes.count)
-                    return RawRow(fieldCount: fieldEnds.count, line: rowLine, quoted: anyQuoted, unterminated: inQuotes)
+                    return RawRow(fieldCount: fieldEnds.count, line: rowLine, quoted: anyQuoted, unterminated: inQuotes, textAfterQuote: textAfterQuote)
                 }
             }
             if inQuotes {
@@ -236,6 +244,7 @@ public final class CSVRecordReader: RecordReader {
                         start += 1
                     } else {
                         inQuotes = false
+                        justClosed = true
                     }
                 }
                 continue
@@ -247,15 +256,18 @@ public final class CSVRecordReader: RecordReader {
                 if b == delimiter || b == 0x0A || b == 0x0D || b == quote { break }
                 i += 1
             }
+            if justClosed && i > start && textAfterQuote == nil { textAfterQuote = fieldEnds.count }
             rowBytes.append(contentsOf: buffer[start..<i])
             start = i
             if i == end { continue }
             let b = buffer[i]
             start += 1
+            if b != quote { justClosed = false }
             if b == delimiter {
                 fieldEnds.append(rowBytes.count)
                 fieldStart = rowBytes.count
             } else if b == quote {
+                if justClosed && textAfterQuote == nil { textAfterQuote = fieldEnds.count }
                 if rowBytes.count == fieldStart {
                     inQuotes = true
                     anyQuoted = true
@@ -270,7 +282,7 @@ public final class CSVRecordReader: RecordReader {
                 }
                 line += 1
                 fieldEnds.append(rowBytes.count)
-                return RawRow(fieldCount: fieldEnds.count, line: rowLine, quoted: anyQuoted, unterminated: false)
+                return RawRow(fieldCount: fieldEnds.count, line: rowLine, quoted: anyQuoted, unterminated: false, textAfterQuote: textAfterQuote)
             }
         }
     }

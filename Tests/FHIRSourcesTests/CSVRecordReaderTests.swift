@@ -98,6 +98,15 @@ struct CSVRecordReaderTests {
         #expect(reason.contains("never closed"))
     }
 
+    /// RFC 4180 allows nothing between a closing quote and the next delimiter: reading on would change the value.
+    @Test func textAfterAClosingQuoteIsARejectNotAChangedValue() throws {
+        let results = try readAll(CSVRecordReader(path: temporaryFile("id,name\n1,\"Dr. \"Bob\" Smith\"\n2,\"a\"b\n3,\"ok \"\"q\"\"\"\n4,plain\"quote\n")))
+        #expect(rows(results) == [["3", "ok \"q\""], ["4", "plain\"quote"]])
+        #expect(results[0] == .reject(line: 2, reason: "field 2 has text after its closing quote; quote the whole field and double the quotes inside it (\"Dr. \"\"Bob\"\" Smith\")"))
+        guard case .reject(let line, _) = results[1] else { Issue.record("expected a reject"); return }
+        #expect(line == 3)
+    }
+
     @Test(arguments: [(UInt8(ascii: ";"), "a;b\n1;x,y\n", ["1", "x,y"]), (UInt8(ascii: "\t"), "a\tb\n1\t\"x\ty\"\n", ["1", "x\ty"])])
     func customDelimiters(delimiter: UInt8, text: String, expected: [String]) throws {
         let reader = try CSVRecordReader(path: temporaryFile(text), delimiter: delimiter)
