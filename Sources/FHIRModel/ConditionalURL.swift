@@ -76,6 +76,17 @@ public enum ConditionalURL {
 }
 
 extension ConditionalURL {
+    /// The identifier a conditional reference names, also when it searches by more than its identifier
+    /// (`Patient?identifier=system|value&active=true`): the target is the resource with that identifier, which the
+    /// other criteria only narrow (checked by the server, not offline). Nil without one `identifier` parameter.
+    public static func identifierCriterion(_ url: String) -> (type: String, system: String, value: String)? {
+        guard let q = url.firstIndex(of: "?") else { return nil }
+        let parameters = url[url.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false)
+        let identifiers = parameters.filter { $0.hasPrefix("identifier=") }
+        guard identifiers.count == 1 else { return nil }
+        return parseIdentifier(String(url[..<q]) + "?" + identifiers[0])
+    }
+
     /// The type and the `system|value` of `Type?identifier=system|value` (percent-decoded and unescaped), or nil
     /// when the URL is not a single-identifier search. The inverse of `identifier(type:system:value:)`.
     public static func parseIdentifier(_ url: String) -> (type: String, system: String, value: String)? {

@@ -31,7 +31,7 @@ struct ReferenceWalkResult {
         self.pointer = pointer
         self.reference = reference
         kind = ReferenceKind.of(reference)
-        if kind == .conditional, let parsed = ConditionalURL.parseIdentifier(reference) {
+        if kind == .conditional, let parsed = ConditionalURL.identifierCriterion(reference) {
             conditionalKey = parsed.type + "|" + parsed.system + "|" + parsed.value
         }
     }

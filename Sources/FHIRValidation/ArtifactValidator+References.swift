@@ -170,13 +170,23 @@ enum IdentifierSearch {
         return system.withUnsafeBufferPointer { s in value.withUnsafeBufferPointer { v in body(s, v) } }
     }
 
-    /// The query of a search URL that starts with `identifier=`, after it (`Type?identifier=…`).
+    /// The value of a search URL's `identifier` parameter (`Type?identifier=…`), also among other parameters
+    /// (`…&active=true`, which only narrow the search: see `ConditionalURL.identifierCriterion`); nil without one.
     static func query(_ url: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
         guard let q = url.firstIndex(of: UInt8(ascii: "?")) else { return nil }
-        let query = UnsafeBufferPointer(rebasing: url[(q + 1)...])
         let prefix: StaticString = "identifier="
-        guard query.count >= prefix.utf8CodeUnitCount, memcmp(query.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0 else { return nil }
-        return UnsafeBufferPointer(rebasing: query[prefix.utf8CodeUnitCount...])
+        var found: UnsafeBufferPointer<UInt8>?
+        var start = q + 1
+        while start <= url.count {
+            let end = url[start...].firstIndex(of: UInt8(ascii: "&")) ?? url.count
+            let parameter = UnsafeBufferPointer(rebasing: url[start..<end])
+            if parameter.count >= prefix.utf8CodeUnitCount, memcmp(parameter.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0 {
+                if found != nil { return nil }  // two identifiers: no one target
+                found = UnsafeBufferPointer(rebasing: parameter[prefix.utf8CodeUnitCount...])
+            }
+            start = end + 1
+        }
+        return found
     }
 }
 

@@ -166,7 +166,9 @@ struct FileFacts: Sendable {
             let query = UnsafeBufferPointer(rebasing: r[(q + 1)...])
             let prefix: StaticString = "identifier="
             let prefixBytes = UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
-            guard !type.isEmpty, query.starts(with: prefixBytes), !query.contains(UInt8(ascii: "&")), !query.contains(UInt8(ascii: ",")) else { return nil }
+            // Other criteria beside the identifier (`&active=true`) are rare: read as a string.
+            if query.contains(UInt8(ascii: "&")) { return Self.key(ofReference: String(decoding: r, as: UTF8.self)).map { hash($0) } }
+            guard !type.isEmpty, query.starts(with: prefixBytes), !query.contains(UInt8(ascii: ",")) else { return nil }
             let token = UnsafeBufferPointer(rebasing: query[prefixBytes.count...])
             guard let bar = token.firstIndex(of: UInt8(ascii: "|")) else { return nil }
             return hash(type, UnsafeBufferPointer(rebasing: token[..<bar]), UnsafeBufferPointer(rebasing: token[(bar + 1)...]), separator: UInt8(ascii: "|"))
@@ -191,7 +193,7 @@ struct FileFacts: Sendable {
         if reference.hasPrefix("#") || reference.hasPrefix("urn:") { return nil }
         if let q = reference.firstIndex(of: "?") {
             let type = String(reference[..<q])
-            guard let parsed = ConditionalURL.parseIdentifier(reference) else { return nil }
+            guard let parsed = ConditionalURL.identifierCriterion(reference) else { return nil }
             return type + "|" + parsed.system + "|" + parsed.value
         }
         if reference.contains("://") { return nil }

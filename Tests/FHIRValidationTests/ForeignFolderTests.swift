@@ -69,6 +69,19 @@ struct ForeignFolderTests {
         #expect(report.inferredOrder?.steps == [["batch.json"], ["b2.json"]])
     }
 
+    @Test func aConditionalReferenceThatAlsoSearchesByOtherCriteriaResolvesByItsIdentifier() throws {
+        let dir = try folder([
+            "patients.json": #"{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Patient","identifier":[{"system":"http://example.org/mrn","value":"C1"}],"active":true},"request":{"method":"PUT","url":"Patient?identifier=http://example.org/mrn|C1"}}]}"#,
+            "observations.json": #"{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient?identifier=http://example.org/mrn|C1&active=true"}},"request":{"method":"POST","url":"Observation"}}]}"#,
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = ValidationOptions()
+        options.profile = .generic
+        let report = try ArtifactValidator(folder: dir, options: options).run()
+        #expect(!report.findings.contains { $0.rule == "conditional-reference-unresolved" }, "\(report.findings)")
+        #expect(report.inferredOrder?.steps == [["patients.json"], ["observations.json"]])
+    }
+
     @Test func aSharedIdentifierIsAnErrorOnlyWhereAConditionalOperationUsesIt() throws {
         let shared = #"{"system":"http://x/family","value":"F1"}"#
         let dir = try folder(["a.json": """
