@@ -156,7 +156,7 @@ public struct MappingCompiler {
         for i in lookups.indices { lookups[i].columnsRead = columnsRead[lookups[i].sourceIndex] ?? [] }
         let unused = sources.indices.compactMap { si -> UnusedColumns? in
             let used = columnsUsed[si] ?? []
-            let names = sources[si].fieldNames.enumerated().filter { !used.contains($0.offset) }.map(\.element)
+            let names = sources[si].fieldNames.enumerated().filter { !used.contains($0.offset) }.map { $0.element.isEmpty ? "(column \($0.offset + 1), unnamed)" : $0.element }
             return names.isEmpty ? nil : UnusedColumns(source: sources[si].name, file: sources[si].declaration.file, columns: names)
         }
         let uses = sources.indices.map { si in

@@ -86,7 +86,7 @@ struct Scope {
                 return (.column(column, name: n), .scalar)
             }
             let known = columns + Array(constants.keys) + aliases.map(\.name)
-            throw fail(at, "unknown name '\(n)': not a column of source '\(sources[sourceIndex].name)', a constant or a $each alias\(mapping.suggest(n, known))")
+            throw fail(at, "unknown name '\(n)': not a column of source '\(sources[sourceIndex].name)', a constant or a $each alias\(mapping.suggest(n, known))\(Self.delimiterHint(sources[sourceIndex].fieldNames))")
         case .member(let base, let field, let at):
             let b = try compile(base)
             switch b.type {
@@ -328,5 +328,18 @@ extension Expression {
     var nameHint: String? {
         if case .name(let n, _) = self { return n }
         return nil
+    }
+}
+
+extension Scope {
+    /// When a CSV header was read as one column that holds another common delimiter (`id;name;dob`), the source
+    /// was read with the wrong one: say which to declare.
+    static func delimiterHint(_ fieldNames: [String]) -> String {
+        guard fieldNames.count == 1, let only = fieldNames.first else { return "" }
+        let delimiters: [(Character, String)] = [(";", "';'"), ("\t", "'\\t'"), ("|", "'|'")]
+        for (character, spelled) in delimiters where only.contains(character) {
+            return "; the header was read as one column, which holds \(spelled): declare `delimiter: \(spelled)` on the source"
+        }
+        return ""
     }
 }

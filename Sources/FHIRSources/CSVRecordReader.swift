@@ -78,7 +78,9 @@ public final class CSVRecordReader: RecordReader {
                 throw raw.withUnsafeBufferPointer { notDecodable(line: 1, field: i, column: "of the header", $0) }
             }
             let name = s.trimmingWhitespace
-            if let j = columnOf.updateValue(i, forKey: name) {
+            // Columns without a name (the trailing commas a spreadsheet leaves) cannot be named by a mapping, so
+            // several of them are no ambiguity.
+            if !name.isEmpty, let j = columnOf.updateValue(i, forKey: name) {
                 throw SourceError(file: path, line: 1, message: "the header names column '\(name)' twice (columns \(j + 1) and \(i + 1))")
             }
             names.append(name)

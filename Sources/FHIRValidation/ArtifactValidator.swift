@@ -208,6 +208,8 @@ public final class ArtifactValidator {
             // Not written by fhirbundle: any FHIR data, in the order its references ask for.
             foreign = true
             let dataFiles = all.filter { ($0.hasSuffix(".json") || $0.hasSuffix(".ndjson")) && !isJournal($0) && $0 != "rejects.ndjson" }
+            // A wrong path, or a folder emptied on its way, must not pass as valid.
+            if dataFiles.isEmpty { throw ValidationFailure(message: "\(folder) holds no manifest.json and no .json or .ndjson file: nothing to validate") }
             let order = UploadOrder.infer(folder: folder, files: dataFiles, maxJSONBytes: options.maxJSONBytes, threads: options.threads)
             inferred = order
             steps = order.steps

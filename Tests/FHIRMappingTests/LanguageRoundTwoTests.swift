@@ -206,3 +206,22 @@ struct HashIDTests {
         #expect(try id("P1", "2024-01-01") == NameUUID.v5("P1|2024-01-01"))
     }
 }
+
+struct SourceShapeHintsTests {
+    @Test func aHeaderReadAsOneColumnHoldingASemicolonAsksForThatDelimiter() {
+        let yaml = """
+            version: 1
+            sources:
+              people: { file: people.csv }
+            steps:
+              - name: people
+                source: people
+                bundle: batch
+                resource:
+                  resourceType: Patient
+                  identifier: [{ system: http://example.org/p, value: "{{ patient_id }}" }]
+            """
+        let error = mappingError(yaml, fields: ["people": ["patient_id;name;dob"]])
+        #expect(error?.message.contains("the header was read as one column, which holds ';': declare `delimiter: ';'` on the source") == true, "\(String(describing: error))")
+    }
+}

@@ -118,6 +118,13 @@ struct CSVRecordReaderTests {
         #expect(throws: SourceError.self) { try CSVRecordReader(path: temporaryFile("id,name,id\n1,2,3\n")) }
     }
 
+    /// A spreadsheet's trailing commas: columns without a name, which no mapping can name, are no duplicates.
+    @Test func severalColumnsWithoutANameAreRead() throws {
+        let reader = try CSVRecordReader(path: temporaryFile("id,name,,\n1,Ann,,\n"))
+        #expect(reader.fieldNames == ["id", "name", "", ""])
+        #expect(rows(try readAll(reader)) == [["1", "Ann", "", ""]])
+    }
+
     @Test func emptyFileIsAnError() {
         #expect(throws: SourceError.self) { try CSVRecordReader(path: temporaryFile("")) }
     }

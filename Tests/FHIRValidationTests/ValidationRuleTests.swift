@@ -290,6 +290,14 @@ struct ManifestValidationTests {
     @Test func unreadableFolderCannotBeValidated() {
         #expect(throws: ValidationFailure.self) { try ArtifactValidator(folder: "/nonexistent/folder").run() }
     }
+
+    @Test func aFolderWithNothingToValidateDoesNotPass() throws {
+        let dir = NSTemporaryDirectory() + "empty-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
+        try "notes".write(toFile: dir + "/README.txt", atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(throws: ValidationFailure.self) { try ArtifactValidator(folder: dir).run() }
+    }
 }
 
 /// This test process's folder for the limit tests' artifact folders, removed when the process exits.
